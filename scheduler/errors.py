@@ -1,0 +1,68 @@
+"""One error tree for the whole project: callers catch meaning, not library internals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem found in a user's file, pointing at where to look."""
+
+    file: str
+    line: int  # 1-based; 0 when the problem is about the whole file
+    column: int  # 1-based; 0 when unknown
+    message: str
+    hint: str | None = None
+    severity: str = "error"
+
+    def format(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}"
+            if self.column:
+                where += f":{self.column}"
+        text = f"{where}: {self.severity}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class SchedulerError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(SchedulerError):
+    """campaigns.yaml, a statement, a template or a list is invalid; carries every problem found."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.format() for d in diagnostics))
+
+
+class TemplateError(SchedulerError):
+    """A template failed to compile or to render."""
+
+
+class StatementError(SchedulerError):
+    """A statement file is missing or malformed."""
+
+
+class SecretError(SchedulerError):
+    """A `${ENV_VAR}` reference could not be resolved."""
+
+
+class UnknownCampaignError(SchedulerError):
+    """The named campaign, step or channel does not exist in campaigns.yaml."""
+
+
+class SendError(SchedulerError):
+    """A message could not be delivered."""
+
+
+class TransientSendError(SendError):
+    """Delivery failed for now (4xx, timeout, connection reset); retry later."""
+
+
+class PermanentSendError(SendError):
+    """Delivery failed for good (5xx, rejected); do not retry."""
