@@ -193,7 +193,9 @@ def parse_time(v: object) -> object:
 
 
 class Campaign(Strict):
-    name: str = Field(min_length=1)
+    name: str | dict[LanguageCode, str] = Field(
+        description="one name, or one per language: {en: May Day, es: Primero de Mayo}"
+    )
     date: str | None = Field(
         default=None, description="'MM-DD' every year, or 'YYYY-MM-DD' once"
     )
@@ -261,6 +263,13 @@ class Campaign(Strict):
                 "give exactly one of 'date' ('05-01' every year, '2027-10-27' once) or 'rrule'"
             )
         return self
+
+    def display_name(self, language: str | None = None) -> str:
+        if isinstance(self.name, str):
+            return self.name
+        if language in self.name:
+            return self.name[language]
+        return next(iter(self.name.values()))
 
     @property
     def is_one_off(self) -> bool:

@@ -1,0 +1,296 @@
+"""The organizer's command line: `scheduler validate | calendar | plan | preview`.
+
+Exit codes: 0 success, 1 validation or delivery failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scheduler import calendar
+from scheduler.audience.sizes import audience_sizes
+from scheduler.config.project import Project
+from scheduler.config.validate import require_valid, validate_project
+from scheduler.errors import ConfigError, SchedulerError, TemplateError, UnknownCampaignError
+from scheduler.ics import to_ics
+from scheduler.preview import build_preview
+
+app = typer.Typer(
+    name="scheduler",
+    help="Plan campaign days in campaigns.yaml; email subscribers and post to social platforms "
+    "on the day.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output has no terminal width; 80 columns would cut occurrence ids in tables.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    config: str | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    config: Annotated[
+        str | None,
+        typer.Option("-c", "--config", help="campaigns.yaml to use [env: SCHEDULER_CONFIG; "
+                     "default: ./campaigns.yaml]"),
+    ] = None,
+) -> None:
+    state.config = config
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _print_diagnostics(error: ConfigError) -> NoReturn:
+    for d in error.diagnostics:
+        err.print(d.format(), markup=False)
+    n = len(error.diagnostics)
+    err.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was sent.", markup=False)
+    raise typer.Exit(1)
+
+
+def _project() -> Project:
+    try:
+        return require_valid(state.config)
+    except ConfigError as e:
+        _print_diagnostics(e)
+
+
+def _parse_day(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD", param_hint=option) from None
+
+
+def _json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, Any]:
+    campaign = project.config.campaigns[occ.campaign_id]
+    return {
+        "id": occ.id,
+        "campaign": occ.campaign_id,
+        "campaign_name": campaign.display_name(),
+        "step": occ.step_id,
+        "date": occ.anchor.isoformat(),
+        "local": occ.local.isoformat(),
+        "timezone": occ.timezone,
+        "instant": occ.instant.isoformat().replace("+00:00", "Z"),
+        "channels": list(occ.channels),
+        "template": occ.template,
+        "note": occ.note,
+    }
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    strict: Annotated[bool, typer.Option(help="also fail when a secret a channel needs is unset")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print problems as JSON")] = False,
+) -> None:
+    """Check campaigns.yaml, statements, templates and lists; print every problem at once."""
+    report = validate_project(state.config, strict=strict)
+    if as_json:
+        _json({
+            "ok": report.ok,
+            "problems": [
+                {"file": d.file, "line": d.line, "column": d.column, "severity": d.severity,
+                 "message": d.message, "hint": d.hint}
+                for d in report.diagnostics
+            ],
+        })
+        raise typer.Exit(0 if report.ok else 1)
+    for d in report.diagnostics:
+        err.print(d.format(), markup=False)
+    if not report.ok:
+        n = len(report.errors)
+        err.print(f"{n} error{'s' if n != 1 else ''}; fix them and run `scheduler validate` again.",
+                  markup=False)
+        raise typer.Exit(1)
+    assert report.project is not None
+    config = report.project.config
+    steps = sum(len(c.steps) for c in config.campaigns.values())
+    out.print(
+        f"{report.project.display}: ok — {len(config.campaigns)} campaigns, {steps} steps, "
+        f"{len(config.channels)} channels, {len(config.lists)} lists, languages "
+        f"{', '.join(config.organization.languages)}",
+        markup=False,
+    )
+
+
+# --- calendar and plan ---------------------------------------------------------------------
+
+
+@app.command("calendar")
+def calendar_command(
+    from_: Annotated[str | None, typer.Option("--from", help="first day, YYYY-MM-DD [default: today]")] = None,
+    to: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD [default: a year on]")] = None,
+    campaign: Annotated[list[str] | None, typer.Option(help="only this campaign (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
+    ics: Annotated[Path | None, typer.Option(help="write an iCalendar (.ics) file")] = None,
+) -> None:
+    """List every occurrence between two days, in local time and UTC."""
+    project = _project()
+    start_day = _parse_day(from_, "--from") or dt.datetime.now(dt.UTC).date()
+    end_day = _parse_day(to, "--to") or start_day + dt.timedelta(days=365)
+    if end_day < start_day:
+        raise typer.BadParameter("--to is before --from", param_hint="--to")
+    start = dt.datetime.combine(start_day, dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(end_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    try:
+        occurrences = calendar.expand(project.config, start, end, campaigns=campaign or None)
+    except UnknownCampaignError as e:
+        raise typer.BadParameter(str(e), param_hint="--campaign") from None
+    if ics is not None:
+        ics.write_bytes(to_ics(project.config, occurrences))
+        err.print(f"wrote {len(occurrences)} events to {ics}", markup=False)
+    if as_json:
+        _json([_occurrence_record(project, o) for o in occurrences])
+        return
+    if ics is not None:
+        return
+    table = Table(title=f"Occurrences {start_day} — {end_day}", title_justify="left")
+    table.add_column("Occurrence", no_wrap=True)
+    table.add_column("Local time", no_wrap=True)
+    table.add_column("UTC", no_wrap=True)
+    table.add_column("Channels")
+    for occ in occurrences:
+        local = occ.local.strftime("%a %Y-%m-%d %H:%M %Z") + f" ({occ.timezone})"
+        if occ.note:
+            local += f"\n[yellow]{occ.note}[/]"
+        table.add_row(occ.id, local, occ.instant.strftime("%Y-%m-%d %H:%M"), ", ".join(occ.channels))
+    out.print(table)
+    out.print(f"{len(occurrences)} occurrences", markup=False)
+
+
+@app.command()
+def plan(
+    days: Annotated[int, typer.Option(min=1, max=3660, help="how far ahead to look")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
+) -> None:
+    """What goes where and when in the coming days, and to how many people."""
+    project = _project()
+    now = dt.datetime.now(dt.UTC)
+    occurrences = calendar.next_occurrences(project.config, now, days=days)
+    sizes = audience_sizes(project)
+    records = []
+    for occ in occurrences:
+        rec = _occurrence_record(project, occ)
+        campaign = project.config.campaigns[occ.campaign_id]
+        emails = [c for c in occ.channels if project.config.channels[c].type == "smtp"]
+        rec["audience"] = {
+            "lists": list(campaign.audience),
+            "recipients": sizes.recipients(campaign.audience) if emails else 0,
+            "source": sizes.source,
+        }
+        records.append(rec)
+    if as_json:
+        _json(records)
+        return
+    if not records:
+        out.print(f"Nothing is planned in the next {days} days. "
+                  "`scheduler calendar` shows the whole year.", markup=False)
+        return
+    table = Table(title=f"Next {days} days", title_justify="left")
+    for col in ("When (UTC)", "In", "Occurrence"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("Channels")
+    table.add_column("Email recipients")
+    for occ, rec in zip(occurrences, records, strict=True):
+        delta = occ.instant - now
+        when_in = f"{delta.days}d {delta.seconds // 3600}h" if delta.days else f"{delta.seconds // 3600}h {delta.seconds % 3600 // 60}m"
+        audience = rec["audience"]
+        recipients = "—" if not any(project.config.channels[c].type == "smtp" for c in occ.channels) \
+            else f"{audience['recipients']:,} ({', '.join(audience['lists'])})"
+        table.add_row(occ.instant.strftime("%Y-%m-%d %H:%M"), when_in, occ.id,
+                      ", ".join(occ.channels), recipients)
+    out.print(table)
+    out.print(f"Audience counted from {sizes.source}.", markup=False)
+
+
+# --- preview -------------------------------------------------------------------------------
+
+
+@app.command()
+def preview(
+    campaign: Annotated[str, typer.Argument(help="campaign id from campaigns.yaml")],
+    step: Annotated[str | None, typer.Option(help="only this step")] = None,
+    channel: Annotated[str | None, typer.Option(help="only this channel")] = None,
+    lang: Annotated[str | None, typer.Option(help="only this language")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write .html/.txt/.eml files here "
+                                                 "[default: ./preview, none with --json]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print exactly what would be sent")] = False,
+) -> None:
+    """Render what each channel would get for the campaign's next occurrence; send nothing."""
+    project = _project()
+    target = out_dir if (out_dir is not None or as_json) else Path("preview")
+    try:
+        items = build_preview(project, campaign, step=step, channel=channel, language=lang,
+                              out=target)
+    except UnknownCampaignError as e:
+        _fail(str(e), 2)
+    except (TemplateError, ConfigError) as e:
+        _fail(str(e))
+    if as_json:
+        _json([i.as_json() for i in items])
+        return
+    for item in items:
+        occ = item.occurrence
+        header = f"[bold]{occ.id}[/] → [cyan]{item.channel}[/] ({item.type}, {item.language}) at " \
+                 f"{occ.local.strftime('%Y-%m-%d %H:%M %Z')}"
+        out.print(header)
+        if item.is_email:
+            out.print(f"  Subject: {item.email_headers.get('Subject', '')}", markup=False)
+            for path in item.files:
+                out.print(f"  wrote {path}", markup=False)
+        else:
+            total = len(item.parts)
+            for n, part in enumerate(item.parts, 1):
+                limit = f"/{item.limit}" if item.limit else ""
+                ok = item.limit is None or part.length <= item.limit
+                label = f"part {n}/{total}" if total > 1 else "post"
+                colour = "green" if ok else "red"
+                out.print(f"  [{colour}]{label}: {part.length}{limit}[/]")
+                for line in part.text.splitlines():
+                    out.print(f"    │ {line}", markup=False)
+        out.print()
+    over = [i for i in items if i.over_limit]
+    if over:
+        _fail(f"{len(over)} post(s) over the platform limit")
+    out.print(f"{len(items)} message(s) previewed; nothing was sent.", markup=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except SchedulerError as e:
+        err.print(f"error: {e}", markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""HMAC-signed tokens for unsubscribe and preference links: they cannot be forged or reused
+for another address, and carry no secret."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from typing import Any
+
+from scheduler.errors import SchedulerError
+
+SECRET_ENV = "SCHEDULER_SECRET_KEY"
+# Only for previews and local runs; `scheduler validate --strict` insists on a real key.
+DEVELOPMENT_KEY = "development-only-secret-change-me"
+
+
+class BadToken(SchedulerError):
+    """A link token was tampered with, forged, or made for another purpose."""
+
+
+def secret_key() -> bytes:
+    return os.environ.get(SECRET_ENV, DEVELOPMENT_KEY).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(purpose: str, data: dict[str, Any], key: bytes | None = None) -> str:
+    payload = _b64(json.dumps(data, separators=(",", ":"), sort_keys=True).encode())
+    mac = hmac.new(key or secret_key(), f"{purpose}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{payload}.{_b64(mac[:20])}"
+
+
+def verify(purpose: str, token: str, key: bytes | None = None) -> dict[str, Any]:
+    try:
+        payload, mac = token.split(".")
+        expected = hmac.new(
+            key or secret_key(), f"{purpose}.{payload}".encode(), hashlib.sha256
+        ).digest()[:20]
+        if not hmac.compare_digest(expected, _unb64(mac)):
+            raise BadToken("signature does not match")
+        data = json.loads(_unb64(payload))
+    except (ValueError, json.JSONDecodeError) as e:
+        raise BadToken(f"malformed token: {e}") from None
+    if not isinstance(data, dict):
+        raise BadToken("malformed token payload")
+    return data
