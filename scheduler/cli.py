@@ -47,8 +47,11 @@ state = State()
 def _global(
     config: Annotated[
         str | None,
-        typer.Option("-c", "--config", help="campaigns.yaml to use [env: SCHEDULER_CONFIG; "
-                     "default: ./campaigns.yaml]"),
+        typer.Option(
+            "-c",
+            "--config",
+            help="campaigns.yaml to use [env: SCHEDULER_CONFIG; default: ./campaigns.yaml]",
+        ),
     ] = None,
 ) -> None:
     state.config = config
@@ -80,7 +83,9 @@ def _parse_day(value: str | None, option: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD", param_hint=option) from None
+        raise typer.BadParameter(
+            f"{value!r} is not a date; write YYYY-MM-DD", param_hint=option
+        ) from None
 
 
 def _json(data: Any) -> None:
@@ -109,27 +114,39 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
 
 @app.command()
 def validate(
-    strict: Annotated[bool, typer.Option(help="also fail when a secret a channel needs is unset")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="also fail when a secret a channel needs is unset")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print problems as JSON")] = False,
 ) -> None:
     """Check campaigns.yaml, statements, templates and lists; print every problem at once."""
     report = validate_project(state.config, strict=strict)
     if as_json:
-        _json({
-            "ok": report.ok,
-            "problems": [
-                {"file": d.file, "line": d.line, "column": d.column, "severity": d.severity,
-                 "message": d.message, "hint": d.hint}
-                for d in report.diagnostics
-            ],
-        })
+        _json(
+            {
+                "ok": report.ok,
+                "problems": [
+                    {
+                        "file": d.file,
+                        "line": d.line,
+                        "column": d.column,
+                        "severity": d.severity,
+                        "message": d.message,
+                        "hint": d.hint,
+                    }
+                    for d in report.diagnostics
+                ],
+            }
+        )
         raise typer.Exit(0 if report.ok else 1)
     for d in report.diagnostics:
         err.print(d.format(), markup=False)
     if not report.ok:
         n = len(report.errors)
-        err.print(f"{n} error{'s' if n != 1 else ''}; fix them and run `scheduler validate` again.",
-                  markup=False)
+        err.print(
+            f"{n} error{'s' if n != 1 else ''}; fix them and run `scheduler validate` again.",
+            markup=False,
+        )
         raise typer.Exit(1)
     assert report.project is not None
     config = report.project.config
@@ -147,9 +164,15 @@ def validate(
 
 @app.command("calendar")
 def calendar_command(
-    from_: Annotated[str | None, typer.Option("--from", help="first day, YYYY-MM-DD [default: today]")] = None,
-    to: Annotated[str | None, typer.Option(help="last day, YYYY-MM-DD [default: a year on]")] = None,
-    campaign: Annotated[list[str] | None, typer.Option(help="only this campaign (repeatable)")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="first day, YYYY-MM-DD [default: today]")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="last day, YYYY-MM-DD [default: a year on]")
+    ] = None,
+    campaign: Annotated[
+        list[str] | None, typer.Option(help="only this campaign (repeatable)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
     ics: Annotated[Path | None, typer.Option(help="write an iCalendar (.ics) file")] = None,
 ) -> None:
@@ -182,7 +205,9 @@ def calendar_command(
         local = occ.local.strftime("%a %Y-%m-%d %H:%M %Z") + f" ({occ.timezone})"
         if occ.note:
             local += f"\n[yellow]{occ.note}[/]"
-        table.add_row(occ.id, local, occ.instant.strftime("%Y-%m-%d %H:%M"), ", ".join(occ.channels))
+        table.add_row(
+            occ.id, local, occ.instant.strftime("%Y-%m-%d %H:%M"), ", ".join(occ.channels)
+        )
     out.print(table)
     out.print(f"{len(occurrences)} occurrences", markup=False)
 
@@ -212,8 +237,11 @@ def plan(
         _json(records)
         return
     if not records:
-        out.print(f"Nothing is planned in the next {days} days. "
-                  "`scheduler calendar` shows the whole year.", markup=False)
+        out.print(
+            f"Nothing is planned in the next {days} days. "
+            "`scheduler calendar` shows the whole year.",
+            markup=False,
+        )
         return
     table = Table(title=f"Next {days} days", title_justify="left")
     for col in ("When (UTC)", "In", "Occurrence"):
@@ -222,12 +250,24 @@ def plan(
     table.add_column("Email recipients")
     for occ, rec in zip(occurrences, records, strict=True):
         delta = occ.instant - now
-        when_in = f"{delta.days}d {delta.seconds // 3600}h" if delta.days else f"{delta.seconds // 3600}h {delta.seconds % 3600 // 60}m"
+        when_in = (
+            f"{delta.days}d {delta.seconds // 3600}h"
+            if delta.days
+            else f"{delta.seconds // 3600}h {delta.seconds % 3600 // 60}m"
+        )
         audience = rec["audience"]
-        recipients = "—" if not any(project.config.channels[c].type == "smtp" for c in occ.channels) \
+        recipients = (
+            "—"
+            if not any(project.config.channels[c].type == "smtp" for c in occ.channels)
             else f"{audience['recipients']:,} ({', '.join(audience['lists'])})"
-        table.add_row(occ.instant.strftime("%Y-%m-%d %H:%M"), when_in, occ.id,
-                      ", ".join(occ.channels), recipients)
+        )
+        table.add_row(
+            occ.instant.strftime("%Y-%m-%d %H:%M"),
+            when_in,
+            occ.id,
+            ", ".join(occ.channels),
+            recipients,
+        )
     out.print(table)
     out.print(f"Audience counted from {sizes.source}.", markup=False)
 
@@ -241,16 +281,23 @@ def preview(
     step: Annotated[str | None, typer.Option(help="only this step")] = None,
     channel: Annotated[str | None, typer.Option(help="only this channel")] = None,
     lang: Annotated[str | None, typer.Option(help="only this language")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="write .html/.txt/.eml files here "
-                                                 "[default: ./preview, none with --json]")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print exactly what would be sent")] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="write .html/.txt/.eml files here [default: ./preview, none with --json]"
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print exactly what would be sent")
+    ] = False,
 ) -> None:
     """Render what each channel would get for the campaign's next occurrence; send nothing."""
     project = _project()
     target = out_dir if (out_dir is not None or as_json) else Path("preview")
     try:
-        items = build_preview(project, campaign, step=step, channel=channel, language=lang,
-                              out=target)
+        items = build_preview(
+            project, campaign, step=step, channel=channel, language=lang, out=target
+        )
     except UnknownCampaignError as e:
         _fail(str(e), 2)
     except (TemplateError, ConfigError) as e:
@@ -260,8 +307,10 @@ def preview(
         return
     for item in items:
         occ = item.occurrence
-        header = f"[bold]{occ.id}[/] → [cyan]{item.channel}[/] ({item.type}, {item.language}) at " \
-                 f"{occ.local.strftime('%Y-%m-%d %H:%M %Z')}"
+        header = (
+            f"[bold]{occ.id}[/] → [cyan]{item.channel}[/] ({item.type}, {item.language}) at "
+            f"{occ.local.strftime('%Y-%m-%d %H:%M %Z')}"
+        )
         out.print(header)
         if item.is_email:
             out.print(f"  Subject: {item.email_headers.get('Subject', '')}", markup=False)

@@ -80,8 +80,10 @@ def preview_occurrence(project: Project, campaign_id: str, now: dt.datetime) -> 
     if campaign_id not in config.campaigns:
         raise UnknownCampaignError(
             f"unknown campaign {campaign_id!r}; "
-            + (did_you_mean(campaign_id, list(config.campaigns)) or
-               f"campaigns: {', '.join(config.campaigns)}")
+            + (
+                did_you_mean(campaign_id, list(config.campaigns))
+                or f"campaigns: {', '.join(config.campaigns)}"
+            )
         )
     campaign = config.campaigns[campaign_id]
     found: dict[str, Occurrence] = {}
@@ -90,8 +92,9 @@ def preview_occurrence(project: Project, campaign_id: str, now: dt.datetime) -> 
             found[occ.step_id] = occ
     if len(found) < len(campaign.steps):
         # A one-off in the past, or a campaign past its last_year: show its last occurrence.
-        past = calendar.expand(config, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), now,
-                               campaigns=[campaign_id])
+        past = calendar.expand(
+            config, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), now, campaigns=[campaign_id]
+        )
         for occ in reversed(past):
             found.setdefault(occ.step_id, occ)
     return sorted(found.values(), key=lambda o: (o.instant, o.id))
@@ -119,8 +122,10 @@ def build_preview(
     if channel is not None and channel not in config.channels:
         raise UnknownCampaignError(
             f"unknown channel {channel!r}; "
-            + (did_you_mean(channel, list(config.channels)) or
-               f"channels: {', '.join(config.channels)}")
+            + (
+                did_you_mean(channel, list(config.channels))
+                or f"channels: {', '.join(config.channels)}"
+            )
         )
     languages = config.campaign_languages(campaign)
     if language is not None and language not in languages:
@@ -149,13 +154,16 @@ def build_preview(
     return items
 
 
-def _email_item(project: Project, renderer: Renderer, occ: Occurrence, ch_name: str,
-                lang: str, out: Path | None) -> PreviewItem:
+def _email_item(
+    project: Project, renderer: Renderer, occ: Occurrence, ch_name: str, lang: str, out: Path | None
+) -> PreviewItem:
     config = project.config
     campaign = config.campaigns[occ.campaign_id]
     recipient = Recipient(
-        email=SAMPLE_RECIPIENT.email, name=PREVIEW_RECIPIENT_NAMES.get(lang, "Ana"),
-        language=lang, subscriber_id=0,
+        email=SAMPLE_RECIPIENT.email,
+        name=PREVIEW_RECIPIENT_NAMES.get(lang, "Ana"),
+        language=lang,
+        subscriber_id=0,
     )
     rendered = renderer.email(occ, recipient)
     settings = dict(config.channels[ch_name].model_extra or {})
@@ -163,40 +171,56 @@ def _email_item(project: Project, renderer: Renderer, occ: Occurrence, ch_name: 
     sender = config.senders[sender_name]
     list_name = campaign.audience[0] if campaign.audience else "list"
     msg = build_email(
-        rendered=rendered, sender=sender, recipient=recipient,
-        delivery_key=f"{occ.id}/{ch_name}/preview-{lang}", list_name=list_name,
+        rendered=rendered,
+        sender=sender,
+        recipient=recipient,
+        delivery_key=f"{occ.id}/{ch_name}/preview-{lang}",
+        list_name=list_name,
         unsubscribe_mailto=config.organization.unsubscribe_mailto,
         date=occ.instant,
     )
     item = PreviewItem(
-        occurrence=occ, channel=ch_name, type="smtp", language=rendered.language,
+        occurrence=occ,
+        channel=ch_name,
+        type="smtp",
+        language=rendered.language,
         email_headers={k: str(v) for k, v in msg.items()},
-        email_text=rendered.text, email_html=rendered.html,
+        email_text=rendered.text,
+        email_html=rendered.html,
     )
     if out is not None:
         folder = out / occ.campaign_id / occ.step_id
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"{ch_name}.{rendered.language}"
-        for suffix, data in ((".html", rendered.html.encode()), (".txt", rendered.text.encode()),
-                             (".eml", msg.as_bytes())):
+        for suffix, data in (
+            (".html", rendered.html.encode()),
+            (".txt", rendered.text.encode()),
+            (".eml", msg.as_bytes()),
+        ):
             path = stem.with_suffix(stem.suffix + suffix)
             path.write_bytes(data)
             item.files.append(str(path))
     return item
 
 
-def _post_item(project: Project, renderer: Renderer, occ: Occurrence, ch_name: str,
-               out: Path | None) -> PreviewItem:
+def _post_item(
+    project: Project, renderer: Renderer, occ: Occurrence, ch_name: str, out: Path | None
+) -> PreviewItem:
     config = project.config
     ch_config = config.channels[ch_name]
     channel = get_channel_class(ch_config.type).from_config(ch_name, ch_config)
     rendered = renderer.post(occ, ch_name)
     parts = channel.split(rendered.text)
-    requests = channel.requests(parts, key=f"{occ.id}/{ch_name}", language=rendered.language,
-                                at=occ.instant)
+    requests = channel.requests(
+        parts, key=f"{occ.id}/{ch_name}", language=rendered.language, at=occ.instant
+    )
     item = PreviewItem(
-        occurrence=occ, channel=ch_name, type=ch_config.type, language=rendered.language,
-        limit=channel.max_length, text=rendered.text,
+        occurrence=occ,
+        channel=ch_name,
+        type=ch_config.type,
+        language=rendered.language,
+        limit=channel.max_length,
+        text=rendered.text,
         parts=[PostPart(p, channel.count(p)) for p in parts],
         requests=[r.as_dict() for r in requests],
     )

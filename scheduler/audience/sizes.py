@@ -34,7 +34,9 @@ def audience_sizes(project: Project) -> AudienceSizes:
         if mlist.source:
             path = project.base_dir / mlist.source
             if path.is_file():
-                result = read_csv(path, languages=org.languages, default_language=org.default_language)
+                result = read_csv(
+                    path, languages=org.languages, default_language=org.default_language
+                )
                 emails = {row.email.lower() for row in result.rows}
         sizes.members[name] = emails
     return sizes

@@ -59,7 +59,9 @@ def _message(err: ErrorDetails) -> str:
     if err["type"] == "string_pattern_mismatch":
         pattern = str((err.get("ctx") or {}).get("pattern", ""))
         if pattern.startswith("^[a-z0-9]"):
-            return f"{err['input']!r} is not a valid name: use lower-case letters, digits, '-' and '_'"
+            return (
+                f"{err['input']!r} is not a valid name: use lower-case letters, digits, '-' and '_'"
+            )
         if pattern.startswith("^https?"):
             return f"{err['input']!r} must be a URL starting with https:// or http://"
         if "@" in pattern:

@@ -34,7 +34,9 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as 'Europe/Madrid'") from None
+        raise ValueError(
+            f"unknown time zone {name!r}; use an IANA name such as 'Europe/Madrid'"
+        ) from None
     return name
 
 
@@ -79,6 +81,8 @@ def parse_offset(value: object) -> Offset:
     """Read `-7d`, `+2h30m`, `0`, `7 days before`, `1 day 2 hours after`."""
     if isinstance(value, Offset):
         return value
+    if isinstance(value, dict) and set(value) <= {"days", "hours", "minutes"}:
+        return Offset(**{k: int(v) for k, v in value.items()})
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return Offset()
     if not isinstance(value, str):
@@ -196,9 +200,7 @@ class Campaign(Strict):
     name: str | dict[LanguageCode, str] = Field(
         description="one name, or one per language: {en: May Day, es: Primero de Mayo}"
     )
-    date: str | None = Field(
-        default=None, description="'MM-DD' every year, or 'YYYY-MM-DD' once"
-    )
+    date: str | None = Field(default=None, description="'MM-DD' every year, or 'YYYY-MM-DD' once")
     rrule: str | None = Field(default=None, description="RFC 5545 RRULE for anything else")
     time: dt.time = dt.time(9, 0)
     timezone: str | None = None
@@ -244,11 +246,18 @@ class Campaign(Strict):
         text = v.removeprefix("RRULE:")
         if "DTSTART" in text.upper():
             raise ValueError("leave DTSTART out of rrule: the campaign's time and zone set it")
-        try:
-            rrulestr(text, dtstart=dt.datetime(2000, 1, 1))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"invalid RRULE {v!r}: {e}") from None
-        return text
+        # UNTIL may be written in UTC (…Z) or as a local time; dateutil wants the DTSTART to
+        # match, so try both before calling the rule invalid.
+        problem: Exception | None = None
+        for start in (dt.datetime(2000, 1, 1), dt.datetime(2000, 1, 1, tzinfo=dt.UTC)):
+            try:
+                rrulestr(text, dtstart=start)
+                return text
+            except (ValueError, TypeError) as e:
+                problem = problem or e
+        raise ValueError(
+            f"invalid RRULE {v!r}: {problem}; see RFC 5545, e.g. 'FREQ=MONTHLY;BYDAY=1SA'"
+        )
 
     @field_validator("catch_up")
     @classmethod
@@ -284,7 +293,9 @@ def parse_date_rule(text: str) -> tuple[int | None, int, int]:
     """'05-01' -> (None, 5, 1); '2027-10-27' -> (2027, 10, 27). Raises on impossible dates."""
     m = re.fullmatch(r"(?:(\d{4})-)?(\d{2})-(\d{2})", text.strip())
     if not m:
-        raise ValueError(f"cannot read date {text!r}; write 'MM-DD' every year or 'YYYY-MM-DD' once")
+        raise ValueError(
+            f"cannot read date {text!r}; write 'MM-DD' every year or 'YYYY-MM-DD' once"
+        )
     year = int(m[1]) if m[1] else None
     month, day = int(m[2]), int(m[3])
     try:

@@ -58,8 +58,15 @@ def load_project(option: str | Path | None = None) -> Project:
     document = load_yaml(path, display)
     if not isinstance(document.data, dict):
         raise ConfigError(
-            [Diagnostic(display, 1, 1, "campaigns.yaml must be a mapping with organization:, "
-                        "channels:, lists: and campaigns:")]
+            [
+                Diagnostic(
+                    display,
+                    1,
+                    1,
+                    "campaigns.yaml must be a mapping with organization:, "
+                    "channels:, lists: and campaigns:",
+                )
+            ]
         )
     try:
         config = Config.model_validate(document.data)

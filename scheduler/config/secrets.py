@@ -1,4 +1,4 @@
-"""`${ENV_VAR}` and `${ENV_VAR:-default}` references: secrets are resolved at run time, never stored."""
+"""`${ENV_VAR}` and `${ENV_VAR:-default}` references: secrets resolved at run time, never stored."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def resolve(value: str, env: Mapping[str, str] | None = None) -> str:
             return env[name]
         if default is not None:
             return default
-        raise SecretError(f"environment variable {name} is not set; export it or use ${{{name}:-default}}")
+        raise SecretError(
+            f"environment variable {name} is not set; export it or use ${{{name}:-default}}"
+        )
 
     return REFERENCE.sub(sub, value)
 

@@ -76,9 +76,18 @@ class _Checker:
         self.strict = strict
         self.diagnostics: list[Diagnostic] = []
         self.renderer = Renderer(project)
+        # (campaign, step, channel) whose template is missing: reported once, not rendered.
+        self.unrenderable: set[tuple[str, str, str]] = set()
 
-    def error(self, loc: tuple[str | int, ...], message: str, hint: str | None = None,
-              *, key: bool = False, severity: str = "error") -> None:
+    def error(
+        self,
+        loc: tuple[str | int, ...],
+        message: str,
+        hint: str | None = None,
+        *,
+        key: bool = False,
+        severity: str = "error",
+    ) -> None:
         line, col = self.doc.key_position(loc) if key else self.doc.position(loc)
         self.diagnostics.append(Diagnostic(self.doc.path, line, col, message, hint, severity))
 
@@ -92,11 +101,15 @@ class _Checker:
             self.check_rendering()
         if self.strict and SECRET_ENV not in os.environ:
             self.diagnostics.append(
-                Diagnostic(self.doc.path, 0, 0,
-                           f"{SECRET_ENV} is not set: unsubscribe links would be signed with "
-                           "the development key",
-                           f"export {SECRET_ENV}=$(python -c 'import secrets; "
-                           "print(secrets.token_urlsafe(32))')")
+                Diagnostic(
+                    self.doc.path,
+                    0,
+                    0,
+                    f"{SECRET_ENV} is not set: unsubscribe links would be signed with "
+                    "the development key",
+                    f"export {SECRET_ENV}=$(python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))')",
+                )
             )
 
     # --- channels -------------------------------------------------------------------------
@@ -139,14 +152,16 @@ class _Checker:
                         ("channels", name, "sender"),
                         f"unknown sender {sender!r}",
                         did_you_mean(sender, list(self.config.senders))
-                        or f"define it under senders: (known: {', '.join(self.config.senders) or 'none'})",
+                        or "define it under senders: (known: "
+                        f"{', '.join(self.config.senders) or 'none'})",
                     )
 
     def check_senders(self) -> None:
         email_channels = [c for c in self.config.channels.values() if c.type == "smtp"]
         if email_channels and not self.config.senders:
-            self.error(("channels",), "email channels need a sender", "add a senders: section",
-                       key=True)
+            self.error(
+                ("channels",), "email channels need a sender", "add a senders: section", key=True
+            )
 
     # --- lists ----------------------------------------------------------------------------
 
@@ -157,8 +172,11 @@ class _Checker:
                 continue
             path = self.project.base_dir / mlist.source
             if not path.is_file():
-                self.error(("lists", name, "source"), f"list file {mlist.source!r} not found",
-                           "the path is relative to campaigns.yaml; create the CSV or fix the path")
+                self.error(
+                    ("lists", name, "source"),
+                    f"list file {mlist.source!r} not found",
+                    "the path is relative to campaigns.yaml; create the CSV or fix the path",
+                )
                 continue
             result = read_csv(path, languages=org.languages, default_language=org.default_language)
             shown = self.project.relative(path)
@@ -176,38 +194,56 @@ class _Checker:
             base = ("campaigns", cid)
             for i, list_name in enumerate(campaign.audience):
                 if list_name not in self.config.lists:
-                    self.error(base + ("audience", i), f"unknown list {list_name!r}",
-                               did_you_mean(list_name, list(self.config.lists))
-                               or "define it under lists:")
+                    self.error(
+                        (*base, "audience", i),
+                        f"unknown list {list_name!r}",
+                        did_you_mean(list_name, list(self.config.lists))
+                        or "define it under lists:",
+                    )
             if campaign.sender and campaign.sender not in self.config.senders:
-                self.error(base + ("sender",), f"unknown sender {campaign.sender!r}",
-                           did_you_mean(campaign.sender, list(self.config.senders)))
+                self.error(
+                    (*base, "sender"),
+                    f"unknown sender {campaign.sender!r}",
+                    did_you_mean(campaign.sender, list(self.config.senders)),
+                )
             for lang_i, lang in enumerate(campaign.languages or []):
                 if lang not in self.config.organization.languages:
-                    self.error(base + ("languages", lang_i),
-                               f"language {lang!r} is not offered by the organization",
-                               "add it to organization.languages")
+                    self.error(
+                        (*base, "languages", lang_i),
+                        f"language {lang!r} is not offered by the organization",
+                        "add it to organization.languages",
+                    )
             for sid, step in campaign.steps.items():
-                sloc = base + ("steps", sid)
+                sloc = (*base, "steps", sid)
                 for i, ch in enumerate(step.channels):
                     if ch not in self.config.channels:
-                        self.error(sloc + ("channels", i), f"unknown channel {ch!r}",
-                                   did_you_mean(ch, list(self.config.channels))
-                                   or "define it under channels:")
+                        self.error(
+                            (*sloc, "channels", i),
+                            f"unknown channel {ch!r}",
+                            did_you_mean(ch, list(self.config.channels))
+                            or "define it under channels:",
+                        )
                         continue
                     kind = get_channel_class(self.config.channels[ch].type).kind
                     if kind == "email" and not campaign.audience:
-                        self.error(sloc + ("channels", i),
-                                   f"step sends email through {ch!r} but the campaign has no audience",
-                                   f"add 'audience: [{next(iter(self.config.lists), 'LIST')}]' "
-                                   "to the campaign")
+                        self.error(
+                            (*sloc, "channels", i),
+                            f"step sends email through {ch!r} but the campaign has no audience",
+                            f"add 'audience: [{next(iter(self.config.lists), 'LIST')}]' "
+                            "to the campaign",
+                        )
                     if not self._has_template(step.template, ch, known_templates):
-                        wanted = (f"email/{step.template}.html and email/{step.template}.txt"
-                                  if kind == "email" else f"post/{step.template}.txt")
-                        self.error(sloc + ("template",),
-                                   f"no template for {step.template!r} on channel {ch!r}",
-                                   f"create {self.project.relative(self.project.templates_dir)}/"
-                                   f"{wanted}")
+                        self.unrenderable.add((cid, sid, ch))
+                        wanted = (
+                            f"email/{step.template}.html and email/{step.template}.txt"
+                            if kind == "email"
+                            else f"post/{step.template}.txt"
+                        )
+                        self.error(
+                            (*sloc, "template"),
+                            f"no template for {step.template!r} on channel {ch!r}",
+                            f"create {self.project.relative(self.project.templates_dir)}/{wanted}",
+                        )
             for lang in self.config.campaign_languages(campaign):
                 try:
                     self.renderer.statement(campaign.statement, lang)
@@ -215,9 +251,12 @@ class _Checker:
                     statements_ok = False
                     for d in e.diagnostics:
                         if d.message == "statement file not found":
-                            self.error(base + ("statement",),
-                                       f"statement {campaign.statement!r} has no {lang!r} "
-                                       f"version ({d.file} not found)", d.hint)
+                            self.error(
+                                (*base, "statement"),
+                                f"statement {campaign.statement!r} has no {lang!r} "
+                                f"version ({d.file} not found)",
+                                d.hint,
+                            )
                         else:
                             self.diagnostics.append(d)
         return statements_ok
@@ -230,10 +269,16 @@ class _Checker:
         langs = self.config.organization.languages
         if get_channel_class(ch.type).kind == "email":
             return all(
-                any(c in known for lang in langs for c in Templates.email_candidates(template, part, lang))
+                any(
+                    c in known
+                    for lang in langs
+                    for c in Templates.email_candidates(template, part, lang)
+                )
                 for part in ("html", "txt")
             )
-        return any(c in known for lang in langs for c in Templates.post_candidates(template, ch.type, lang))
+        return any(
+            c in known for lang in langs for c in Templates.post_candidates(template, ch.type, lang)
+        )
 
     # --- templates ------------------------------------------------------------------------
 
@@ -241,9 +286,13 @@ class _Checker:
         templates = self.renderer.templates
         if not templates.directory.is_dir():
             self.diagnostics.append(
-                Diagnostic(self.project.relative(templates.directory), 0, 0,
-                           "templates folder not found",
-                           "create it, or set settings.templates_dir in campaigns.yaml")
+                Diagnostic(
+                    self.project.relative(templates.directory),
+                    0,
+                    0,
+                    "templates folder not found",
+                    "create it, or set settings.templates_dir in campaigns.yaml",
+                )
             )
             return False
         ok = True
@@ -263,7 +312,7 @@ class _Checker:
             for sid, step in campaign.steps.items():
                 occ = sample_occurrence(cid, sid, campaign.time, zone, step.channels, step.template)
                 for ch in step.channels:
-                    if ch not in self.config.channels:
+                    if ch not in self.config.channels or (cid, sid, ch) in self.unrenderable:
                         continue
                     kind = get_channel_class(self.config.channels[ch].type).kind
                     for lang in self.config.campaign_languages(campaign):
@@ -282,18 +331,31 @@ class _Checker:
 
 
 def _sample_recipient(language: str) -> Recipient:
-    return Recipient(email=SAMPLE_RECIPIENT.email, name=SAMPLE_RECIPIENT.name, language=language,
-                     subscriber_id=0)
+    return Recipient(
+        email=SAMPLE_RECIPIENT.email, name=SAMPLE_RECIPIENT.name, language=language, subscriber_id=0
+    )
 
 
-def sample_occurrence(campaign_id: str, step_id: str, time: dt.time, zone: ZoneInfo,
-                      channels: list[str], template: str) -> Occurrence:
+def sample_occurrence(
+    campaign_id: str,
+    step_id: str,
+    time: dt.time,
+    zone: ZoneInfo,
+    channels: list[str],
+    template: str,
+) -> Occurrence:
     anchor = dt.date(2030, 5, 1)
     local = dt.datetime.combine(anchor, time, tzinfo=zone)
     return Occurrence(
-        id=f"{campaign_id}/{anchor.year}/{step_id}", campaign_id=campaign_id, step_id=step_id,
-        anchor=anchor, local=local, instant=local.astimezone(dt.UTC), timezone=zone.key,
-        channels=tuple(channels), template=template,
+        id=f"{campaign_id}/{anchor.year}/{step_id}",
+        campaign_id=campaign_id,
+        step_id=step_id,
+        anchor=anchor,
+        local=local,
+        instant=local.astimezone(dt.UTC),
+        timezone=zone.key,
+        channels=tuple(channels),
+        template=template,
     )
 
 

@@ -83,9 +83,10 @@ def parse_yaml(text: str, path: str) -> YamlDocument:
         mark = e.problem_mark
         first = e.context_mark
         hint = "each key may appear once in a mapping; merge or rename the two entries"
-        if first is not None:
-            hint += f" (the first is on line {first.line + 1})"
         key = str(e.problem).split('"')[1] if '"' in str(e.problem) else ""
+        first_line = _first_key_line(text, key, first.line if first else 0, mark)
+        if first_line:
+            hint += f" (the first is on line {first_line})"
         raise ConfigError(
             [
                 Diagnostic(
@@ -111,6 +112,18 @@ def parse_yaml(text: str, path: str) -> YamlDocument:
             ]
         ) from None
     return YamlDocument(path=path, data=_plain(tree), tree=tree)
+
+
+def _first_key_line(text: str, key: str, start: int, mark: Any) -> int | None:
+    """The line of the earlier of two duplicate keys: same column, same key, before the second."""
+    if not key or mark is None:
+        return None
+    lines = text.splitlines()
+    for number in range(start, mark.line):
+        line = lines[number]
+        if line[mark.column :].startswith((f"{key}:", f'"{key}":', f"'{key}':")):
+            return number + 1
+    return None
 
 
 def load_yaml(path: Path, display: str | None = None) -> YamlDocument:

@@ -10,7 +10,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 
 from scheduler.config.model import Sender
-from scheduler.content.render import RenderedEmail, Recipient
+from scheduler.content.render import Recipient, RenderedEmail
 
 
 def domain_of(address: str) -> str:

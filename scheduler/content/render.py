@@ -143,8 +143,11 @@ class Renderer:
         if recipient is not None:
             list_name = recipient.list_name or ",".join(campaign.audience)
             data = {"s": recipient.subscriber_id, "e": recipient.email.lower(), "l": list_name}
-            ctx["recipient"] = {"name": recipient.name or "", "email": recipient.email,
-                                "language": language}
+            ctx["recipient"] = {
+                "name": recipient.name or "",
+                "email": recipient.email,
+                "language": language,
+            }
             ctx["unsubscribe_url"] = f"{base}/unsubscribe/{sign('unsubscribe', data)}"
             ctx["preferences_url"] = f"{base}/preferences/{sign('preferences', data)}"
         return ctx
@@ -156,8 +159,12 @@ class Renderer:
         step = campaign.steps[occ.step_id]
         language = self.email_language(campaign, recipient.language)
         ctx = self.context(occ, language, recipient)
-        html_name = self.templates.pick(self.templates.email_candidates(step.template, "html", language))
-        text_name = self.templates.pick(self.templates.email_candidates(step.template, "txt", language))
+        html_name = self.templates.pick(
+            self.templates.email_candidates(step.template, "html", language)
+        )
+        text_name = self.templates.pick(
+            self.templates.email_candidates(step.template, "txt", language)
+        )
         if html_name is None or text_name is None:
             missing = "html" if html_name is None else "txt"
             raise TemplateError(
@@ -166,7 +173,9 @@ class Renderer:
             )
         subject_source = step.subject or DEFAULT_SUBJECT
         subject = self.templates.render_string(
-            subject_source, ctx, what=f"subject of step {occ.step_id!r} in campaign {occ.campaign_id!r}"
+            subject_source,
+            ctx,
+            what=f"subject of step {occ.step_id!r} in campaign {occ.campaign_id!r}",
         )
         return RenderedEmail(
             # A subject is one line whatever the statement title holds: no header injection.
@@ -184,7 +193,9 @@ class Renderer:
         step = campaign.steps[occ.step_id]
         platform = self.config.channels[channel_name].type
         language = self.post_language(campaign, channel_name)
-        name = self.templates.pick(self.templates.post_candidates(step.template, platform, language))
+        name = self.templates.pick(
+            self.templates.post_candidates(step.template, platform, language)
+        )
         if name is None:
             raise TemplateError(
                 f"no post template {self.project.relative(self.project.templates_dir)}/"

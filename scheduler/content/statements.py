@@ -9,6 +9,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scheduler.config.diagnostics import schema_diagnostics
 from scheduler.config.yamlfile import parse_yaml
 from scheduler.errors import ConfigError, Diagnostic
 
@@ -46,16 +47,25 @@ def statement_path(directory: Path, slug: str, language: str) -> Path:
     return directory / f"{slug}.{language}.md"
 
 
-def load_statement(directory: Path, slug: str, language: str, *, display_dir: str = "") -> Statement:
+def load_statement(
+    directory: Path, slug: str, language: str, *, display_dir: str = ""
+) -> Statement:
     path = statement_path(directory, slug, language)
     shown = str(Path(display_dir) / path.name) if display_dir else str(path)
     try:
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [Diagnostic(shown, 0, 0, "statement file not found",
-                        f"write {shown} (Markdown with front matter), or drop {language!r} "
-                        "from the campaign's languages")]
+            [
+                Diagnostic(
+                    shown,
+                    0,
+                    0,
+                    "statement file not found",
+                    f"write {shown} (Markdown with front matter), or drop {language!r} "
+                    "from the campaign's languages",
+                )
+            ]
         ) from None
     return parse_statement(source, slug=slug, language=language, path=shown)
 
@@ -65,15 +75,29 @@ def parse_statement(source: str, *, slug: str, language: str, path: str) -> Stat
     lines = source.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
         raise ConfigError(
-            [Diagnostic(path, 1, 1, "missing front matter",
-                        "start the file with a '---' line, then title:, summary:, language:, "
-                        "then another '---' line, then the Markdown text")]
+            [
+                Diagnostic(
+                    path,
+                    1,
+                    1,
+                    "missing front matter",
+                    "start the file with a '---' line, then title:, summary:, language:, "
+                    "then another '---' line, then the Markdown text",
+                )
+            ]
         )
     end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
     if end is None:
         raise ConfigError(
-            [Diagnostic(path, 1, 1, "front matter is not closed",
-                        "add a '---' line after the front matter")]
+            [
+                Diagnostic(
+                    path,
+                    1,
+                    1,
+                    "front matter is not closed",
+                    "add a '---' line after the front matter",
+                )
+            ]
         )
     # Parse with blank lines in front so reported line numbers match the file.
     header = "\n" + "".join(lines[1:end])
@@ -83,22 +107,20 @@ def parse_statement(source: str, *, slug: str, language: str, path: str) -> Stat
     try:
         meta = FrontMatter.model_validate(doc.data)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            line, col = (
-                doc.key_position(loc) if err["type"] == "extra_forbidden" else doc.position(loc)
-            )
-            field = ".".join(str(p) for p in loc)
-            problems.append(Diagnostic(path, line, col, f"{field}: {err['msg']}"))
-        raise ConfigError(problems) from None
+        raise ConfigError(schema_diagnostics(doc, e, FrontMatter)) from None
     if meta.language != language:
         line, col = doc.position(("language",))
         raise ConfigError(
-            [Diagnostic(path, line, col,
-                        f"front matter says language {meta.language!r} but the file name says "
-                        f"{language!r}", f"rename the file to {slug}.{meta.language}.md or fix "
-                        "the language")]
+            [
+                Diagnostic(
+                    path,
+                    line,
+                    col,
+                    f"front matter says language {meta.language!r} but the file name says "
+                    f"{language!r}",
+                    f"rename the file to {slug}.{meta.language}.md or fix the language",
+                )
+            ]
         )
     body = "".join(lines[end + 1 :]).strip() + "\n"
     tokens = _markdown.parse(body)
@@ -166,9 +188,7 @@ def _inline_text(children: list[Token]) -> str:
     for child in children:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
-        elif child.type == "softbreak":
-            parts.append("\n")
-        elif child.type == "hardbreak":
+        elif child.type == "softbreak" or child.type == "hardbreak":
             parts.append("\n")
         elif child.type == "link_open":
             href_stack.append((str(child.attrGet("href") or ""), len(parts)))

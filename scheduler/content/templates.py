@@ -92,7 +92,9 @@ class Templates:
         try:
             return template.render(context)
         except jinja2.UndefinedError as e:
-            raise TemplateError(f"{self._where(e, name)}: {e.message}{_undefined_hint(context)}") from None
+            raise TemplateError(
+                f"{self._where(e, name)}: {e.message}{_undefined_hint(context)}"
+            ) from None
         except jinja2.TemplateError as e:
             raise TemplateError(f"{self._where(e, name)}: {e}") from None
         except Exception as e:  # a filter given the wrong type, a division by zero, ...

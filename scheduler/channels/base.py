@@ -1,0 +1,375 @@
+"""The `Channel` interface: limits, length rules, thread splitting and request previews.
+
+A channel turns one rendered text into the HTTP requests a platform would receive. Previews
+(`requests`) show those requests exactly, with every secret as its `${ENV_VAR}` reference; the
+secret itself is only ever resolved by `send`, at the moment of sending.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
+
+import regex  # type: ignore[import-untyped]  # no stubs; wrapped by `graphemes` below
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from scheduler.config import model
+from scheduler.config.secrets import is_reference
+
+Kind = Literal["email", "post"]
+JSON = dict[str, Any]
+
+# --- text rules shared by the platforms ----------------------------------------------------
+
+_GRAPHEME = regex.compile(r"\X")
+_URL_CANDIDATE = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+_TRAILING_PUNCTUATION = ".,;:!?'\"»”’…"
+
+
+def graphemes(text: str) -> list[str]:
+    """User-perceived characters (extended grapheme clusters, UAX #29)."""
+    found: list[str] = _GRAPHEME.findall(text)
+    return found
+
+
+def find_urls(text: str) -> list[tuple[int, int]]:
+    """(start, end) string indices of every http(s) URL, without trailing punctuation.
+
+    A closing bracket ends the URL unless the URL opened it, so `(see https://x.org/a)` and
+    `https://en.wikipedia.org/wiki/Foo_(bar)` both come out right.
+    """
+    spans: list[tuple[int, int]] = []
+    for m in _URL_CANDIDATE.finditer(text):
+        start, end = m.span()
+        while end > start:
+            last = text[end - 1]
+            if last in _TRAILING_PUNCTUATION:
+                end -= 1
+            elif last in ")]}":
+                opener = {")": "(", "]": "[", "}": "{"}[last]
+                url = text[start:end]
+                if url.count(opener) >= url.count(last):
+                    break
+                end -= 1
+            else:
+                break
+        if end - start > len("https://"):
+            spans.append((start, end))
+    return spans
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+class ChannelSettings(BaseModel):
+    """Base of every platform's settings: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class _SecretMarker:
+    """Marks a settings field that must be a `${ENV_VAR}` reference."""
+
+
+SECRET = _SecretMarker()
+
+
+def _require_reference(value: str) -> str:
+    if not is_reference(value):
+        raise ValueError(
+            "a secret must not be written in campaigns.yaml; put it in an environment variable "
+            "and write its name here as a reference, e.g. '${MASTODON_TOKEN}'"
+        )
+    return value
+
+
+SecretRef = Annotated[str, SECRET, AfterValidator(_require_reference)]
+"""A settings value that must be exactly one `${ENV_VAR}` reference."""
+
+
+def _check_https(value: str) -> str:
+    if not re.fullmatch(r"https://[^\s/?#@]+\.[^\s/?#@]+/?", value, re.IGNORECASE):
+        raise ValueError(
+            f"{value!r} is not an https origin; write it like 'https://social.example'"
+        )
+    return value.rstrip("/")
+
+
+HttpsOrigin = Annotated[str, AfterValidator(_check_https)]
+"""`https://host[:port]`, stored without a trailing slash."""
+
+
+def secret_fields_of(settings: type[BaseModel]) -> tuple[str, ...]:
+    """Names of the fields declared as `SecretRef`, in declaration order."""
+    return tuple(n for n, f in settings.model_fields.items() if SECRET in f.metadata)
+
+
+# --- previews --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedPost:
+    """One HTTP request a channel would make, secrets shown as `${ENV_VAR}`; treat as read-only.
+
+    Values a platform only returns while sending (the id of the previous part, a signature)
+    appear as `{...}` placeholders that `note` explains.
+    """
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: JSON
+    note: str = ""
+
+    def as_dict(self) -> JSON:
+        return asdict(self)
+
+
+# --- splitting -------------------------------------------------------------------------------
+
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
+_SENTENCE_END = re.compile(r"[.!?…。！？]['\"”’»)\]]*$")
+_WORD = re.compile(r"\S+")
+
+_PARAGRAPH, _SENTENCE, _WORD_LEVEL = 3, 2, 1
+
+
+def counter(index: int, total: int) -> str:
+    """The suffix that numbers part `index` (1-based) of a `total`-part thread."""
+    return f" ({index}/{total})"
+
+
+def split_thread(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """Split `text` into parts that each satisfy `fits`, counter included.
+
+    Parts break at paragraph boundaries first, then sentence ends (or single line breaks),
+    then spaces; a URL is never cut unless it alone cannot fit. A word that cannot fit on its
+    own is cut between graphemes. " (i/n)" counters are added only when there is more than one
+    part. Empty or blank text gives no parts.
+    """
+    text = text.strip()
+    if not text:
+        return []
+    if fits(text):
+        return [text]
+    words = [m.span() for m in _WORD.finditer(text)]
+    urls = find_urls(text)
+    digits = 1
+    while True:
+        widest = counter(10**digits - 1, 10**digits - 1)
+        if not fits(widest.strip()):
+            raise ValueError("the length limit is too small to number the parts of a thread")
+        spans = _Splitter(text, words, urls, _with_suffix(fits, widest)).split()
+        if len(spans) < 10**digits:
+            total = len(spans)
+            return [text[a:b] + counter(i, total) for i, (a, b) in enumerate(spans, 1)]
+        digits += 1
+
+
+def _with_suffix(fits: Callable[[str], bool], suffix: str) -> Callable[[str], bool]:
+    return lambda part: fits(part + suffix)
+
+
+class _Splitter:
+    """Packs word spans into as few parts as fit, preferring the strongest boundaries."""
+
+    def __init__(
+        self,
+        text: str,
+        words: list[tuple[int, int]],
+        urls: list[tuple[int, int]],
+        fits: Callable[[str], bool],
+    ) -> None:
+        self.text = text
+        self.words = words
+        self.urls = urls
+        self.fits = fits
+        # strength[i]: how strong the boundary after word i is
+        self.strength = [self._boundary(i) for i in range(len(words) - 1)]
+
+    def _boundary(self, i: int) -> int:
+        gap = self.text[self.words[i][1] : self.words[i + 1][0]]
+        if _PARAGRAPH_BREAK.search(gap):
+            return _PARAGRAPH
+        if "\n" in gap or _SENTENCE_END.search(self.text[slice(*self.words[i])]):
+            return _SENTENCE
+        return _WORD_LEVEL
+
+    def _span_fits(self, lo: int, hi: int) -> bool:
+        return self.fits(self.text[self.words[lo][0] : self.words[hi - 1][1]])
+
+    def split(self) -> list[tuple[int, int]]:
+        ranges = self._split(0, len(self.words), _PARAGRAPH)
+        spans: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if hi - lo == 1 and not self._span_fits(lo, hi):
+                spans.extend(self._hard_split(*self.words[lo]))
+            else:
+                spans.append((self.words[lo][0], self.words[hi - 1][1]))
+        return spans
+
+    def _split(self, lo: int, hi: int, level: int) -> list[tuple[int, int]]:
+        """Word-index ranges covering [lo, hi); an unfittable single word comes back alone."""
+        if hi - lo == 1 or self._span_fits(lo, hi):
+            return [(lo, hi)]
+        cuts = [i + 1 for i in range(lo, hi - 1) if self.strength[i] >= level]
+        if not cuts:
+            return self._split(lo, hi, level - 1)
+        segments = list(zip([lo, *cuts], [*cuts, hi], strict=True))
+        parts: list[tuple[int, int]] = []
+        current: tuple[int, int] | None = None
+        for seg_lo, seg_hi in segments:
+            if current is not None and self._span_fits(current[0], seg_hi):
+                current = (current[0], seg_hi)
+                continue
+            if current is not None:
+                parts.append(current)
+            if self._span_fits(seg_lo, seg_hi):
+                current = (seg_lo, seg_hi)
+            else:
+                pieces = self._split(seg_lo, seg_hi, level - 1)
+                parts.extend(pieces[:-1])
+                current = pieces[-1]
+                if current[1] - current[0] == 1 and not self._span_fits(*current):
+                    parts.append(current)
+                    current = None
+        if current is not None:
+            parts.append(current)
+        return parts
+
+    def _hard_split(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Cut one word between graphemes; at URL boundaries first when the word holds one."""
+        cut_points = {start, end}
+        for a, b in self.urls:
+            if start <= a < end:
+                cut_points.update((a, min(b, end)))
+        spans: list[tuple[int, int]] = []
+        pos = start
+        clusters = graphemes(self.text[start:end])
+        offsets = [start]
+        for g in clusters:
+            offsets.append(offsets[-1] + len(g))
+        while pos < end:
+            best: int | None = None
+            preferred: int | None = None
+            for off in offsets:
+                if off <= pos:
+                    continue
+                if not self.fits(self.text[pos:off]):
+                    break
+                best = off
+                if off in cut_points:
+                    preferred = off
+            if best is None:
+                raise ValueError("a single character does not fit within the length limit")
+            stop = preferred if preferred is not None else best
+            spans.append((pos, stop))
+            pos = stop
+        return spans
+
+
+# --- the interface ---------------------------------------------------------------------------
+
+SettingsT = TypeVar("SettingsT", bound=ChannelSettings)
+
+
+class Channel(ABC, Generic[SettingsT]):
+    """A platform messages go to. Subclasses set the class attributes and `requests`."""
+
+    type: ClassVar[str]
+    kind: ClassVar[Kind] = "post"
+    max_length: ClassVar[int | None]
+    Settings: ClassVar[builtins.type[ChannelSettings]]
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, settings: SettingsT, *, language: str | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.language = language
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Settings" in cls.__dict__ and secret_fields_of(cls.Settings) != cls.secret_fields:
+            raise TypeError(
+                f"{cls.__name__}.secret_fields {cls.secret_fields} must name exactly the "
+                f"SecretRef fields of its Settings: {secret_fields_of(cls.Settings)}"
+            )
+
+    @classmethod
+    def from_config(cls, name: str, channel: model.Channel) -> Self:
+        """Build from a campaigns.yaml channel; raises pydantic's ValidationError on bad settings.
+
+        Error locations are relative to the channel's own mapping (e.g. `('token',)`).
+        """
+        if channel.type != cls.type:
+            raise ValueError(f"channel {name!r} has type {channel.type!r}, not {cls.type!r}")
+        settings = cls.Settings.model_validate(dict(channel.model_extra or {}))
+        # Settings is the concrete class bound to SettingsT by each subclass.
+        return cls(name, settings, language=channel.language)  # type: ignore[arg-type]
+
+    def count(self, text: str) -> int:
+        """Length of `text` by the platform's own rule."""
+        return len(text)
+
+    def fits(self, text: str) -> bool:
+        """Whether the platform accepts `text` as one message."""
+        return self.max_length is None or self.count(text) <= self.max_length
+
+    def split(self, text: str) -> list[str]:
+        """Thread parts, each accepted by `fits`, counters included when there are several."""
+        if self.max_length is None:
+            stripped = text.strip()
+            return [stripped] if stripped else []
+        return split_thread(text, self.fits)
+
+    @abstractmethod
+    def requests(
+        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
+    ) -> list[PreparedPost]:
+        """The request for each part, secrets redacted.
+
+        `key` is the delivery id, stable across retries, used for platform idempotency; `at`
+        is the publication time when known (otherwise a placeholder is shown).
+        """
+
+    def preview(
+        self, text: str, *, key: str, language: str, at: dt.datetime | None = None
+    ) -> list[PreparedPost]:
+        """`requests` for the parts of `text`."""
+        return self.requests(self.split(text), key=key, language=language, at=at)
+
+    def send(
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Deliver the parts in order and return the platform's id for each.
+
+        Not implemented yet: sending resolves the `${ENV_VAR}` references of `requests`,
+        fills the placeholders from earlier responses and maps HTTP failures to
+        TransientSendError / PermanentSendError.
+        """
+        raise NotImplementedError(
+            f"sending to {self.type} channels is not implemented yet; "
+            "use `scheduler preview` to see what would be sent"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def placeholder_time(at: dt.datetime | None) -> str:
+    """RFC 3339 UTC with milliseconds, or a placeholder when the time is not known yet."""
+    if at is None:
+        return "{time of sending}"
+    if at.tzinfo is None:
+        raise ValueError("publication times must be timezone-aware")
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
