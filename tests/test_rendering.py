@@ -180,3 +180,51 @@ def test_tokens_cannot_be_forged_or_reused() -> None:
     forged = sign("unsubscribe", {"s": 2, "e": "b@example.org", "l": "members"}, key=b"k1")
     with pytest.raises(BadToken):
         verify("unsubscribe", forged.split(".")[0] + "." + mac, key=b"k1")
+
+
+def test_long_list_unsubscribe_stays_plain_ascii(make_project: ProjectFactory) -> None:
+    renderer = Renderer(load_project(make_project()))
+    recipient = Recipient(
+        email="someone.with.a.long.address@example.org",
+        name="X",
+        language="en",
+        subscriber_id=123456789,
+    )
+    rendered = renderer.email(_occurrence(renderer), recipient)
+    msg = build_email(
+        rendered=rendered,
+        sender=renderer.config.senders["org"],
+        recipient=recipient,
+        delivery_key="k",
+        list_name="members",
+        unsubscribe_mailto="unsubscribe@example.org",
+    )
+    raw = msg.as_bytes().decode("ascii")
+    header = raw.split("List-Unsubscribe: ", 1)[1].split("\nList-Unsubscribe-Post")[0]
+    assert "=?utf-8?" not in header
+    assert rendered.unsubscribe_url in header.replace("\r\n ", " ").replace("\n ", " ")
+    # Every line within RFC 5322's hard limit.
+    assert max(len(line) for line in raw.splitlines()) <= 998
+
+
+def test_plain_text_keeps_list_structure() -> None:
+    source = "---\ntitle: T\nsummary: S\nlanguage: en\n---\n- one\n- two\n\n1. a\n2. b\n\nEnd.\n"
+    s = parse_statement(source, slug="x", language="en", path="x.en.md")
+    assert s.text == "- one\n- two\n\n1. a\n2. b\n\nEnd.\n"
+
+
+def test_every_step_of_the_shipped_example_renders() -> None:
+    from conftest import ROOT
+
+    from scheduler.preview import build_preview
+
+    project = load_project(ROOT / "campaigns.yaml")
+    now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    rendered_steps = set()
+    for campaign_id, campaign in project.config.campaigns.items():
+        items = build_preview(project, campaign_id, now=now)
+        rendered_steps |= {(i.occurrence.campaign_id, i.occurrence.step_id) for i in items}
+        for item in items:
+            assert not item.over_limit
+            assert item.email_text or item.parts
+        assert {s for c, s in rendered_steps if c == campaign_id} == set(campaign.steps)

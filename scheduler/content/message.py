@@ -12,6 +12,11 @@ from email.utils import format_datetime
 from scheduler.config.model import Sender
 from scheduler.content.render import Recipient, RenderedEmail
 
+# Long header values such as List-Unsubscribe URLs must stay plain ASCII: with the default
+# 78-column limit the email package turns an unbreakable URL into RFC 2047 encoded-words, which
+# mail clients do not decode in that header. RFC 5322 allows 998 columns.
+POLICY = SMTP.clone(max_line_length=998)
+
 
 def domain_of(address: str) -> str:
     return address.rsplit("@", 1)[-1].lower()
@@ -46,7 +51,7 @@ def build_email(
     date: dt.datetime | None = None,
 ) -> EmailMessage:
     domain = domain_of(sender.address)
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = _address(sender.name, sender.address)
     msg["To"] = _address(recipient.name, recipient.email)
     if sender.reply_to:

@@ -139,6 +139,9 @@ def parse_statement(source: str, *, slug: str, language: str, path: str) -> Stat
     )
 
 
+_LIST_END = ("\0", False)
+
+
 def markdown_to_text(tokens: list[Token]) -> str:
     """Readable plain text: paragraphs kept, emphasis dropped, links as 'text (url)'."""
     blocks: list[tuple[str, bool]] = []  # (text, is a list item)
@@ -154,6 +157,8 @@ def markdown_to_text(tokens: list[Token]) -> str:
         elif tok.type in ("bullet_list_close", "ordered_list_close"):
             prefix_stack.pop()
             ordered_counters.pop()
+            if not prefix_stack:
+                blocks.append(_LIST_END)
         elif tok.type == "list_item_open" and ordered_counters:
             ordered_counters[-1] += 1
         elif tok.type == "inline":
@@ -175,6 +180,9 @@ def markdown_to_text(tokens: list[Token]) -> str:
     out: list[str] = []
     previous_item = False
     for block, is_item in blocks:
+        if (block, is_item) == _LIST_END:
+            previous_item = False  # two lists in a row stay apart
+            continue
         if out and not (is_item and previous_item):
             out.append("")
         out.append(block)

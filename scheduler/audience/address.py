@@ -1,0 +1,80 @@
+"""Email address syntax, normalization and the case-insensitive key used for de-duplication.
+
+Syntax only: no DNS. The rules follow RFC 5321/5322 closely enough to catch typing and
+export mistakes, while accepting internationalized (UTF-8) addresses.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_ADDRESS = 254  # RFC 5321 path limit minus the angle brackets
+MAX_LOCAL = 64
+
+# RFC 5322 "atext" plus the dot; anything else needs quoting, which no real list uses.
+_LOCAL_SPECIALS = frozenset("!#$%&'*+-/=?^_`{|}~.")
+
+# Fast path for the common case (plain ASCII, well formed); anything else goes through
+# the checks below, which also say what is wrong.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+{_LABEL}")
+
+
+def normalize_address(raw: str) -> str:
+    """Strip surrounding space and lower-case the domain; the local part keeps its case."""
+    text = raw.strip()
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return text
+    return f"{local}@{domain.lower()}"
+
+
+def address_key(address: str) -> str:
+    """The de-duplication key: the whole address, case-insensitively."""
+    return normalize_address(address).lower()
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` (already normalized) is not a usable address, or None when it is."""
+    if not address:
+        return "email is empty"
+    if (
+        len(address) <= MAX_ADDRESS
+        and _PLAIN.fullmatch(address)
+        and address.index("@") <= MAX_LOCAL
+    ):
+        return None
+    if len(address) > MAX_ADDRESS:
+        return f"address is {len(address)} characters long; the limit is {MAX_ADDRESS}"
+    for ch in address:
+        if ch.isspace():
+            return "address contains a space"
+        if ord(ch) < 32 or ord(ch) == 127:
+            return "address contains a control character"
+    if address.count("@") != 1:
+        return "address must contain exactly one '@'"
+    local, _, domain = address.partition("@")
+    if not local:
+        return "nothing before the '@'"
+    if len(local) > MAX_LOCAL:
+        return f"the part before '@' is longer than {MAX_LOCAL} characters"
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return "the part before '@' has a misplaced dot"
+    bad = next(
+        (c for c in local if c.isascii() and not c.isalnum() and c not in _LOCAL_SPECIALS), None
+    )
+    if bad is not None:
+        return f"the part before '@' contains {bad!r}"
+    if not domain:
+        return "nothing after the '@'"
+    if "." not in domain:
+        return f"domain {domain!r} has no dot"
+    for label in domain.split("."):
+        if not label:
+            return f"domain {domain!r} has an empty label (two dots, or a dot at an end)"
+        if label.startswith("-") or label.endswith("-"):
+            return f"domain {domain!r} has a label starting or ending with '-'"
+        if any(c.isascii() and not (c.isalnum() or c == "-") for c in label):
+            return f"domain {domain!r} contains a character not allowed in host names"
+    return None

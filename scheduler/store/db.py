@@ -1,0 +1,99 @@
+"""Engines and migrations: SQLite by default (no server), PostgreSQL when machines share work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+
+DEFAULT_URL = "sqlite:///state/scheduler.db"
+URL_ENV = "SCHEDULER_DATABASE_URL"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+# Execution option: on SQLite, take the write lock when the transaction begins (BEGIN
+# IMMEDIATE), so a writer waits for another writer instead of failing with "database is
+# locked" when it first writes. Ignored on PostgreSQL.
+WRITE_LOCK = "scheduler_write_lock"
+
+
+def database_url(url: str | None = None) -> str:
+    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def make_engine(url: str | None = None, **engine_options: Any) -> Engine:
+    """An engine for `url`, else $SCHEDULER_DATABASE_URL, else `sqlite:///state/scheduler.db`.
+
+    A SQLite file's directory is created; SQLite runs in WAL mode with foreign keys enforced
+    and a busy timeout, and SQLAlchemy (not the sqlite3 module) emits BEGIN.
+    """
+    parsed = make_url(database_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        engine_options.setdefault("pool_pre_ping", True)
+        return sa.create_engine(parsed, **engine_options)
+
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if not in_memory:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, **engine_options)
+    _configure_sqlite(engine, wal=not in_memory)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN (below): the sqlite3 module's own transaction handling
+        # defers BEGIN and commits before DDL, which breaks transactional migrations.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        immediate = connection.get_execution_options().get(WRITE_LOCK, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """`engine` for transactions that will write: `with writer(engine).begin() as conn: ...`."""
+    return engine.execution_options(**{WRITE_LOCK: True})
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """An Alembic configuration that needs no alembic.ini, so it works from an installed wheel."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to `revision` (idempotent)."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def dialect_insert(connection: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with ON CONFLICT support for the connection's dialect."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {name}")
