@@ -206,3 +206,36 @@ def test_strict_requires_channel_secrets(
     assert d.line == 13
     monkeypatch.setenv("MASTODON_TOKEN", "set")
     assert problems(path, strict=True) == []
+
+
+def test_time_zone_typo_gets_a_suggestion(make_project: ProjectFactory) -> None:
+    text = MINIMAL.replace("timezone: Europe/Madrid", "timezone: Europe/Madird")
+    (d,) = problems(make_project(text))
+    assert "did you mean 'Europe/Madrid'?" in d.message
+
+
+def test_schema_errors_and_cross_checks_are_reported_together(
+    make_project: ProjectFactory,
+) -> None:
+    text = (
+        MINIMAL.replace('token: "${MASTODON_TOKEN}"', 'token: "${MASTODON_TOKEN}", colour: red')
+        .replace("channels: [email, mastodon]", "channels: [email, mastodon, telegarm]")
+        .replace('date: "05-01"', 'date: "05-01"\n    timezone: Nowhere/Special')
+    )
+    found = problems(make_project(text))
+    messages = " | ".join(d.message for d in found)
+    assert "unknown key 'colour'" in messages  # schema of a channel's settings
+    assert "unknown time zone 'Nowhere/Special'" in messages  # schema of a campaign
+    # The campaign with a schema error is set aside; the mastodon channel too. Neither causes
+    # a false "unknown channel 'mastodon'".
+    assert "unknown channel 'mastodon'" not in messages
+    report = validate_project(make_project(text))
+    assert report.project is None  # never usable for sending
+
+
+def test_reference_to_an_entry_set_aside_is_not_reported_twice(
+    make_project: ProjectFactory,
+) -> None:
+    text = MINIMAL.replace("  email: {type: smtp", "  email: {type: smtp, bogus: 1")
+    found = problems(make_project(text))
+    assert [d.message for d in found] == ["unknown key 'bogus'"]

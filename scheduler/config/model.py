@@ -8,6 +8,8 @@ whole file or the disk (a step naming an unknown channel, a missing statement) l
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import functools
 import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -34,14 +36,17 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r}; use an IANA name such as 'Europe/Madrid'"
-        ) from None
+        close = difflib.get_close_matches(name, sorted(known_timezones()), n=1, cutoff=0.7)
+        suggestion = (
+            f"did you mean {close[0]!r}?" if close else "use an IANA name such as 'Europe/Madrid'"
+        )
+        raise ValueError(f"unknown time zone {name!r}; {suggestion}") from None
     return name
 
 
-def known_timezones() -> set[str]:
-    return available_timezones()
+@functools.cache
+def known_timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 # --- offsets -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ class Project:
     config: Config
     path: Path
     document: YamlDocument
+    set_aside: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def base_dir(self) -> Path:
@@ -53,6 +55,25 @@ def config_path(option: str | Path | None) -> Path:
 
 def load_project(option: str | Path | None = None) -> Project:
     """Read and schema-check campaigns.yaml; raise ConfigError with every problem found."""
+    project, problems = load_project_partially(option)
+    if problems or project is None:
+        raise ConfigError(problems)
+    return project
+
+
+# Sections whose entries can be set aside one by one when they fail the schema.
+_NAMED_SECTIONS = ("senders", "lists", "channels", "campaigns")
+
+
+def load_project_partially(
+    option: str | Path | None = None,
+) -> tuple[Project | None, list[Diagnostic]]:
+    """Like load_project, but when some entries fail the schema, also return a project made of
+    the entries that passed, so validation can go on and report everything at once.
+
+    `Project.set_aside` names the entries left out, so nobody reports a reference to them as
+    unknown.
+    """
     path = config_path(option)
     display = os.path.relpath(path) if path.is_absolute() else str(path)
     document = load_yaml(path, display)
@@ -71,8 +92,27 @@ def load_project(option: str | Path | None = None) -> Project:
     try:
         config = Config.model_validate(document.data)
     except ValidationError as e:
-        raise ConfigError(schema_diagnostics(document, e, Config)) from None
-    return Project(config=config, path=path.resolve(), document=document)
+        problems = schema_diagnostics(document, e, Config)
+        errors = e.errors()
+    else:
+        return Project(config=config, path=path.resolve(), document=document), []
+    data = copy.deepcopy(document.data)
+    set_aside: set[tuple[str, str]] = set()
+    for err in errors:
+        loc = err["loc"]
+        if len(loc) >= 2 and loc[0] in _NAMED_SECTIONS:
+            section = data.get(loc[0])
+            if isinstance(section, dict) and loc[1] in section:
+                del section[loc[1]]
+                set_aside.add((str(loc[0]), str(loc[1])))
+    try:
+        partial = Config.model_validate(data)
+    except ValidationError:
+        return None, problems
+    project = Project(
+        config=partial, path=path.resolve(), document=document, set_aside=frozenset(set_aside)
+    )
+    return project, problems
 
 
-__all__ = ["Diagnostic", "Project", "config_path", "load_project"]
+__all__ = ["Diagnostic", "Project", "config_path", "load_project", "load_project_partially"]

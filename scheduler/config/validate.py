@@ -22,7 +22,7 @@ from scheduler.calendar import Occurrence
 from scheduler.channels import CHANNEL_CLASSES, get_channel_class
 from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
-from scheduler.config.project import Project, load_project
+from scheduler.config.project import Project, load_project_partially
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.content.templates import Templates
 from scheduler.errors import ConfigError, Diagnostic, TemplateError
@@ -52,12 +52,18 @@ class Report:
 
 def validate_project(config_option: str | Path | None = None, *, strict: bool = False) -> Report:
     try:
-        project = load_project(config_option)
+        project, problems = load_project_partially(config_option)
     except ConfigError as e:
         return Report(None, list(e.diagnostics))
+    if project is None:
+        return Report(None, problems)
     checker = _Checker(project, strict=strict)
     checker.run()
-    return Report(project, checker.diagnostics)
+    report = Report(project, problems + checker.diagnostics)
+    report.diagnostics.sort(key=lambda d: (d.file != project.display, d.file, d.line, d.column))
+    if problems:
+        report.project = None  # a project with entries set aside must not be used to send
+    return report
 
 
 def require_valid(config_option: str | Path | None = None) -> Project:
@@ -78,6 +84,11 @@ class _Checker:
         self.renderer = Renderer(project)
         # (campaign, step, channel) whose template is missing: reported once, not rendered.
         self.unrenderable: set[tuple[str, str, str]] = set()
+
+    def known(self, section: str, name: str) -> bool:
+        """Defined, or defined but set aside for its own schema errors (already reported)."""
+        entries = getattr(self.config, section)
+        return name in entries or (section, name) in self.project.set_aside
 
     def error(
         self,
@@ -147,7 +158,7 @@ class _Checker:
                         )
             if channel.type == "smtp":
                 sender = settings.get("sender")
-                if isinstance(sender, str) and sender not in self.config.senders:
+                if isinstance(sender, str) and not self.known("senders", sender):
                     self.error(
                         ("channels", name, "sender"),
                         f"unknown sender {sender!r}",
@@ -193,14 +204,14 @@ class _Checker:
         for cid, campaign in self.config.campaigns.items():
             base = ("campaigns", cid)
             for i, list_name in enumerate(campaign.audience):
-                if list_name not in self.config.lists:
+                if not self.known("lists", list_name):
                     self.error(
                         (*base, "audience", i),
                         f"unknown list {list_name!r}",
                         did_you_mean(list_name, list(self.config.lists))
                         or "define it under lists:",
                     )
-            if campaign.sender and campaign.sender not in self.config.senders:
+            if campaign.sender and not self.known("senders", campaign.sender):
                 self.error(
                     (*base, "sender"),
                     f"unknown sender {campaign.sender!r}",
@@ -216,13 +227,14 @@ class _Checker:
             for sid, step in campaign.steps.items():
                 sloc = (*base, "steps", sid)
                 for i, ch in enumerate(step.channels):
-                    if ch not in self.config.channels:
+                    if not self.known("channels", ch):
                         self.error(
                             (*sloc, "channels", i),
                             f"unknown channel {ch!r}",
                             did_you_mean(ch, list(self.config.channels))
                             or "define it under channels:",
                         )
+                    if ch not in self.config.channels:
                         continue
                     kind = get_channel_class(self.config.channels[ch].type).kind
                     if kind == "email" and not campaign.audience:
