@@ -1,4 +1,4 @@
-"""The organizer's command line: `scheduler validate | calendar | plan | preview`.
+"""The command line: `scheduler validate | calendar | plan | preview | send | status | lists`.
 
 Exit codes: 0 success, 1 validation or delivery failure, 2 usage error.
 """
@@ -6,19 +6,18 @@ Exit codes: 0 success, 1 validation or delivery failure, 2 usage error.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from scheduler import calendar
+from scheduler import calendar, cli_delivery
 from scheduler.audience.sizes import audience_sizes
 from scheduler.config.project import Project
-from scheduler.config.validate import require_valid, validate_project
+from scheduler.config.validate import validate_project
+from scheduler.console import err, fail, out, print_json, state, valid_project
 from scheduler.errors import ConfigError, SchedulerError, TemplateError, UnknownCampaignError
 from scheduler.ics import to_ics
 from scheduler.preview import build_preview
@@ -31,16 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output has no terminal width; 80 columns would cut occurrence ids in tables.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class State:
-    config: str | None = None
-
-
-state = State()
 
 
 @app.callback()
@@ -57,26 +46,6 @@ def _global(
     state.config = config
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
-    raise typer.Exit(code)
-
-
-def _print_diagnostics(error: ConfigError) -> NoReturn:
-    for d in error.diagnostics:
-        err.print(d.format(), markup=False)
-    n = len(error.diagnostics)
-    err.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was sent.", markup=False)
-    raise typer.Exit(1)
-
-
-def _project() -> Project:
-    try:
-        return require_valid(state.config)
-    except ConfigError as e:
-        _print_diagnostics(e)
-
-
 def _parse_day(value: str | None, option: str) -> dt.date | None:
     if value is None:
         return None
@@ -86,10 +55,6 @@ def _parse_day(value: str | None, option: str) -> dt.date | None:
         raise typer.BadParameter(
             f"{value!r} is not a date; write YYYY-MM-DD", param_hint=option
         ) from None
-
-
-def _json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, Any]:
@@ -122,7 +87,7 @@ def validate(
     """Check campaigns.yaml, statements, templates and lists; print every problem at once."""
     report = validate_project(state.config, strict=strict)
     if as_json:
-        _json(
+        print_json(
             {
                 "ok": report.ok,
                 "problems": [
@@ -177,7 +142,7 @@ def calendar_command(
     ics: Annotated[Path | None, typer.Option(help="write an iCalendar (.ics) file")] = None,
 ) -> None:
     """List every occurrence between two days, in local time and UTC."""
-    project = _project()
+    project = valid_project()
     start_day = _parse_day(from_, "--from") or dt.datetime.now(dt.UTC).date()
     end_day = _parse_day(to, "--to") or start_day + dt.timedelta(days=365)
     if end_day < start_day:
@@ -192,7 +157,7 @@ def calendar_command(
         ics.write_bytes(to_ics(project.config, occurrences))
         err.print(f"wrote {len(occurrences)} events to {ics}", markup=False)
     if as_json:
-        _json([_occurrence_record(project, o) for o in occurrences])
+        print_json([_occurrence_record(project, o) for o in occurrences])
         return
     if ics is not None:
         return
@@ -218,7 +183,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
 ) -> None:
     """What goes where and when in the coming days, and to how many people."""
-    project = _project()
+    project = valid_project()
     now = dt.datetime.now(dt.UTC)
     occurrences = calendar.next_occurrences(project.config, now, days=days)
     sizes = audience_sizes(project)
@@ -234,7 +199,7 @@ def plan(
         }
         records.append(rec)
     if as_json:
-        _json(records)
+        print_json(records)
         return
     if not records:
         out.print(
@@ -292,18 +257,18 @@ def preview(
     ] = False,
 ) -> None:
     """Render what each channel would get for the campaign's next occurrence; send nothing."""
-    project = _project()
+    project = valid_project()
     target = out_dir if (out_dir is not None or as_json) else Path("preview")
     try:
         items = build_preview(
             project, campaign, step=step, channel=channel, language=lang, out=target
         )
     except UnknownCampaignError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     except (TemplateError, ConfigError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
-        _json([i.as_json() for i in items])
+        print_json([i.as_json() for i in items])
         return
     for item in items:
         occ = item.occurrence
@@ -329,8 +294,11 @@ def preview(
         out.print()
     over = [i for i in items if i.over_limit]
     if over:
-        _fail(f"{len(over)} post(s) over the platform limit")
+        fail(f"{len(over)} post(s) over the platform limit")
     out.print(f"{len(items)} message(s) previewed; nothing was sent.", markup=False)
+
+
+cli_delivery.register(app)
 
 
 def main() -> None:

@@ -97,7 +97,11 @@ class Renderer:
         return f"{base}/archive/{occ.campaign_id}/{key}/{language}"
 
     def context(
-        self, occ: Occurrence, language: str, recipient: Recipient | None = None
+        self,
+        occ: Occurrence,
+        language: str,
+        recipient: Recipient | None = None,
+        links: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         org = self.config.organization
         campaign = self.config.campaigns[occ.campaign_id]
@@ -141,24 +145,37 @@ class Renderer:
             },
         }
         if recipient is not None:
-            list_name = recipient.list_name or ",".join(campaign.audience)
-            data = {"s": recipient.subscriber_id, "e": recipient.email.lower(), "l": list_name}
             ctx["recipient"] = {
                 "name": recipient.name or "",
                 "email": recipient.email,
                 "language": language,
             }
-            ctx["unsubscribe_url"] = f"{base}/unsubscribe/{sign('unsubscribe', data)}"
-            ctx["preferences_url"] = f"{base}/preferences/{sign('preferences', data)}"
+            unsubscribe_url, preferences_url = links or self.recipient_links(campaign, recipient)
+            ctx["unsubscribe_url"] = unsubscribe_url
+            ctx["preferences_url"] = preferences_url
         return ctx
+
+    def recipient_links(self, campaign: Campaign, recipient: Recipient) -> tuple[str, str]:
+        """The signed unsubscribe and preferences URLs of one recipient."""
+        base = self.config.organization.public_url.rstrip("/")
+        list_name = recipient.list_name or ",".join(campaign.audience)
+        data = {"s": recipient.subscriber_id, "e": recipient.email.lower(), "l": list_name}
+        return (
+            f"{base}/unsubscribe/{sign('unsubscribe', data)}",
+            f"{base}/preferences/{sign('preferences', data)}",
+        )
 
     # --- rendering ------------------------------------------------------------------------
 
-    def email(self, occ: Occurrence, recipient: Recipient) -> RenderedEmail:
+    def email(
+        self, occ: Occurrence, recipient: Recipient, links: tuple[str, str] | None = None
+    ) -> RenderedEmail:
+        """Render the email for one recipient. `links` replaces the signed unsubscribe and
+        preferences URLs (the fast path renders once with placeholders there)."""
         campaign = self.config.campaigns[occ.campaign_id]
         step = campaign.steps[occ.step_id]
         language = self.email_language(campaign, recipient.language)
-        ctx = self.context(occ, language, recipient)
+        ctx = self.context(occ, language, recipient, links)
         html_name = self.templates.pick(
             self.templates.email_candidates(step.template, "html", language)
         )

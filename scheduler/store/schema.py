@@ -46,6 +46,7 @@ class DeliveryState(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"  # unsubscribed, bounced or suppressed after the fan-out: nothing sent
 
 
 class UtcDateTime(sa.TypeDecorator[dt.datetime]):
@@ -179,6 +180,11 @@ occurrences = sa.Table(
     sa.Column("instant", UtcDateTime, nullable=False),
     sa.Column("state", sa.String(16), nullable=False, server_default=OccurrenceState.PLANNED.value),
     sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("note", sa.Text, nullable=True),  # why late, missed or cancelled
+    sa.Column("recipients", sa.Integer, nullable=True),  # deliveries created by the fan-out
+    sa.Column("fired_at", UtcDateTime, nullable=True),
+    sa.Column("fanned_out_at", UtcDateTime, nullable=True),  # every delivery row exists
+    sa.Column("finished_at", UtcDateTime, nullable=True),
     *_timestamps(),
     _check_in("state", OccurrenceState),
     sa.Index("ix_occurrences_state_instant", "state", "instant"),
@@ -197,6 +203,8 @@ deliveries = sa.Table(
     sa.Column("channel", sa.String(64), nullable=False),
     # A subscriber id (as text) for email, the channel's target for posts.
     sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("subscriber_id", BigId, nullable=True),  # email deliveries
+    sa.Column("language", sa.String(35), nullable=True),
     sa.Column("state", sa.String(16), nullable=False, server_default=DeliveryState.PENDING.value),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=True),
@@ -204,6 +212,9 @@ deliveries = sa.Table(
     sa.Column("message_id", sa.Text, nullable=True),
     *_timestamps(),
     sa.Column("sent_at", UtcDateTime, nullable=True),
+    # A worker holds a delivery in `sending` until this instant; after it, the delivery is
+    # considered abandoned (a killed worker) and may be claimed again.
+    sa.Column("lease_until", UtcDateTime, nullable=True),
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
     sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),

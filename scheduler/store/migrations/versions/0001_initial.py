@@ -102,6 +102,11 @@ def upgrade() -> None:
         sa.Column("instant", sa.DateTime(timezone=True), nullable=False),
         sa.Column("state", sa.String(16), nullable=False, server_default="planned"),
         sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("note", sa.Text, nullable=True),
+        sa.Column("recipients", sa.Integer, nullable=True),
+        _when("fired_at", nullable=True),
+        _when("fanned_out_at", nullable=True),
+        _when("finished_at", nullable=True),
         _when("created_at"),
         _when("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_occurrences"),
@@ -114,6 +119,8 @@ def upgrade() -> None:
         sa.Column("occurrence_id", sa.String(200), nullable=False),
         sa.Column("channel", sa.String(64), nullable=False),
         sa.Column("recipient", sa.String(320), nullable=False),
+        sa.Column("subscriber_id", BIG_ID, nullable=True),
+        sa.Column("language", sa.String(35), nullable=True),
         sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text, nullable=True),
@@ -122,6 +129,7 @@ def upgrade() -> None:
         _when("created_at"),
         _when("updated_at"),
         _when("sent_at", nullable=True),
+        _when("lease_until", nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
         sa.ForeignKeyConstraint(
             ["occurrence_id"],
@@ -135,7 +143,7 @@ def upgrade() -> None:
             "recipient",
             name="uq_deliveries_occurrence_id_channel_recipient",
         ),
-        _check("deliveries", "state", ("pending", "sending", "sent", "failed")),
+        _check("deliveries", "state", ("pending", "sending", "sent", "failed", "skipped")),
     )
     op.create_index("ix_deliveries_occurrence_state", "deliveries", ["occurrence_id", "state"])
 

@@ -1,0 +1,512 @@
+"""Commands that touch the store and send: `send`, `status`, `lists`, `worker`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+from scheduler import calendar
+from scheduler.audience.csvfile import read_csv
+from scheduler.channels import get_channel_class
+from scheduler.config.diagnostics import did_you_mean
+from scheduler.config.project import Project
+from scheduler.console import err, fail, out, print_json, state, valid_project
+from scheduler.delivery import ledger
+from scheduler.delivery.batch import BatchReport
+from scheduler.delivery.context import DeliveryContext, broker_url
+from scheduler.delivery.emailing import EmailComposer
+from scheduler.delivery.fire import FireReport, fire
+from scheduler.delivery.ledger import Claim
+from scheduler.errors import UnknownCampaignError
+from scheduler.store import subscribers
+from scheduler.store.db import database_url, make_engine, migrate
+
+lists_app = typer.Typer(
+    help="Subscribers: import CSV files, count by status.", no_args_is_help=True
+)
+
+
+def store() -> Engine:
+    engine = make_engine()
+    migrate(engine)
+    return engine
+
+
+# --- send ----------------------------------------------------------------------------------
+
+
+def pick_occurrence(
+    project: Project,
+    campaign_id: str,
+    step: str | None,
+    occurrence_id: str | None,
+    now: dt.datetime,
+) -> calendar.Occurrence:
+    config = project.config
+    if occurrence_id:
+        return calendar.occurrence(config, occurrence_id)
+    if campaign_id not in config.campaigns:
+        raise UnknownCampaignError(
+            f"unknown campaign {campaign_id!r}; "
+            + (
+                did_you_mean(campaign_id, list(config.campaigns))
+                or f"campaigns: {', '.join(config.campaigns)}"
+            )
+        )
+    campaign = config.campaigns[campaign_id]
+    if step is None:
+        if len(campaign.steps) == 1:
+            step = next(iter(campaign.steps))
+        elif "statement" in campaign.steps:
+            step = "statement"
+        else:
+            raise UnknownCampaignError(
+                f"campaign {campaign_id!r} has several steps; choose one with --step "
+                f"({', '.join(campaign.steps)})"
+            )
+    if step not in campaign.steps:
+        raise UnknownCampaignError(
+            f"campaign {campaign_id!r} has no step {step!r}; "
+            + (did_you_mean(step, list(campaign.steps)) or f"steps: {', '.join(campaign.steps)}")
+        )
+    # The step's next occurrence; for a campaign that will not come again (a past one-off),
+    # its last one.
+    upcoming = [
+        o
+        for o in calendar.next_occurrences(config, now)
+        if o.campaign_id == campaign_id and o.step_id == step
+    ]
+    if upcoming:
+        return upcoming[0]
+    past = calendar.expand(
+        config, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), now, campaigns=[campaign_id]
+    )
+    matching = [o for o in past if o.step_id == step]
+    if not matching:
+        raise UnknownCampaignError(f"{campaign_id}/{step} has no occurrence")
+    return matching[-1]
+
+
+class _SendProgress:
+    """A live bar: sent / failed / skipped and the sending rate, on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.bar = Progress(
+            TextColumn("[bold]sending"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("send", total=None, detail="")
+
+    def __enter__(self) -> _SendProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def total(self, n: int) -> None:
+        self.bar.update(self.task, total=max(n, 1))
+
+    def update(self, report: BatchReport) -> None:
+        done = report.sent + report.failed + report.skipped
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.bar.update(
+            self.task,
+            completed=done,
+            detail=f"sent {report.sent:,} · failed {report.failed:,} · skipped "
+            f"{report.skipped:,} · {report.sent / elapsed:,.0f}/s",
+        )
+
+
+def send_command(
+    campaign: Annotated[str, typer.Argument(help="campaign id")],
+    step: Annotated[
+        str | None, typer.Option(help="the step [default: the only one, or 'statement']")
+    ] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="only these channels (repeatable)")
+    ] = None,
+    occurrence_id: Annotated[
+        str | None,
+        typer.Option("--occurrence", help="an exact occurrence id, e.g. may-day/2027/statement"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="render and count; send nothing")
+    ] = False,
+    enqueue: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue", help="hand the batches to Celery workers instead of sending here"
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Fire one occurrence now. Idempotent: run again, it sends nothing already sent."""
+    project = valid_project()
+    now = dt.datetime.now(dt.UTC)
+    try:
+        occ = pick_occurrence(project, campaign, step, occurrence_id, now)
+    except UnknownCampaignError as e:
+        fail(str(e), 2)
+    channels = list(channel or occ.channels)
+    unknown = [c for c in channels if c not in occ.channels]
+    if unknown:
+        fail(
+            f"{occ.id} does not go to {', '.join(unknown)}; its channels: "
+            f"{', '.join(occ.channels)}",
+            2,
+        )
+    engine = store()
+    ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
+    try:
+        if dry_run:
+            _dry_run(ctx, occ, channels, as_json)
+            return
+        if not as_json:
+            err.print(
+                f"firing {occ.id} ({occ.local:%Y-%m-%d %H:%M %Z}) on {', '.join(channels)}",
+                markup=False,
+            )
+        if enqueue:
+            from scheduler.tasks import enqueue_batch
+
+            report = fire(ctx, occ, channels=channels, dispatch=enqueue_batch)
+        else:
+            with _SendProgress(not as_json) as bar:
+                report = fire(ctx, occ, channels=channels, progress=bar.update, on_total=bar.total)
+    finally:
+        ctx.close()
+    _summary(report, as_json, enqueue)
+
+
+def _dry_run(
+    ctx: DeliveryContext, occ: calendar.Occurrence, channels: list[str], as_json: bool
+) -> None:
+    campaign = ctx.config.campaigns[occ.campaign_id]
+    audience = list(subscribers.active_audience(ctx.engine, campaign.audience))
+    by_language: dict[str, int] = {}
+    for r in audience:
+        lang = ctx.renderer.email_language(campaign, r.language)
+        by_language[lang] = by_language.get(lang, 0) + 1
+    rendered: dict[str, Any] = {}
+    for c in channels:
+        kind = get_channel_class(ctx.config.channels[c].type).kind
+        if kind == "email":
+            composer = EmailComposer(ctx.renderer, occ, c, date=occ.instant)
+            sizes = {}
+            for r in {
+                ctx.renderer.email_language(campaign, r.language): r for r in audience
+            }.values():
+                data = composer.compose(
+                    subscriber_id=r.subscriber_id,
+                    email_address=r.email,
+                    name=r.name,
+                    language=r.language,
+                )
+                sizes[ctx.renderer.email_language(campaign, r.language)] = len(data)
+            rendered[c] = {
+                "type": "smtp",
+                "recipients": len(audience),
+                "by_language": by_language,
+                "message_bytes": sizes,
+            }
+        else:
+            post = ctx.renderer.post(occ, c)
+            rendered[c] = {
+                "type": ctx.config.channels[c].type,
+                "posts": 1,
+                "language": post.language,
+                "characters": len(post.text),
+            }
+    sources = {
+        name: ctx.config.lists[name].source
+        for name in campaign.audience
+        if name in ctx.config.lists and ctx.config.lists[name].source
+    }
+    if as_json:
+        print_json(
+            {
+                "occurrence": occ.id,
+                "dry_run": True,
+                "channels": rendered,
+                "synced_before_sending": sources,
+            }
+        )
+        return
+    out.print(
+        f"dry run of {occ.id} at {occ.local:%Y-%m-%d %H:%M %Z} — nothing was sent", markup=False
+    )
+    for c, info in rendered.items():
+        if info["type"] == "smtp":
+            langs = ", ".join(f"{k}: {v:,}" for k, v in sorted(info["by_language"].items()))
+            out.print(f"  {c}: {info['recipients']:,} emails ({langs or 'nobody'})", markup=False)
+        else:
+            out.print(f"  {c}: 1 post in {info['language']}", markup=False)
+    for name, source in sources.items():
+        out.print(
+            f"  (list {name} is synced from {source} before sending; counts above are "
+            "the store's now)",
+            markup=False,
+        )
+
+
+def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
+    r = report.result
+    data = {
+        "occurrence": report.occurrence_id,
+        "claim": report.claim.value,
+        "state": report.state,
+        "deliveries": report.total,
+        "new_deliveries": report.new_rows,
+        "batches": report.batches,
+        "enqueued": enqueued,
+        "sent": r.sent,
+        "failed": r.failed,
+        "skipped": r.skipped,
+        "retried": r.retried,
+        "already_done": report.already_final,
+        "failures": r.reasons,
+        "held_by_others": report.held,
+    }
+    if as_json:
+        print_json(data)
+    elif report.claim is Claim.REFUSED:
+        out.print(f"{report.occurrence_id} is {report.state}: nothing was sent.", markup=False)
+    elif enqueued:
+        out.print(
+            f"{report.occurrence_id}: {report.batches} batches handed to the workers "
+            f"({report.total:,} deliveries). `scheduler status` shows progress.",
+            markup=False,
+        )
+    elif r.sent == r.failed == r.skipped == 0 and report.held:
+        until = f"{report.held_until:%H:%M:%S} UTC" if report.held_until else "soon"
+        out.print(
+            f"{report.occurrence_id}: {report.held:,} deliveries are held by another "
+            f"sender, or were left by one that stopped; they can be sent again from "
+            f"{until} (run this command again then).",
+            markup=False,
+        )
+    elif r.sent == r.failed == r.skipped == 0:
+        out.print(
+            f"{report.occurrence_id}: nothing new to send — {report.already_final:,} "
+            f"deliveries were already done (state: {report.state}).",
+            markup=False,
+        )
+    else:
+        out.print(
+            f"{report.occurrence_id}: sent {r.sent:,}, failed {r.failed:,}, skipped "
+            f"{r.skipped:,} (unsubscribed meanwhile), retried {r.retried:,}; state "
+            f"{report.state}.",
+            markup=False,
+        )
+        for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
+            out.print(f"  {n:,} × {reason}", markup=False)
+    if report.claim is Claim.REFUSED or r.failed:
+        raise typer.Exit(1)
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="how many occurrences")] = 20,
+) -> None:
+    """Occurrences with their delivery counts per channel, and why deliveries failed."""
+    engine = store()
+    rows = ledger.list_occurrences(engine, limit=limit)
+    all_counts = ledger.counts(engine)
+    records: list[dict[str, Any]] = []
+    for row in rows:
+        records.append(
+            {
+                "id": row.id,
+                "state": row.state,
+                "instant": row.instant.isoformat(),
+                "late": row.late,
+                "note": row.note,
+                "fired_at": row.fired_at,
+                "finished_at": row.finished_at,
+                "deliveries": all_counts.get(row.id, {}),
+                "failures": [
+                    {"channel": c, "reason": e, "count": n}
+                    for c, e, n in ledger.failures(engine, row.id, limit=5)
+                ],
+            }
+        )
+    if as_json:
+        print_json({"database": _safe_url(), "occurrences": records})
+        return
+    if not records:
+        out.print(
+            "No occurrence has fired yet. `scheduler plan` shows what is coming.", markup=False
+        )
+        return
+    table = Table(title="Occurrences", title_justify="left")
+    for col in ("Occurrence", "State", "Instant (UTC)"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("Deliveries")
+    for rec in records:
+        parts = []
+        for ch, by_state in sorted(rec["deliveries"].items()):
+            shown = " ".join(f"{s} {n:,}" for s, n in sorted(by_state.items()))
+            parts.append(f"{ch}: {shown}")
+        state_text = rec["state"] + (" (late)" if rec["late"] else "")
+        table.add_row(
+            rec["id"], state_text, rec["instant"][:16].replace("T", " "), "\n".join(parts) or "—"
+        )
+    out.print(table)
+    for rec in records:
+        for f in rec["failures"]:
+            out.print(f"{rec['id']} {f['channel']}: {f['count']:,} × {f['reason']}", markup=False)
+
+
+def _safe_url() -> str:
+    url = database_url()
+    return url.split("@")[-1] if "@" in url else url
+
+
+# --- lists ---------------------------------------------------------------------------------
+
+
+@lists_app.command("import")
+def lists_import(
+    list_name: Annotated[str, typer.Argument(metavar="LIST", help="a list from campaigns.yaml")],
+    file: Annotated[Path, typer.Argument(metavar="FILE.csv", help="email,name,language,... ")],
+    status: Annotated[
+        str, typer.Option(help="status for new members: active or unconfirmed")
+    ] = "active",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Add or update subscribers from a CSV file. Never resubscribes anyone who left."""
+    project = valid_project()
+    if list_name not in project.config.lists:
+        fail(
+            f"unknown list {list_name!r}; "
+            + (
+                did_you_mean(list_name, list(project.config.lists))
+                or f"lists: {', '.join(project.config.lists)}"
+            ),
+            2,
+        )
+    if status not in ("active", "unconfirmed"):
+        fail("--status must be 'active' or 'unconfirmed'", 2)
+    if not file.is_file():
+        fail(f"{file}: file not found", 2)
+    org = project.config.organization
+    result = read_csv(file, languages=org.languages, default_language=org.default_language)
+    for problem in result.problems:
+        err.print(problem.to_diagnostic(str(file)).format(), markup=False)
+    engine = store()
+    with Progress(
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json or len(result.rows) < 2000,
+    ) as bar:
+        task = bar.add_task("import", total=len(result.rows))
+        report = subscribers.import_rows(
+            engine,
+            list_name,
+            result.rows,
+            source=str(file),
+            status=status,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    data = {
+        "list": list_name,
+        "rows": len(result.rows) + len(result.problems),
+        "inserted": report.inserted,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "skipped_suppressed": report.skipped_suppressed,
+        "skipped_unsubscribed": report.skipped_unsubscribed,
+        "rejected": len(result.problems),
+    }
+    if as_json:
+        print_json(data)
+    else:
+        out.print(
+            f"{list_name}: {report.inserted:,} added, {report.updated:,} updated, "
+            f"{report.unchanged:,} unchanged, {report.skipped_unsubscribed:,} left alone "
+            f"(unsubscribed or bounced), {report.skipped_suppressed:,} suppressed, "
+            f"{len(result.problems):,} rejected rows",
+            markup=False,
+        )
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@lists_app.command("show")
+def lists_show(
+    list_name: Annotated[str | None, typer.Argument(metavar="[LIST]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Count subscribers of each list by status."""
+    project = valid_project()
+    engine = store()
+    counts = subscribers.list_counts(engine, list_name)
+    names = [list_name] if list_name else list(dict.fromkeys([*project.config.lists, *counts]))
+    data = {n: counts.get(n, {}) for n in names}
+    if as_json:
+        print_json(data)
+        return
+    statuses = ("active", "unconfirmed", "unsubscribed", "bounced", "complained")
+    table = Table(title="Lists", title_justify="left")
+    table.add_column("List", no_wrap=True)
+    for s in statuses:
+        table.add_column(s, justify="right")
+    for n in names:
+        table.add_row(n, *(f"{data[n].get(s, 0):,}" for s in statuses))
+    out.print(table)
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+def worker_command(
+    concurrency: Annotated[int, typer.Option(min=1, help="worker processes")] = 2,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """A Celery worker that sends batches (distributed mode; broker SCHEDULER_BROKER_URL)."""
+    import os
+
+    valid_project()  # refuse to start on a broken campaigns.yaml
+    if state.config:
+        os.environ["SCHEDULER_CONFIG"] = str(Path(state.config).resolve())
+    from scheduler.tasks import app
+
+    app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            "--queues=scheduler",
+            "--without-gossip",
+            "--without-mingle",
+            "--pool=prefork",
+        ]
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send_command)
+    app.command("status")(status_command)
+    app.command("worker")(worker_command)
+    app.add_typer(lists_app, name="lists")

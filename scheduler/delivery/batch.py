@@ -1,0 +1,262 @@
+"""Send one batch of deliveries: the plain function both the embedded runner and the Celery
+task call. Run twice, or after a crash, it sends only what is not already sent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler import calendar
+from scheduler.channels import get_channel_class
+from scheduler.delivery import ledger
+from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.ledger import ClaimedDelivery, Result
+from scheduler.mail.transport import Outcome, Outgoing
+from scheduler.store.schema import DeliveryState
+
+log = logging.getLogger(__name__)
+
+# Outcomes are written to the ledger at least this often, so a crash loses (and so may
+# repeat) only a handful of messages, each with the same Message-ID.
+FLUSH_EVERY = 50
+FLUSH_SECONDS = 0.5
+
+
+@dataclass
+class BatchReport:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retried: int = 0
+    cancelled: bool = False
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: BatchReport) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.retried += other.retried
+        self.cancelled = self.cancelled or other.cancelled
+        for k, v in other.reasons.items():
+            self.reasons[k] = self.reasons.get(k, 0) + v
+
+
+Progress = Callable[[BatchReport], None]
+
+
+def send_batch(
+    ctx: DeliveryContext,
+    occurrence_id: str,
+    channel: str,
+    lo: int,
+    hi: int,
+    *,
+    progress: Progress | None = None,
+) -> BatchReport:
+    report = BatchReport()
+    if ledger.is_cancelled(ctx.engine, occurrence_id):
+        report.cancelled = True
+        return report
+    claimed = ledger.claim_batch(ctx.engine, occurrence_id, channel, lo, hi, lease=ctx.lease)
+    if not claimed:
+        ledger.finish_if_complete(ctx.engine, occurrence_id)
+        return report
+    occ = calendar.occurrence(ctx.config, occurrence_id)
+    kind = get_channel_class(ctx.config.channels[channel].type).kind
+    if kind == "email":
+        _send_email(ctx, occ, channel, claimed, report, progress)
+    else:
+        _send_posts(ctx, channel, claimed, report)
+        if progress:
+            progress(report)
+    ledger.finish_if_complete(ctx.engine, occurrence_id)
+    log.info(
+        "batch %s %s [%d,%d): sent=%d failed=%d skipped=%d retried=%d",
+        occurrence_id,
+        channel,
+        lo,
+        hi,
+        report.sent,
+        report.failed,
+        report.skipped,
+        report.retried,
+    )
+    return report
+
+
+def _send_posts(
+    ctx: DeliveryContext, channel: str, claimed: list[ClaimedDelivery], report: BatchReport
+) -> None:
+    # Posting to platforms is not built yet: say so in the ledger rather than drop it.
+    kind = ctx.config.channels[channel].type
+    reason = f"posting to {kind} is not implemented yet"
+    ledger.record(ctx.engine, [Result(d.id, DeliveryState.FAILED, error=reason) for d in claimed])
+    report.failed += len(claimed)
+    report.reasons[reason] = report.reasons.get(reason, 0) + len(claimed)
+
+
+class _Recorder:
+    """Buffers outcomes and writes them to the ledger every few messages, renewing the lease
+    on what this sender still holds when a slow server makes the batch long."""
+
+    def __init__(self, ctx: DeliveryContext, report: BatchReport, progress: Progress | None):
+        self.ctx = ctx
+        self.report = report
+        self.progress = progress
+        self.buffer: list[Result] = []
+        self.held: list[int] = []
+        self.last_flush = time.monotonic()
+        self.renew_at = self.last_flush + ctx.lease.total_seconds() / 2
+
+    def add(self, result: Result) -> None:
+        self.buffer.append(result)
+        now = time.monotonic()
+        if len(self.buffer) >= FLUSH_EVERY or now - self.last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        ledger.record(self.ctx.engine, self.buffer)
+        self.buffer.clear()
+        self.last_flush = time.monotonic()
+        if self.last_flush > self.renew_at:
+            ledger.renew_lease(self.ctx.engine, self.held, lease=self.ctx.lease)
+            self.renew_at = self.last_flush + self.ctx.lease.total_seconds() / 2
+        if self.progress:
+            self.progress(self.report)
+
+
+def _send_email(
+    ctx: DeliveryContext,
+    occ: calendar.Occurrence,
+    channel: str,
+    claimed: list[ClaimedDelivery],
+    report: BatchReport,
+    progress: Progress | None,
+) -> None:
+    engine = ctx.engine
+    campaign = ctx.config.campaigns[occ.campaign_id]
+    ids = [d.subscriber_id for d in claimed if d.subscriber_id is not None]
+    wanted = ledger.still_wanted(engine, ids, campaign.audience)
+    skipped = [d for d in claimed if d.subscriber_id not in wanted]
+    if skipped:
+        ledger.record(
+            engine,
+            [
+                Result(
+                    d.id, DeliveryState.SKIPPED, error="unsubscribed or suppressed before sending"
+                )
+                for d in skipped
+            ],
+        )
+        report.skipped += len(skipped)
+    todo = [d for d in claimed if d.subscriber_id in wanted]
+    composer = ctx.composer(occ, channel)
+    pool = ctx.pool(channel)
+    by_id = {d.id: d for d in todo}
+    bounced: list[int] = []
+    recorder = _Recorder(ctx, report, progress)
+    # Composed once: a retry sends the very same bytes (same Message-ID, same Date).
+    messages: dict[int, Outgoing] = {}
+    for d in todo:
+        email_address, name = wanted[d.subscriber_id or 0]
+        try:
+            data = composer.compose(
+                subscriber_id=d.subscriber_id or 0,
+                email_address=email_address,
+                name=name,
+                language=d.language,
+            )
+        except ValueError as e:  # an address no message can be addressed to
+            recorder.add(Result(d.id, DeliveryState.FAILED, error=f"cannot compose: {e}"))
+            report.failed += 1
+            report.reasons["cannot compose"] = report.reasons.get("cannot compose", 0) + 1
+            continue
+        messages[d.id] = Outgoing(
+            key=d.id, envelope_from=composer.sender.address, recipient=email_address, data=data
+        )
+    todo = [d for d in todo if d.id in messages]
+    attempt = max((d.attempts for d in todo), default=1)
+    while todo:
+        recorder.held = [d.id for d in todo]
+        retry: list[tuple[ClaimedDelivery, str]] = []
+        for outcome in pool.send_all(messages[d.id] for d in todo):
+            delivery = by_id[outcome.key]
+            message_id = composer.message_id(delivery.subscriber_id or 0)
+            result = _classify(outcome, delivery, message_id, retry, bounced, report)
+            if result is not None:
+                recorder.add(result)
+        recorder.flush()
+        if not retry:
+            break
+        if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
+            for d, response in retry:
+                recorder.add(
+                    Result(
+                        d.id,
+                        DeliveryState.FAILED,
+                        response=response,
+                        error=f"gave up after {attempt} attempts: {response}",
+                    )
+                )
+                key = _reason(response)
+                report.reasons[key] = report.reasons.get(key, 0) + 1
+            report.failed += len(retry)
+            recorder.flush()
+            break
+        delay = ctx.retry.delay(attempt)
+        log.info(
+            "%s %s: %d transient failures, retrying in %.1fs (attempt %d)",
+            occ.id,
+            channel,
+            len(retry),
+            delay,
+            attempt + 1,
+        )
+        ctx.sleep(delay)
+        attempt += 1
+        todo = [d for d, _ in retry]
+        report.retried += len(todo)
+        ledger.count_attempt(engine, [d.id for d in todo])
+        ledger.renew_lease(engine, [d.id for d in todo], lease=ctx.lease)
+    if bounced:
+        ledger.mark_bounced(engine, bounced)
+    if progress:
+        progress(report)
+
+
+def _classify(
+    outcome: Outcome,
+    delivery: ClaimedDelivery,
+    message_id: str,
+    retry: list[tuple[ClaimedDelivery, str]],
+    bounced: list[int],
+    report: BatchReport,
+) -> Result | None:
+    """The ledger result of one outcome, or None when it is to be retried."""
+    if outcome.status == "sent":
+        report.sent += 1
+        return Result(
+            delivery.id, DeliveryState.SENT, response=outcome.response, message_id=message_id
+        )
+    if outcome.status == "transient":
+        retry.append((delivery, outcome.response))
+        return None
+    reason = _reason(outcome.response)
+    report.failed += 1
+    report.reasons[reason] = report.reasons.get(reason, 0) + 1
+    if outcome.status == "bounced" and delivery.subscriber_id is not None:
+        bounced.append(delivery.subscriber_id)
+    return Result(
+        delivery.id,
+        DeliveryState.FAILED,
+        response=outcome.response,
+        message_id=message_id,
+        error=f"{outcome.status}: {outcome.response}",
+    )
+
+
+def _reason(response: str) -> str:
+    """A short, address-free summary for grouping failures: the reply code and text start."""
+    return response.split("\n", 1)[0][:80]

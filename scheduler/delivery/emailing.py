@@ -1,0 +1,171 @@
+"""Compose one occurrence's email for many recipients, rendering each language only once.
+
+The templates are rendered once per (language, has a name) with placeholder tokens where
+the recipient's name, address and signed links go; `MessageFactory` then fills them in per
+recipient. Before a variant is trusted, its first message is compared with the message the
+plain path (render for that recipient, then `build_email`) makes; if a template does
+something the tokens cannot follow (say `recipient.name | upper`, or the name in the subject),
+that variant falls back to the plain path, which is slower but always right.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import logging
+from dataclasses import dataclass
+
+from scheduler.calendar import Occurrence
+from scheduler.config.model import Sender
+from scheduler.content.message import build_email, domain_of, list_id_for, message_id_for
+from scheduler.content.render import Recipient, Renderer
+from scheduler.mail.compose import MessageFactory
+
+log = logging.getLogger(__name__)
+
+# Plain ASCII letters and digits: they survive autoescaping and CSS inlining unchanged.
+NAME = "ZZrcptNAMEzz5b1e"
+EMAIL = "ZZrcptEMAILzz9d4c"
+UNSUBSCRIBE = "ZZrcptUNSUBzz8c2d"
+PREFERENCES = "ZZrcptPREFSzz3a7f"
+TOKENS = (NAME, EMAIL, UNSUBSCRIBE, PREFERENCES)
+
+
+@dataclass
+class _Variant:
+    factory: MessageFactory | None  # None: use the plain path
+    verified: bool = False
+
+
+class EmailComposer:
+    """Messages of one occurrence on one email channel."""
+
+    def __init__(
+        self, renderer: Renderer, occ: Occurrence, channel: str, *, date: dt.datetime | None = None
+    ) -> None:
+        self.renderer = renderer
+        self.occ = occ
+        self.channel = channel
+        config = renderer.config
+        self.campaign = config.campaigns[occ.campaign_id]
+        settings = dict(config.channels[channel].model_extra or {})
+        sender_name = str(
+            self.campaign.sender or settings.get("sender") or next(iter(config.senders))
+        )
+        self.sender: Sender = config.senders[sender_name]
+        self.list_name = ",".join(self.campaign.audience) or "list"
+        domain = domain_of(self.sender.address)
+        self.first_list = self.campaign.audience[0] if self.campaign.audience else "list"
+        custom = settings.get("list_id")
+        self.custom_list_id = f"<{str(custom).strip('<>')}>" if custom else None
+        self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
+        self.domain = domain
+        self.unsubscribe_mailto = config.organization.unsubscribe_mailto
+        self.date = date or dt.datetime.now(dt.UTC)
+        self._variants: dict[tuple[str, bool], _Variant] = {}
+        self.fallbacks = 0
+
+    def delivery_key(self, subscriber_id: int) -> str:
+        return f"{self.occ.id}/{self.channel}/{subscriber_id}"
+
+    def message_id(self, subscriber_id: int) -> str:
+        return message_id_for(self.delivery_key(subscriber_id), self.domain)
+
+    def compose(
+        self, *, subscriber_id: int, email_address: str, name: str | None, language: str | None
+    ) -> bytes:
+        recipient = Recipient(
+            email=email_address,
+            name=name,
+            language=language or "",
+            subscriber_id=subscriber_id,
+            list_name=self.list_name,
+        )
+        lang = self.renderer.email_language(self.campaign, language)
+        key = (lang, bool(name and name.strip()))
+        variant = self._variants.get(key)
+        if variant is None:
+            variant = self._variants[key] = _Variant(self._factory(lang, key[1]))
+        if variant.factory is None:
+            return self._plain(recipient)
+        unsubscribe_url, preferences_url = self.renderer.recipient_links(self.campaign, recipient)
+        data = variant.factory.build(
+            to_email=email_address,
+            to_name=name,
+            message_id=self.message_id(subscriber_id),
+            unsubscribe_url=unsubscribe_url,
+            values={
+                NAME: name or "",
+                EMAIL: email_address,
+                UNSUBSCRIBE: unsubscribe_url,
+                PREFERENCES: preferences_url,
+            },
+        )
+        if not variant.verified:
+            plain = self._plain(recipient)
+            if _same_message(data, plain):
+                variant.verified = True
+            else:
+                log.warning(
+                    "template of %s (%s) personalizes beyond placeholders; composing "
+                    "each message in full for this variant",
+                    self.occ.id,
+                    lang,
+                )
+                variant.factory = None
+                self.fallbacks += 1
+                return plain
+        return data
+
+    def _factory(self, language: str, has_name: bool) -> MessageFactory | None:
+        placeholder = Recipient(
+            email=EMAIL,
+            name=NAME if has_name else None,
+            language=language,
+            subscriber_id=0,
+            list_name=self.list_name,
+        )
+        rendered = self.renderer.email(self.occ, placeholder, links=(UNSUBSCRIBE, PREFERENCES))
+        if any(token in rendered.subject for token in TOKENS):
+            return None  # a personalized subject: every message is composed in full
+        return MessageFactory(
+            sender=self.sender,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            language=rendered.language,
+            list_id=self.list_id,
+            unsubscribe_mailto=self.unsubscribe_mailto,
+            date=self.date,
+            tokens=TOKENS,
+        )
+
+    def _plain(self, recipient: Recipient) -> bytes:
+        rendered = self.renderer.email(self.occ, recipient)
+        msg = build_email(
+            rendered=rendered,
+            sender=self.sender,
+            recipient=recipient,
+            delivery_key=self.delivery_key(recipient.subscriber_id or 0),
+            list_name=self.first_list,
+            unsubscribe_mailto=self.unsubscribe_mailto,
+            date=self.date,
+        )
+        if self.custom_list_id:
+            msg.replace_header("List-Id", self.custom_list_id)
+        return msg.as_bytes()
+
+
+def _same_message(fast: bytes, plain: bytes) -> bool:
+    """Same headers that matter and the same decoded text and HTML."""
+    a = email.message_from_bytes(fast, policy=email.policy.default)
+    b = email.message_from_bytes(plain, policy=email.policy.default)
+    for header in ("From", "To", "Subject", "Message-ID", "List-Unsubscribe", "List-Id"):
+        if str(a.get(header, "")) != str(b.get(header, "")):
+            return False
+    for kind in ("plain", "html"):
+        pa, pb = a.get_body((kind,)), b.get_body((kind,))
+        if pa is None or pb is None or pa.get_content() != pb.get_content():
+            return False
+    return True

@@ -1,0 +1,491 @@
+"""The delivery ledger: occurrences claimed once, deliveries moved through their states.
+
+Every state change is one conditional UPDATE, so two workers, a redelivered task or a
+restarted process can never both own a delivery:
+
+    pending ──claim──► sending ──► sent | failed | skipped
+       ▲                  │
+       └── lease expired ─┘   (a worker died holding it: claimable again)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scheduler.calendar import Occurrence
+from scheduler.store.db import dialect_insert, writer
+from scheduler.store.schema import (
+    DeliveryState,
+    MembershipStatus,
+    OccurrenceState,
+    deliveries,
+    memberships,
+    occurrences,
+    subscribers,
+    suppressions,
+    utcnow,
+)
+
+D = deliveries.c
+O = occurrences.c  # noqa: E741
+
+
+class Claim(StrEnum):
+    CLAIMED = "claimed"  # this call moved it to `firing`: go on and fan out
+    RESUMED = "resumed"  # it was `firing` or `done` already: only unfinished work remains
+    REFUSED = "refused"  # cancelled or missed: nothing may be sent
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrenceRow:
+    id: str
+    campaign: str
+    step: str
+    instant: dt.datetime
+    state: str
+    late: bool
+    note: str | None
+    recipients: int | None
+    fired_at: dt.datetime | None
+    fanned_out_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: int
+    channel: str
+    recipient: str
+    subscriber_id: int | None
+    language: str | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What happened to one delivery, to be written to the ledger."""
+
+    id: int
+    state: DeliveryState  # sent, failed, skipped, or pending (retry later)
+    response: str | None = None
+    message_id: str | None = None
+    error: str | None = None
+
+
+def _occurrence_row(row: Any) -> OccurrenceRow:
+    m = row._mapping
+    return OccurrenceRow(**{f: m[f] for f in OccurrenceRow.__slots__})
+
+
+def get_occurrence(engine: Engine, occurrence_id: str) -> OccurrenceRow | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(occurrences).where(O.id == occurrence_id)).first()
+    return None if row is None else _occurrence_row(row)
+
+
+def claim_occurrence(
+    engine: Engine,
+    occ: Occurrence,
+    *,
+    now: dt.datetime | None = None,
+    late: bool = False,
+    note: str | None = None,
+) -> tuple[Claim, OccurrenceRow]:
+    """Move the occurrence to `firing`, once. A second claim is a no-op that says so."""
+    now = now or utcnow()
+    with writer(engine).begin() as conn:
+        insert = dialect_insert(conn, occurrences)
+        inserted = conn.execute(
+            insert.values(
+                id=occ.id,
+                campaign=occ.campaign_id,
+                step=occ.step_id,
+                instant=occ.instant,
+                state=OccurrenceState.FIRING.value,
+                late=late,
+                note=note,
+                fired_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(O.id)
+        ).first()
+        if inserted is not None:
+            claim = Claim.CLAIMED
+        else:
+            # A row the clock created ahead of time (`planned`) is claimed by moving it on.
+            moved = conn.execute(
+                sa.update(occurrences)
+                .where(O.id == occ.id, O.state == OccurrenceState.PLANNED.value)
+                .values(
+                    state=OccurrenceState.FIRING.value,
+                    late=late,
+                    note=note,
+                    fired_at=now,
+                    updated_at=now,
+                )
+                .returning(O.id)
+            ).first()
+            claim = Claim.CLAIMED if moved is not None else Claim.RESUMED
+        row = _occurrence_row(conn.execute(sa.select(occurrences).where(O.id == occ.id)).one())
+    if row.state in (OccurrenceState.CANCELLED, OccurrenceState.MISSED):
+        return Claim.REFUSED, row
+    return claim, row
+
+
+def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Sequence[str]) -> int:
+    """Snapshot the audience into one pending delivery per subscriber, in one statement.
+
+    Active in any of the lists, minus suppressions; someone on two lists appears once (the
+    subscriber id is the recipient). Run again, it adds only people who were not there.
+    Returns the number of rows added.
+    """
+    s, m = subscribers.c, memberships.c
+    member = (
+        sa.select(sa.literal(1))
+        .where(
+            m.subscriber_id == s.id,
+            m.list_name.in_(list(lists)),
+            m.status == MembershipStatus.ACTIVE.value,
+        )
+        .exists()
+    )
+    suppressed = sa.select(sa.literal(1)).where(suppressions.c.email_key == s.email_key).exists()
+    audience = (
+        sa.select(
+            sa.literal(occurrence_id),
+            sa.literal(channel),
+            sa.cast(s.id, sa.String),
+            s.id,
+            s.language,
+            sa.literal(DeliveryState.PENDING.value),
+        )
+        .where(member, ~suppressed)
+        .order_by(s.id)
+    )
+    count = (
+        sa.select(sa.func.count())
+        .select_from(deliveries)
+        .where(D.occurrence_id == occurrence_id, D.channel == channel)
+    )
+    with writer(engine).begin() as conn:
+        before = int(conn.scalar(count) or 0)
+        insert = (
+            dialect_insert(conn, deliveries)
+            .from_select(
+                ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"],
+                audience,
+            )
+            .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
+        )
+        conn.execute(insert)
+        # Counted, not rowcount: drivers disagree on rowcount for INSERT ... ON CONFLICT.
+        return int(conn.scalar(count) or 0) - before
+
+
+def add_post_delivery(engine: Engine, occurrence_id: str, channel: str) -> None:
+    """A social channel gets one delivery: the post (or thread) on that channel."""
+    with writer(engine).begin() as conn:
+        insert = (
+            dialect_insert(conn, deliveries)
+            .values(
+                occurrence_id=occurrence_id,
+                channel=channel,
+                recipient=channel,
+                state=DeliveryState.PENDING.value,
+            )
+            .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
+        )
+        conn.execute(insert)
+
+
+def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
+    """Record that every delivery row exists; returns how many there are."""
+    with writer(engine).begin() as conn:
+        total = (
+            conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(deliveries)
+                .where(D.occurrence_id == occurrence_id)
+            )
+            or 0
+        )
+        conn.execute(
+            sa.update(occurrences)
+            .where(O.id == occurrence_id)
+            .values(
+                fanned_out_at=sa.func.coalesce(O.fanned_out_at, utcnow()),
+                recipients=total,
+                updated_at=utcnow(),
+            )
+        )
+        return int(total)
+
+
+def id_range(engine: Engine, occurrence_id: str, channel: str) -> tuple[int, int] | None:
+    """Smallest and largest delivery id of one channel: batches are slices of this range,
+    so planning a million recipients needs no list of a million ids."""
+    with engine.connect() as conn:
+        lo, hi = conn.execute(
+            sa.select(sa.func.min(D.id), sa.func.max(D.id)).where(
+                D.occurrence_id == occurrence_id, D.channel == channel
+            )
+        ).one()
+    return None if lo is None else (int(lo), int(hi))
+
+
+def batch_ranges(bounds: tuple[int, int] | None, size: int) -> list[tuple[int, int]]:
+    """Half-open [lo, hi) id ranges of at most `size` deliveries each."""
+    if bounds is None:
+        return []
+    lo, hi = bounds
+    return [(start, min(start + size, hi + 1)) for start in range(lo, hi + 1, size)]
+
+
+def claim_batch(
+    engine: Engine,
+    occurrence_id: str,
+    channel: str,
+    lo: int,
+    hi: int,
+    *,
+    lease: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> list[ClaimedDelivery]:
+    """Take the deliveries of [lo, hi) that nobody owns: pending, or sending with an expired
+    lease (a worker died). Already sent, failed or skipped ones are never returned."""
+    now = now or utcnow()
+    claimable = sa.or_(
+        D.state == DeliveryState.PENDING.value,
+        sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
+    )
+    statement = (
+        sa.update(deliveries)
+        .where(
+            D.occurrence_id == occurrence_id, D.channel == channel, D.id >= lo, D.id < hi, claimable
+        )
+        .values(
+            state=DeliveryState.SENDING.value,
+            attempts=D.attempts + 1,
+            lease_until=now + lease,
+            updated_at=now,
+        )
+        .returning(D.id, D.channel, D.recipient, D.subscriber_id, D.language, D.attempts)
+    )
+    with writer(engine).begin() as conn:
+        rows = conn.execute(statement).all()
+    return sorted((ClaimedDelivery(*row) for row in rows), key=lambda d: d.id)
+
+
+def renew_lease(engine: Engine, ids: Sequence[int], *, lease: dt.timedelta) -> None:
+    if not ids:
+        return
+    with writer(engine).begin() as conn:
+        conn.execute(
+            sa.update(deliveries)
+            .where(D.id.in_(list(ids)), D.state == DeliveryState.SENDING.value)
+            .values(lease_until=utcnow() + lease)
+        )
+
+
+def count_attempt(engine: Engine, ids: Sequence[int]) -> None:
+    """Another try of deliveries this worker already holds (a retry after a 4xx)."""
+    if not ids:
+        return
+    with writer(engine).begin() as conn:
+        conn.execute(
+            sa.update(deliveries)
+            .where(D.id.in_(list(ids)), D.state == DeliveryState.SENDING.value)
+            .values(attempts=D.attempts + 1, updated_at=utcnow())
+        )
+
+
+def record(engine: Engine, results: Iterable[Result]) -> int:
+    """Write outcomes in one transaction. Only deliveries still `sending` change, so a late
+    writer cannot turn a `sent` back into anything else."""
+    now = utcnow()
+    params = [
+        {
+            "b_id": r.id,
+            "b_state": r.state.value,
+            "b_response": r.response,
+            "b_message_id": r.message_id,
+            "b_error": r.error,
+            "b_sent_at": now if r.state == DeliveryState.SENT else None,
+        }
+        for r in results
+    ]
+    if not params:
+        return 0
+    statement = (
+        sa.update(deliveries)
+        .where(D.id == sa.bindparam("b_id"), D.state == DeliveryState.SENDING.value)
+        .values(
+            state=sa.bindparam("b_state"),
+            provider_response=sa.func.coalesce(sa.bindparam("b_response"), D.provider_response),
+            message_id=sa.func.coalesce(sa.bindparam("b_message_id"), D.message_id),
+            last_error=sa.bindparam("b_error"),
+            sent_at=sa.bindparam("b_sent_at", type_=deliveries.c.sent_at.type),
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    with writer(engine).begin() as conn:
+        conn.execute(statement, params)
+    return len(params)
+
+
+def still_wanted(
+    engine: Engine, subscriber_ids: Sequence[int], lists: Sequence[str]
+) -> dict[int, tuple[str, str | None]]:
+    """Subscribers who, right now, are active in one of the lists and not suppressed:
+    id -> (email, name). Checked just before sending, so an unsubscribe made after the
+    fan-out still takes effect for every batch not yet sent."""
+    if not subscriber_ids:
+        return {}
+    s, m = subscribers.c, memberships.c
+    member = (
+        sa.select(sa.literal(1))
+        .where(
+            m.subscriber_id == s.id,
+            m.list_name.in_(list(lists)),
+            m.status == MembershipStatus.ACTIVE.value,
+        )
+        .exists()
+    )
+    suppressed = sa.select(sa.literal(1)).where(suppressions.c.email_key == s.email_key).exists()
+    query = sa.select(s.id, s.email, s.name).where(
+        s.id.in_(list(subscriber_ids)), member, ~suppressed
+    )
+    with engine.connect() as conn:
+        return {int(i): (e, n) for i, e, n in conn.execute(query)}
+
+
+def remaining(engine: Engine, occurrence_id: str) -> int:
+    """Deliveries not yet in a final state."""
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(deliveries)
+                .where(
+                    D.occurrence_id == occurrence_id,
+                    D.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+                )
+            )
+            or 0
+        )
+
+
+def held(engine: Engine, occurrence_id: str) -> tuple[int, dt.datetime | None]:
+    """Deliveries another sender holds (or a crashed one left), and when the last lease ends."""
+    with engine.connect() as conn:
+        n, until = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(D.lease_until)).where(
+                D.occurrence_id == occurrence_id, D.state == DeliveryState.SENDING.value
+            )
+        ).one()
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=dt.UTC)
+    return int(n or 0), until
+
+
+def finish_if_complete(engine: Engine, occurrence_id: str) -> bool:
+    """Mark the occurrence `done` once its fan-out is complete and nothing is left to send."""
+    with writer(engine).begin() as conn:
+        open_rows = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(
+                D.occurrence_id == occurrence_id,
+                D.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+            )
+        )
+        if open_rows:
+            return False
+        done = conn.execute(
+            sa.update(occurrences)
+            .where(
+                O.id == occurrence_id,
+                O.state == OccurrenceState.FIRING.value,
+                O.fanned_out_at.is_not(None),
+            )
+            .values(state=OccurrenceState.DONE.value, finished_at=utcnow(), updated_at=utcnow())
+            .returning(O.id)
+        ).first()
+        return done is not None
+
+
+def is_cancelled(engine: Engine, occurrence_id: str) -> bool:
+    with engine.connect() as conn:
+        state = conn.scalar(sa.select(O.state).where(O.id == occurrence_id))
+    return state == OccurrenceState.CANCELLED.value
+
+
+def counts(
+    engine: Engine, occurrence_id: str | None = None
+) -> dict[str, dict[str, dict[str, int]]]:
+    """occurrence -> channel -> state -> count."""
+    query = sa.select(D.occurrence_id, D.channel, D.state, sa.func.count()).group_by(
+        D.occurrence_id, D.channel, D.state
+    )
+    if occurrence_id is not None:
+        query = query.where(D.occurrence_id == occurrence_id)
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    with engine.connect() as conn:
+        for occ, channel, state, n in conn.execute(query):
+            out.setdefault(occ, {}).setdefault(channel, {})[state] = int(n)
+    return out
+
+
+def list_occurrences(engine: Engine, *, limit: int = 50) -> list[OccurrenceRow]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(occurrences).order_by(O.instant.desc(), O.id).limit(limit))
+        return [_occurrence_row(r) for r in rows]
+
+
+def failures(engine: Engine, occurrence_id: str, *, limit: int = 20) -> list[tuple[str, str, int]]:
+    """The most common failure reasons of an occurrence: (channel, reason, count)."""
+    query = (
+        sa.select(D.channel, D.last_error, sa.func.count())
+        .where(D.occurrence_id == occurrence_id, D.state == DeliveryState.FAILED.value)
+        .group_by(D.channel, D.last_error)
+        .order_by(sa.func.count().desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [(c, e or "", int(n)) for c, e, n in conn.execute(query)]
+
+
+def mark_bounced(engine: Engine, subscriber_ids: Sequence[int]) -> None:
+    """A hard bounce (5.1.x): the address is suppressed and its memberships say `bounced`."""
+    if not subscriber_ids:
+        return
+    now = utcnow()
+    ids = list(subscriber_ids)
+    with writer(engine).begin() as conn:
+        keys = (
+            conn.execute(sa.select(subscribers.c.email_key).where(subscribers.c.id.in_(ids)))
+            .scalars()
+            .all()
+        )
+        insert = dialect_insert(conn, suppressions)
+        for key in keys:
+            conn.execute(
+                insert.values(
+                    email_key=key, reason="bounced", created_at=now
+                ).on_conflict_do_nothing()
+            )
+        conn.execute(
+            sa.update(memberships)
+            .where(memberships.c.subscriber_id.in_(ids))
+            .values(status=MembershipStatus.BOUNCED.value, updated_at=now)
+        )

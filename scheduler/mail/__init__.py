@@ -1,0 +1,1 @@
+"""Email: composing and sending messages."""

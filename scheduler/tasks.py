@@ -1,0 +1,102 @@
+"""Celery tasks: thin wrappers around the plain delivery functions.
+
+Settings follow DESIGN rule 2: late acknowledgement and reject-on-worker-lost (a killed
+worker's batch goes back to the queue), prefetch 1, no results stored, no long ETAs, no
+chords. Re-running a batch is safe: the ledger hands out only deliveries nobody holds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+
+from celery import Celery
+from celery.signals import worker_process_shutdown
+
+from scheduler import calendar
+from scheduler.config.project import load_project
+from scheduler.delivery.batch import send_batch
+from scheduler.delivery.context import DeliveryContext, broker_url
+from scheduler.delivery.fire import fire
+from scheduler.store.db import make_engine, migrate
+
+log = logging.getLogger(__name__)
+
+app = Celery("scheduler")
+app.conf.update(
+    broker_url=broker_url(),
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    # Redis hands an unacknowledged task (its worker was killed) to another worker after this
+    # long. A batch takes seconds (minutes with retries), and nothing is scheduled with an
+    # ETA, so ten minutes is safe and keeps recovery prompt.
+    broker_transport_options={
+        "visibility_timeout": int(os.environ.get("SCHEDULER_VISIBILITY_TIMEOUT", "600"))
+    },
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    task_default_queue="scheduler",
+)
+
+_context: DeliveryContext | None = None
+
+
+def context() -> DeliveryContext:
+    """One per worker process: config, engine, SMTP connections and rendered messages."""
+    global _context
+    if _context is None:
+        project = load_project(os.environ.get("SCHEDULER_CONFIG"))
+        engine = make_engine()
+        migrate(engine)
+        _context = DeliveryContext(project, engine, redis_url=broker_url())
+        atexit.register(_close)
+    return _context
+
+
+def _close() -> None:
+    global _context
+    if _context is not None:
+        _context.close()
+        _context.engine.dispose()
+        _context = None
+
+
+@worker_process_shutdown.connect
+def _on_shutdown(**_: object) -> None:
+    _close()
+
+
+@app.task(
+    name="scheduler.send_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def send_batch_task(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
+    report = send_batch(context(), occurrence_id, channel, lo, hi)
+    log.info(
+        "batch %s/%s [%d,%d) sent=%d failed=%d skipped=%d",
+        occurrence_id,
+        channel,
+        lo,
+        hi,
+        report.sent,
+        report.failed,
+        report.skipped,
+    )
+
+
+def enqueue_batch(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
+    send_batch_task.delay(occurrence_id, channel, lo, hi)
+
+
+@app.task(
+    name="scheduler.fire_occurrence", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def fire_occurrence_task(occurrence_id: str, late: bool = False, note: str | None = None) -> None:
+    """Claim, fan out and enqueue the batches. Re-run, it enqueues only unfinished batches."""
+    ctx = context()
+    occ = calendar.occurrence(ctx.config, occurrence_id)
+    fire(ctx, occ, dispatch=enqueue_batch, late=late, note=note)

@@ -1,0 +1,204 @@
+"""The delivery ledger and the embedded pipeline, on SQLite and PostgreSQL.
+
+These use the `file:` transport (each message an .eml file) so they pin the ledger's
+behaviour; tests against a real SMTP server are in test_delivery_smtp.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+
+from sqlalchemy.engine import Engine
+
+from conftest import ProjectFactory
+from conftest_store import bare_engine, store_engine  # noqa: F401
+from delivery_helpers import add_subscribers, context, email_project, may_day, outbox
+from scheduler.audience.csvfile import SubscriberRow
+from scheduler.delivery import ledger
+from scheduler.delivery.batch import send_batch
+from scheduler.delivery.fire import fire
+from scheduler.delivery.ledger import Claim, Result
+from scheduler.store.schema import DeliveryState
+from scheduler.store.subscribers import import_rows, suppress, unsubscribe
+
+
+def test_fan_out_dedups_lists_and_leaves_out_suppressed(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    project = email_project(make_project)
+    add_subscribers(store_engine, 10)  # members
+    add_subscribers(store_engine, 5, list_name="press", start=5)  # 5 overlap, none new
+    add_subscribers(store_engine, 3, list_name="press", start=100)
+    unconfirmed = [SubscriberRow(email="later@example.org", language="en", row=2)]
+    import_rows(store_engine, "members", unconfirmed, source="t", status="unconfirmed")
+    suppress(store_engine, "person1@example.org", reason="complained")
+    occ = may_day(project)
+    ledger.claim_occurrence(store_engine, occ)
+    added = ledger.fan_out_email(store_engine, occ.id, "email", ["members", "press"])
+    assert added == 10 - 1 + 3  # each person once; the suppressed and unconfirmed left out
+    assert ledger.fan_out_email(store_engine, occ.id, "email", ["members", "press"]) == 0
+
+
+def test_an_occurrence_is_claimed_once(make_project: ProjectFactory, store_engine: Engine) -> None:
+    project = email_project(make_project)
+    occ = may_day(project)
+    first, row = ledger.claim_occurrence(store_engine, occ)
+    second, again = ledger.claim_occurrence(store_engine, occ)
+    assert (first, second) == (Claim.CLAIMED, Claim.RESUMED)
+    assert row.state == again.state == "firing"
+    assert row.fired_at == again.fired_at
+
+
+def test_a_delivery_has_one_owner_until_its_lease_ends(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    project = email_project(make_project)
+    add_subscribers(store_engine, 4)
+    occ = may_day(project)
+    ledger.claim_occurrence(store_engine, occ)
+    ledger.fan_out_email(store_engine, occ.id, "email", ["members"])
+    lo, hi = ledger.id_range(store_engine, occ.id, "email") or (0, 0)
+    lease = dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC)
+    mine = ledger.claim_batch(store_engine, occ.id, "email", lo, hi + 1, lease=lease, now=now)
+    assert len(mine) == 4
+    assert ledger.claim_batch(store_engine, occ.id, "email", lo, hi + 1, lease=lease, now=now) == []
+    ledger.record(store_engine, [Result(mine[0].id, DeliveryState.SENT, response="250 ok")])
+    # The owner died: after the lease the unsent three can be taken again, the sent one never.
+    later = now + lease + dt.timedelta(seconds=1)
+    again = ledger.claim_batch(store_engine, occ.id, "email", lo, hi + 1, lease=lease, now=later)
+    assert sorted(d.id for d in again) == sorted(d.id for d in mine[1:])
+    assert all(d.attempts == 2 for d in again)
+    # A late write from the first owner cannot undo a final state.
+    ledger.record(store_engine, [Result(mine[0].id, DeliveryState.FAILED, error="late")])
+    counts = ledger.counts(store_engine, occ.id)[occ.id]["email"]
+    assert counts == {"sent": 1, "sending": 3}
+
+
+def test_fire_sends_each_subscriber_one_message_and_is_idempotent(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    project = email_project(make_project, batch_size=7)
+    emails = add_subscribers(store_engine, 30)
+    ctx = context(project, store_engine)
+    occ = may_day(project)
+    report = fire(ctx, occ)
+    assert report.claim is Claim.CLAIMED
+    assert (report.result.sent, report.result.failed) == (30, 0)
+    assert report.batches == 5 and report.state == "done"
+    files = outbox(project)
+    messages = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+                for f in files]
+    assert sorted(str(m["To"]).split("<")[1].rstrip(">") for m in messages) == sorted(emails)
+    assert len({m["Message-ID"] for m in messages}) == 30
+    spanish = [m for m in messages if m["Content-Language"] == "es"]
+    assert len(spanish) == 10 and all("Primero de Mayo" in m["Subject"] for m in spanish)
+    again = fire(ctx, occ)
+    assert again.claim is Claim.RESUMED
+    assert (again.result.sent, again.already_final, again.new_rows) == (0, 30, 0)
+    assert len(outbox(project)) == 30
+    ctx.close()
+
+
+def test_late_subscribers_do_not_join_a_fired_occurrence(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    project = email_project(make_project)
+    add_subscribers(store_engine, 3)
+    ctx = context(project, store_engine)
+    fire(ctx, may_day(project))
+    add_subscribers(store_engine, 2, start=50)
+    report = fire(ctx, may_day(project))
+    assert report.new_rows == 0 and report.result.sent == 0
+    assert len(outbox(project)) == 3
+    ctx.close()
+
+
+def test_unsubscribing_before_the_batch_is_sent_means_no_message(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    project = email_project(make_project, batch_size=5)
+    emails = add_subscribers(store_engine, 10)
+    ctx = context(project, store_engine)
+    occ = may_day(project)
+    batches: list[tuple[str, str, int, int]] = []
+    # Fan out and plan batches, but hold them back.
+    fire(ctx, occ, dispatch=lambda *args: batches.append(args))
+    assert len(batches) == 2
+    send_batch(ctx, *batches[0])
+    unsubscribe(store_engine, emails[9], "members")  # in the second batch
+    second = send_batch(ctx, *batches[1])
+    assert (second.sent, second.skipped) == (4, 1)
+    received = " ".join(f.read_text() for f in outbox(project))
+    assert emails[9] not in received and emails[8] in received
+    assert ledger.get_occurrence(store_engine, occ.id).state == "done"  # type: ignore[union-attr]
+    ctx.close()
+
+
+def test_a_cancelled_occurrence_stops_before_the_next_batch(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import occurrences
+
+    project = email_project(make_project, batch_size=4)
+    add_subscribers(store_engine, 12)
+    ctx = context(project, store_engine)
+    occ = may_day(project)
+    sent_batches = 0
+
+    def dispatch(*args: object) -> None:
+        nonlocal sent_batches
+        send_batch(ctx, *args)  # type: ignore[arg-type]
+        sent_batches += 1
+        if sent_batches == 1:
+            with store_engine.begin() as conn:
+                conn.execute(sa.update(occurrences).where(occurrences.c.id == occ.id)
+                             .values(state="cancelled"))
+
+    report = fire(ctx, occ, dispatch=dispatch)
+    assert report.result.cancelled
+    assert len(outbox(project)) == 4
+    counts = ledger.counts(store_engine, occ.id)[occ.id]["email"]
+    assert counts == {"sent": 4, "pending": 8}
+    assert fire(ctx, occ).claim is Claim.REFUSED
+    ctx.close()
+
+
+def test_fast_messages_match_the_plain_path(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler.delivery.emailing import EmailComposer
+
+    project = email_project(make_project)
+    ctx = context(project, store_engine)
+    composer = EmailComposer(ctx.renderer, may_day(project), "email")
+    for sid, (addr, name, lang) in enumerate([
+        ("ana@example.org", "Ana <b> & \"co\"", "es"),
+        ("bo@example.org", None, "en"),
+        ("chloe@example.org", "Chloé Ñúñez", "fr"),
+    ], start=1):
+        composer.compose(subscriber_id=sid, email_address=addr, name=name, language=lang)
+    # Every variant was checked against the plain path on first use and kept the fast path.
+    assert composer.fallbacks == 0
+    assert all(v.verified and v.factory is not None for v in composer._variants.values())
+
+
+def test_a_template_beyond_placeholders_falls_back_to_the_plain_path(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler.delivery.emailing import EmailComposer
+
+    project = email_project(make_project)
+    html = project.templates_dir / "email" / "statement.html"
+    html.write_text(html.read_text().replace("{{ recipient.name }}", "{{ recipient.name | upper }}"))
+    ctx = context(project, store_engine)
+    composer = EmailComposer(ctx.renderer, may_day(project), "email")
+    data = composer.compose(subscriber_id=1, email_address="a@example.org", name="Ana",
+                            language="en")
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert "ANA" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert composer.fallbacks == 1
