@@ -19,11 +19,12 @@ import email.policy
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.config.model import Sender  # noqa: E402
-from scheduler.mail.compose import MessageFactory  # noqa: E402
+from scheduler.config.model import Sender
+from scheduler.mail.compose import MessageFactory
 
 NAME, UNSUB, PREFS = "ZZRCPT0ZZ7f3a9c", "ZZRCPT1ZZ7f3a9c", "ZZRCPT2ZZ7f3a9c"
 NAMES = [
@@ -40,6 +41,14 @@ NAMES = [
 ]
 
 
+class Args(TypedDict):
+    to_email: str
+    to_name: str | None
+    message_id: str
+    unsubscribe_url: str
+    values: dict[str, str]
+
+
 def sample_bodies() -> tuple[str, str]:
     style = 'style="font-family: Helvetica, Arial, sans-serif; font-size: 16px; color: #222;"'
     paragraph = (
@@ -48,16 +57,18 @@ def sample_bodies() -> tuple[str, str]:
         "Únete a nosotros — rejoignez-nous — انضموا إلينا.</p>\n"
     )
     html = (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>May Day</title></head>\n"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>May Day</title></head>\n'
         f"<body {style}>\n<p {style}>Dear {NAME},</p>\n"
-        + paragraph * 60
+        + paragraph
+        * 60
         + f'<p {style}><a href="{PREFS}">Preferences</a> · '
         f'<a href="{UNSUB}">Unsubscribe</a></p>\n</body></html>\n'
     )
     text = (
         f"Dear {NAME},\n\n"
         + "On this International Workers' Day we stand with migrant workers in every country:\n"
-        "for fair wages, safe workplaces, and the right to organize without fear.\n\n" * 20
+        "for fair wages, safe workplaces, and the right to organize without fear.\n\n"
+        * 20
         + f"Preferences: {PREFS}\nUnsubscribe: {UNSUB}\n"
     )
     return text, html
@@ -84,7 +95,7 @@ def main() -> None:
         tokens=[NAME, UNSUB, PREFS],
     )
     count = max(args.count, args.reference_count)
-    recipients = []
+    recipients: list[Args] = []
     for i in range(count):
         name = NAMES[i % len(NAMES)]
         unsubscribe = f"https://example.org/unsubscribe/eyJzIjo{i:08d}.sig{i * 7919 % 100000:05d}"

@@ -8,8 +8,10 @@ chords. Re-running a batch is safe: the ledger hands out only deliveries nobody 
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import os
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
@@ -72,10 +74,20 @@ def _on_shutdown(**_: object) -> None:
 
 
 @app.task(
-    name="scheduler.send_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    name="scheduler.send_batch",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    bind=True,
+    max_retries=None,
 )
-def send_batch_task(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
+def send_batch_task(self: Any, occurrence_id: str, channel: str, lo: int, hi: int) -> None:
     report = send_batch(context(), occurrence_id, channel, lo, hi)
+    if report.held_until is not None:
+        # Another worker holds part of this range, or held it and died. Come back when its
+        # lease ends (minutes at most: never a long ETA); if it died, we take over then.
+        wait = (report.held_until - dt.datetime.now(dt.UTC)).total_seconds()
+        raise self.retry(countdown=max(1.0, wait + 1.0))
     log.info(
         "batch %s/%s [%d,%d) sent=%d failed=%d skipped=%d",
         occurrence_id,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from conftest import MINIMAL, ProjectFactory
 from sqlalchemy.engine import Engine
 
-from conftest import MINIMAL, ProjectFactory
 from scheduler import calendar
 from scheduler.audience.csvfile import SubscriberRow
 from scheduler.config.project import Project, load_project
@@ -18,19 +18,34 @@ from scheduler.store.subscribers import import_rows
 EMAIL_ONLY = MINIMAL.replace("channels: [email, mastodon]", "channels: [email]")
 
 
-def email_project(make_project: ProjectFactory, url: str = "file:outbox", *,
-                  batch_size: int = 250, extra: str = "") -> Project:
+def email_project(
+    make_project: ProjectFactory,
+    url: str = "file:outbox",
+    *,
+    batch_size: int = 250,
+    extra: str = "",
+) -> Project:
     text = EMAIL_ONLY.replace('url: "file:outbox"', f'url: "{url}"{extra}')
     text += f"settings:\n  batch_size: {batch_size}\n"
     path = make_project(text, members_csv="email\n")
     return load_project(path)
 
 
-def add_subscribers(engine: Engine, n: int, *, list_name: str = "members", start: int = 0,
-                    domain: str = "example.org") -> list[str]:
+def add_subscribers(
+    engine: Engine,
+    n: int,
+    *,
+    list_name: str = "members",
+    start: int = 0,
+    domain: str = "example.org",
+) -> list[str]:
     rows = [
-        SubscriberRow(email=f"person{i}@{domain}", name=f"Person {i}",
-                      language="es" if i % 3 == 0 else "en", row=i + 2)
+        SubscriberRow(
+            email=f"person{i}@{domain}",
+            name=f"Person {i}",
+            language="es" if i % 3 == 0 else "en",
+            row=i + 2,
+        )
         for i in range(start, start + n)
     ]
     import_rows(engine, list_name, rows, source="test")

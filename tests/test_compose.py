@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email
+import email.header
 import email.policy
+import email.utils
 import html
 import random
 import re
@@ -34,9 +36,7 @@ DATE = dt.datetime(2027, 5, 1, 8, 30, tzinfo=dt.UTC)
 LIST = "members"
 MAILTO = "unsubscribe@example.org"
 
-TEXT = (
-    f"Dear {NAME},\n\nToday we march together.\n\nPreferences: {PREFS}\nUnsubscribe: {UNSUB}\n"
-)
+TEXT = f"Dear {NAME},\n\nToday we march together.\n\nPreferences: {PREFS}\nUnsubscribe: {UNSUB}\n"
 HTML = (
     '<!DOCTYPE html>\n<html><body style="font-family: Arial">\n'
     f"<p>Dear {NAME},</p>\n<p>Today we march together. — ¡Adelante! — 前进</p>\n"
@@ -124,6 +124,14 @@ def recipient_args(
     }
 
 
+def rfc2047_display_name(raw: bytes, name: str) -> str:
+    """The display name of a one-mailbox header, decoded strictly per RFC 2047."""
+    values = email.message_from_bytes(raw, policy=email.policy.compat32).get_all(name)
+    assert values and len(values) == 1
+    display, _ = email.utils.parseaddr(str(values[0]))
+    return str(email.header.make_header(email.header.decode_header(display)))
+
+
 def header_block(raw: bytes) -> bytes:
     return raw.split(b"\r\n\r\n", 1)[0]
 
@@ -157,7 +165,8 @@ def test_same_message_as_reference(sender_name: str, to_name: str | None, subjec
     args = recipient_args(to_name)
     values = args["values"]
     assert isinstance(values, dict)
-    fast = parse(factory.build(**args))  # type: ignore[arg-type]
+    fast_raw = factory.build(**args)  # type: ignore[arg-type]
+    fast = parse(fast_raw)
 
     rendered = RenderedEmail(
         subject=subject,
@@ -182,14 +191,29 @@ def test_same_message_as_reference(sender_name: str, to_name: str | None, subjec
 
     for name in HEADERS:
         assert fast[name] is not None, name
-        assert str(fast[name]) == str(ref[name]), name
         assert not fast[name].defects, (name, fast[name].defects)
-    for name in ("From", "To"):
-        fast_addr, ref_addr = fast[name].addresses, ref[name].addresses
-        assert [(a.display_name, a.addr_spec) for a in fast_addr] == [
-            (a.display_name, a.addr_spec) for a in ref_addr
-        ]
-    assert fast["To"].addresses[0].display_name == " ".join((to_name or "").split())
+        if name in ("From", "To"):
+            continue
+        if name == "Subject" and "=?" in subject:
+            # The reference writes "=?...?=" as is, so a reader decodes it: it changes the text.
+            continue
+        assert str(fast[name]) == str(ref[name]), name
+    for name, display in (("From", sender_name), ("To", to_name or "")):
+        expected = " ".join(display.split())
+        fast_addr = fast[name].addresses
+        assert len(fast_addr) == 1
+        assert fast_addr[0].addr_spec == ref[name].addresses[0].addr_spec
+        # Exactly the name for an RFC 2047 decoder (the legacy email.header API is one).
+        assert rfc2047_display_name(fast_raw, name) == expected, name
+        # headerregistry keeps the white space between adjacent encoded-words (RFC 2047 says
+        # to drop it), which only long names need: equal up to white space.
+        assert " ".join(fast_addr[0].display_name.split()) == expected, name
+        if len(expected.encode()) <= 42:  # one encoded-word: identical everywhere
+            assert fast_addr[0].display_name == expected
+        if "=?" not in expected:
+            # The reference lets a quoted "=?...?=" in a name be decoded: it changes the name.
+            ref_display = ref[name].addresses[0].display_name
+            assert " ".join(ref_display.split()) == expected, name
     assert str(fast["Subject"]) == " ".join(subject.split())
     # The reference loses Content-Language: EmailMessage.set_content() deletes every
     # Content-* header it finds, and build_email sets the language before the content.
@@ -238,7 +262,7 @@ def test_build_reference_decodes_the_same() -> None:
 
 def b64_section(raw: bytes, subtype: str) -> bytes:
     match = re.search(
-        rb'Content-Type: text/' + subtype.encode() + rb'; charset="utf-8"\r\n'
+        rb"Content-Type: text/" + subtype.encode() + rb'; charset="utf-8"\r\n'
         rb"Content-Transfer-Encoding: base64\r\n\r\n(.*?)--=_",
         raw,
         re.S,
@@ -264,7 +288,9 @@ def test_base64_bodies_equal_plain_encoding(text: str, tokens: list[str]) -> Non
     rng = random.Random(1234)
     alphabet = "abcXYZ <>&\"'é€🌍\n"
     for i in range(300):  # many value lengths: every one of the 57 line alignments is hit
-        values = {t: "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 130))) for t in tokens}
+        values = {
+            t: "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 130))) for t in tokens
+        }
         raw = factory.build(
             to_email="ana@example.net",
             to_name=None,
@@ -273,8 +299,9 @@ def test_base64_bodies_equal_plain_encoding(text: str, tokens: list[str]) -> Non
             values=values,
         )
         for subtype, escape in (("plain", False), ("html", True)):
-            body = substitute(text, values, escape=escape)
-            body = body if body.endswith("\n") else body + "\n"
+            # The factory ends the template, not the substituted body, with a line break.
+            template = text if text.endswith("\n") else text + "\n"
+            body = substitute(template, values, escape=escape)
             body = body.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
             expected = base64.encodebytes(body.encode()).replace(b"\n", b"\r\n")
             assert b64_section(raw, subtype) == (expected or b"\r\n"), (i, subtype)
@@ -519,7 +546,9 @@ def test_dkim_signature_verifies_and_tampering_fails(rsa_key: tuple[bytes, bytes
         assert signed_headers.group(1).split(":").count(name) == 2, name  # oversigned
 
     url = str(recipient_args("José Ramírez")["unsubscribe_url"]).encode()
-    tampered = signed.replace(b"List-Unsubscribe: <" + url, b"List-Unsubscribe: <https://evil.example/x")
+    tampered = signed.replace(
+        b"List-Unsubscribe: <" + url, b"List-Unsubscribe: <https://evil.example/x"
+    )
     assert tampered != signed
     assert not dkim.verify(tampered, dnsfunc=dnsfunc)
     added = signed.replace(b"\r\nDate: ", b"\r\nSubject: Free money\r\nDate: ", 1)

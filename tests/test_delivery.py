@@ -10,11 +10,11 @@ import datetime as dt
 import email
 import email.policy
 
-from sqlalchemy.engine import Engine
-
 from conftest import ProjectFactory
 from conftest_store import bare_engine, store_engine  # noqa: F401
 from delivery_helpers import add_subscribers, context, email_project, may_day, outbox
+from sqlalchemy.engine import Engine
+
 from scheduler.audience.csvfile import SubscriberRow
 from scheduler.delivery import ledger
 from scheduler.delivery.batch import send_batch
@@ -89,8 +89,9 @@ def test_fire_sends_each_subscriber_one_message_and_is_idempotent(
     assert (report.result.sent, report.result.failed) == (30, 0)
     assert report.batches == 5 and report.state == "done"
     files = outbox(project)
-    messages = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
-                for f in files]
+    messages = [
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files
+    ]
     assert sorted(str(m["To"]).split("<")[1].rstrip(">") for m in messages) == sorted(emails)
     assert len({m["Message-ID"] for m in messages}) == 30
     spanish = [m for m in messages if m["Content-Language"] == "es"]
@@ -156,8 +157,11 @@ def test_a_cancelled_occurrence_stops_before_the_next_batch(
         sent_batches += 1
         if sent_batches == 1:
             with store_engine.begin() as conn:
-                conn.execute(sa.update(occurrences).where(occurrences.c.id == occ.id)
-                             .values(state="cancelled"))
+                conn.execute(
+                    sa.update(occurrences)
+                    .where(occurrences.c.id == occ.id)
+                    .values(state="cancelled")
+                )
 
     report = fire(ctx, occ, dispatch=dispatch)
     assert report.result.cancelled
@@ -176,11 +180,14 @@ def test_fast_messages_match_the_plain_path(
     project = email_project(make_project)
     ctx = context(project, store_engine)
     composer = EmailComposer(ctx.renderer, may_day(project), "email")
-    for sid, (addr, name, lang) in enumerate([
-        ("ana@example.org", "Ana <b> & \"co\"", "es"),
-        ("bo@example.org", None, "en"),
-        ("chloe@example.org", "Chloé Ñúñez", "fr"),
-    ], start=1):
+    for sid, (addr, name, lang) in enumerate(
+        [
+            ("ana@example.org", 'Ana <b> & "co"', "es"),
+            ("bo@example.org", None, "en"),
+            ("chloe@example.org", "Chloé Ñúñez", "fr"),
+        ],
+        start=1,
+    ):
         composer.compose(subscriber_id=sid, email_address=addr, name=name, language=lang)
     # Every variant was checked against the plain path on first use and kept the fast path.
     assert composer.fallbacks == 0
@@ -194,11 +201,14 @@ def test_a_template_beyond_placeholders_falls_back_to_the_plain_path(
 
     project = email_project(make_project)
     html = project.templates_dir / "email" / "statement.html"
-    html.write_text(html.read_text().replace("{{ recipient.name }}", "{{ recipient.name | upper }}"))
+    html.write_text(
+        html.read_text().replace("{{ recipient.name }}", "{{ recipient.name | upper }}")
+    )
     ctx = context(project, store_engine)
     composer = EmailComposer(ctx.renderer, may_day(project), "email")
-    data = composer.compose(subscriber_id=1, email_address="a@example.org", name="Ana",
-                            language="en")
+    data = composer.compose(
+        subscriber_id=1, email_address="a@example.org", name="Ana", language="en"
+    )
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert "ANA" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert composer.fallbacks == 1

@@ -3,6 +3,7 @@ task call. Run twice, or after a crash, it sends only what is not already sent."
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ class BatchReport:
     retried: int = 0
     cancelled: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
+    # Deliveries of this range that another sender holds; when its lease ends they may be
+    # claimed again (if it died) — the caller should come back then.
+    held_until: dt.datetime | None = None
 
     def add(self, other: BatchReport) -> None:
         self.sent += other.sent
@@ -61,6 +65,7 @@ def send_batch(
         return report
     claimed = ledger.claim_batch(ctx.engine, occurrence_id, channel, lo, hi, lease=ctx.lease)
     if not claimed:
+        report.held_until = ledger.held_in_range(ctx.engine, occurrence_id, channel, lo, hi)
         ledger.finish_if_complete(ctx.engine, occurrence_id)
         return report
     occ = calendar.occurrence(ctx.config, occurrence_id)

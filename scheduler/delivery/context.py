@@ -48,7 +48,11 @@ class DeliveryContext:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # How long a sender owns the deliveries it claimed; renewed while it works. A sender
     # that dies releases them when the lease runs out.
-    lease: dt.timedelta = dt.timedelta(minutes=2)
+    lease: dt.timedelta = field(
+        default_factory=lambda: dt.timedelta(
+            seconds=float(os.environ.get("SCHEDULER_LEASE_SECONDS", "120"))
+        )
+    )
     # Rate limits are shared through Redis when a URL is given (distributed mode).
     redis_url: str | None = None
     sleep: Callable[[float], None] = time.sleep

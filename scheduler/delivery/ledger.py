@@ -398,6 +398,30 @@ def held(engine: Engine, occurrence_id: str) -> tuple[int, dt.datetime | None]:
     return int(n or 0), until
 
 
+def held_in_range(
+    engine: Engine, occurrence_id: str, channel: str, lo: int, hi: int
+) -> dt.datetime | None:
+    """When the last lease on a still-`sending` delivery of [lo, hi) ends, if any."""
+    with engine.connect() as conn:
+        until = conn.scalar(
+            sa.select(sa.func.max(D.lease_until)).where(
+                D.occurrence_id == occurrence_id,
+                D.channel == channel,
+                D.id >= lo,
+                D.id < hi,
+                D.state == DeliveryState.SENDING.value,
+            )
+        )
+    return _aware(until)
+
+
+def _aware(value: object) -> dt.datetime | None:
+    """max() over a UtcDateTime column comes back naive on SQLite (the type is not applied)."""
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
 def finish_if_complete(engine: Engine, occurrence_id: str) -> bool:
     """Mark the occurrence `done` once its fan-out is complete and nothing is left to send."""
     with writer(engine).begin() as conn:

@@ -43,7 +43,7 @@ CRLF = b"\r\n"
 MAX_LINE = 998  # RFC 5322 hard limit on a line, without the CRLF
 FOLD_AT = 78  # RFC 5322 recommended limit; constant and per-recipient headers fold here
 _B64_IN = 57  # input bytes per base64 line: 57 bytes -> 76 characters
-_EW_BYTES = 42  # bytes per encoded-word: "=?utf-8?b?" + 56 base64 + "?=" = 68 chars; +"Subject: " = 77
+_EW_BYTES = 42  # UTF-8 bytes per encoded-word: 68 chars; "Subject: " + 68 = 77 <= 78
 MAX_ADDRESS = 254  # RFC 5321 path limit minus the angle brackets
 _LONG_WORD = 900  # an ASCII word longer than this cannot be folded: encode instead
 
@@ -97,18 +97,62 @@ def _needs_encoding(text: str) -> bool:
     return len(text) > _LONG_WORD and any(len(w) > _LONG_WORD for w in text.split(" "))
 
 
+def _plain_word(word: str) -> bool:
+    return word.isascii() and "=?" not in word and _SPECIALS.isdisjoint(word)
+
+
+def _encoded_run(words: list[str]) -> list[str]:
+    """Encoded-words for consecutive words, cut only between words where possible.
+
+    The space between two words goes *inside* the encoded-word before the cut: RFC 2047
+    decoders drop the folding white space between adjacent encoded-words, so they get the
+    text back exactly. (Python's headerregistry keeps that white space in display names, so
+    it shows two spaces there; that is its bug, and a cut between words is the gentlest place
+    for it.) Only a single word longer than one encoded-word is cut inside.
+    """
+    chunks: list[str] = []
+    current, size = "", 0
+    last = len(words) - 1
+    for i, word in enumerate(words):
+        segment = word if i == last else word + " "
+        length = len(segment.encode("utf-8", "replace"))
+        if current and size + length > _EW_BYTES:
+            chunks.append(current)
+            current, size = "", 0
+        current += segment
+        size += length
+    if current:
+        chunks.append(current)
+    return [word for chunk in chunks for word in _encoded_words(chunk)]
+
+
 def encode_phrase(name: str) -> list[str]:
-    """A display name as foldable pieces: atoms, one quoted-string, or encoded-words.
+    """A display name as foldable pieces: atoms, a quoted-string, or encoded-words.
 
     `name` must already be sanitized (see `sanitize_header_text`). Pieces are joined with a
-    space or a fold (CRLF + space); either way a decoder gets `name` back exactly.
+    space or a fold (CRLF + space); either way a decoder gets `name` back. Plain ASCII words
+    stay readable; runs of other words become RFC 2047 "B" encoded-words.
     """
-    if _needs_encoding(name):
+    if not _needs_encoding(name):
+        if _SPECIALS.isdisjoint(name):
+            return name.split(" ")
+        # A quoted-string may be folded at its spaces (RFC 5322 qcontent with FWS).
+        return ('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"').split(" ")
+    if len(name) > _LONG_WORD and any(len(w) > _LONG_WORD for w in name.split(" ")):
         return _encoded_words(name)
-    if _SPECIALS.isdisjoint(name):
-        return name.split(" ")
-    quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return [quoted] if len(quoted) <= _LONG_WORD else _encoded_words(name)
+    pieces: list[str] = []
+    run: list[str] = []
+    for word in name.split(" "):
+        if _plain_word(word):
+            if run:
+                pieces += _encoded_run(run)
+                run = []
+            pieces.append(word)
+        else:
+            run.append(word)
+    if run:
+        pieces += _encoded_run(run)
+    return pieces
 
 
 def _fold(name: str, pieces: Sequence[str]) -> str:
@@ -364,10 +408,7 @@ class MessageFactory:
                 f'unsubscribe URL {unsubscribe_url!r} must be ASCII without spaces or <>"'
             )
 
-        if to_name:
-            to = _fold("To", _mailbox(to_name, to_email))
-        else:
-            to = f"To: {to_email}\r\n"
+        to = _fold("To", _mailbox(to_name, to_email)) if to_name else f"To: {to_email}\r\n"
         unsubscribe = f"List-Unsubscribe: <{unsubscribe_url}>{self._mailto_suffix}\r\n"
         if len(unsubscribe) > MAX_LINE + 2:
             # One line if at all possible (some receivers mishandle folded URLs); else fold
@@ -384,9 +425,9 @@ class MessageFactory:
                 value = values[token]
             except KeyError:
                 raise ValueError(f"no value for token {token!r}") from None
-            html_values.append(html_lib.escape(value, quote=True).encode("utf-8", "replace"))
             if "\n" in value or "\r" in value:
                 value = _canonical(value)
+            html_values.append(html_lib.escape(value, quote=True).encode("utf-8", "replace"))
             text_values.append(value.encode("utf-8", "replace"))
 
         out = [self._head, f"{to}Message-ID: {message_id}\r\n{unsubscribe}".encode("ascii")]

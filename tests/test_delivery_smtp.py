@@ -1,0 +1,193 @@
+"""Sending through a real SMTP server that misbehaves: 4xx, 5xx, dropped connections,
+two senders at once. Every recipient gets one message; the ledger agrees with the server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ProjectFactory
+from conftest_store import bare_engine, store_engine  # noqa: F401
+from delivery_helpers import add_subscribers, context, email_project, may_day
+from smtp_server import SmtpTestServer, smtp_server  # noqa: F401
+from sqlalchemy.engine import Engine
+
+from scheduler.delivery import ledger
+from scheduler.delivery.fire import fire
+from scheduler.store.subscribers import is_suppressed, memberships_of
+
+
+def test_every_subscriber_gets_one_message_with_its_message_id(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url, batch_size=40)
+    emails = add_subscribers(store_engine, 120)
+    ctx = context(project, store_engine)
+    report = fire(ctx, may_day(project))
+    ctx.close()
+    assert (report.result.sent, report.result.failed) == (120, 0)
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+    # The ledger records each message's Message-ID, and it is the one the server got.
+    sent_ids = {m.message_id for m in smtp_server.messages}
+    assert len(sent_ids) == 120
+    assert _ledger_message_ids(store_engine) == sent_ids
+    # Connections are reused across messages and batches.
+    assert smtp_server.connections <= 4
+
+
+def test_temporary_failures_are_retried_until_the_server_recovers(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url, batch_size=50)
+    emails = add_subscribers(store_engine, 50)
+    smtp_server.fail_next_data("451 4.3.0 Try again later", times=30)
+    smtp_server.fail_next_rcpt("450 4.2.1 Mailbox busy", times=5)
+    ctx = context(project, store_engine)
+    report = fire(ctx, may_day(project))
+    ctx.close()
+    assert (report.result.sent, report.result.failed) == (50, 0)
+    assert report.result.retried >= 35
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+    attempts = _attempts(store_engine)
+    assert sum(attempts) >= 50 + 35 and max(attempts) >= 2
+
+
+def test_temporary_failures_that_never_end_fail_after_the_attempt_limit(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url)
+    add_subscribers(store_engine, 3)
+    smtp_server.fail_next_data("421 4.7.0 Too busy", times=1000)
+    ctx = context(project, store_engine)
+    report = fire(ctx, may_day(project))
+    ctx.close()
+    assert (report.result.sent, report.result.failed) == (0, 3)
+    assert _attempts(store_engine) == [5, 5, 5]
+    (reason,) = report.result.reasons
+    assert reason.startswith("421")
+    assert ledger.get_occurrence(store_engine, may_day(project).id).state == "done"  # type: ignore[union-attr]
+
+
+def test_permanent_failures_and_bounces_are_reported_and_the_rest_arrive(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url)
+    emails = add_subscribers(store_engine, 20)
+    smtp_server.reject_rcpt[emails[3]] = "550 5.1.1 No such user"
+    smtp_server.reject_rcpt[emails[7]] = "554 5.7.1 Rejected by policy"
+    ctx = context(project, store_engine)
+    report = fire(ctx, may_day(project))
+    ctx.close()
+    assert (report.result.sent, report.result.failed) == (18, 2)
+    received = smtp_server.count_by_recipient()
+    assert emails[3] not in received and emails[7] not in received
+    assert all(received[e] == 1 for i, e in enumerate(emails) if i not in (3, 7))
+    # The unknown mailbox is suppressed and marked bounced; the policy reject is not.
+    assert is_suppressed(store_engine, emails[3])
+    assert memberships_of(store_engine, emails[3]) == {"members": "bounced"}
+    assert not is_suppressed(store_engine, emails[7])
+    failures = {reason for _, reason, _ in ledger.failures(store_engine, may_day(project).id)}
+    assert any("550 5.1.1" in r for r in failures) and any("554 5.7.1" in r for r in failures)
+
+
+def test_a_connection_dropped_mid_data_is_retried_without_loss(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url)
+    emails = add_subscribers(store_engine, 30)
+    smtp_server.drop_next_data(times=4)
+    ctx = context(project, store_engine)
+    report = fire(ctx, may_day(project))
+    ctx.close()
+    assert (report.result.sent, report.result.failed) == (30, 0)
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+    # The server had read those messages when it hung up: any copy that a real server kept
+    # anyway has the same Message-ID as the one delivered, so receivers drop it.
+    assert len(smtp_server.dropped) == 4
+    delivered = {m.message_id for m in smtp_server.messages}
+    assert {m.message_id for m in smtp_server.dropped} <= delivered
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_two_processes_sending_the_same_occurrence_send_one_set(
+    make_project: ProjectFactory, smtp_server: SmtpTestServer, tmp_path: Path, database: str
+) -> None:
+    from conftest_store import postgres_schema_engine
+
+    project = email_project(make_project, smtp_server.url, batch_size=25)
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+        from scheduler.store.db import make_engine, migrate
+
+        engine = make_engine(url)
+        engines = iter([engine])
+    else:
+        engines = postgres_schema_engine()
+        engine = next(engines)
+        url = engine.url.render_as_string(hide_password=False)
+    from scheduler.store.db import migrate
+
+    migrate(engine)
+    emails = add_subscribers(engine, 200)
+    env = {**os.environ, "SCHEDULER_DATABASE_URL": url, "SCHEDULER_CONFIG": str(project.path)}
+    command = [
+        sys.executable,
+        "-m",
+        "scheduler",
+        "send",
+        "may-day",
+        "--occurrence",
+        "may-day/2030/statement",
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+    counts = ledger.counts(engine, "may-day/2030/statement")["may-day/2030/statement"]["email"]
+    assert counts == {"sent": 200}
+    engine.dispose()
+    for _ in engines:  # drop the PostgreSQL schema
+        pass
+
+
+def _attempts(engine: Engine) -> list[int]:
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import deliveries
+
+    with engine.connect() as conn:
+        return sorted(conn.execute(sa.select(deliveries.c.attempts)).scalars())
+
+
+def _ledger_message_ids(engine: Engine) -> set[str | None]:
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import deliveries
+
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                sa.select(deliveries.c.message_id).where(deliveries.c.state == "sent")
+            ).scalars()
+        )
+
+
+def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
