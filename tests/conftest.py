@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixture modules shared by many test files: the store engines (SQLite and PostgreSQL) and
+# a real SMTP server.
+pytest_plugins = ("conftest_store", "smtp_server")
+
 MINIMAL = """\
 organization:
   name: Test Org

@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class SmtpTestServer:
         self.messages: list[ReceivedMessage] = []
         self.dropped: list[ReceivedMessage] = []  # received in full, connection then dropped
         self.connections = 0
-        self.auth_attempts: list[tuple[str, bool]] = []  # (login, success)
+        self.logins: list[tuple[str, bool]] = []  # (login, success)
         self._open: set[int] = set()
         self._lock = threading.Lock()
         self._script = _Script()
@@ -119,6 +120,15 @@ class SmtpTestServer:
     @property
     def open_connections(self) -> int:
         return len(self._open)
+
+    def wait_all_closed(self, timeout: float = 2.0) -> bool:
+        """Wait until no client is connected (closing is asynchronous); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._open:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def count_by_recipient(self) -> Counter[str]:
         return Counter(r for m in self.messages for r in m.rcpt_tos)
@@ -169,8 +179,8 @@ class SmtpTestServer:
             return AuthResult(success=False, handled=False)
         login, password = data.login.decode(), data.password.decode()
         ok = self.credentials.get(login) == password
-        self.auth_attempts.append((login, ok))
-        return AuthResult(success=ok)
+        self.logins.append((login, ok))
+        return AuthResult(success=ok, handled=False)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]

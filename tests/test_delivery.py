@@ -11,7 +11,6 @@ import email
 import email.policy
 
 from conftest import ProjectFactory
-from conftest_store import bare_engine, store_engine  # noqa: F401
 from delivery_helpers import add_subscribers, context, email_project, may_day, outbox
 from sqlalchemy.engine import Engine
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ProjectFactory
-from conftest_store import bare_engine, store_engine  # noqa: F401
 from delivery_helpers import add_subscribers, context, email_project, may_day
-from smtp_server import SmtpTestServer, smtp_server  # noqa: F401
+from smtp_server import SmtpTestServer
 from sqlalchemy.engine import Engine
 
 from scheduler.delivery import ledger

@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest_store import bare_engine, store_engine  # noqa: F401  (fixtures)
 from sqlalchemy.engine import Engine
 
 from scheduler.audience import SubscriberRow, read_csv
