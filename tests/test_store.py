@@ -37,7 +37,7 @@ def people(n: int, domain: str = "example.org") -> list[SubscriberRow]:
     return [row(f"person{i}@{domain}", f"Person {i}") for i in range(n)]
 
 
-def test_migrations_create_the_tables_and_match_the_schema(bare_engine: Engine) -> None:  # noqa: F811
+def test_migrations_create_the_tables_and_match_the_schema(bare_engine: Engine) -> None:
     migrate(bare_engine)
     migrate(bare_engine)  # a second run is a no-op
     with bare_engine.connect() as conn:
@@ -47,7 +47,7 @@ def test_migrations_create_the_tables_and_match_the_schema(bare_engine: Engine) 
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
 
 
-def test_import_then_reimport_is_idempotent(store_engine: Engine) -> None:  # noqa: F811
+def test_import_then_reimport_is_idempotent(store_engine: Engine) -> None:
     seen: list[int] = []
     first = import_rows(
         store_engine, "members", people(5), source="test", batch_size=2, progress=seen.append
@@ -59,7 +59,7 @@ def test_import_then_reimport_is_idempotent(store_engine: Engine) -> None:  # no
     assert list_counts(store_engine)["members"]["active"] == 5
 
 
-def test_upsert_updates_details_but_keeps_what_the_file_leaves_out(store_engine: Engine) -> None:  # noqa: F811
+def test_upsert_updates_details_but_keeps_what_the_file_leaves_out(store_engine: Engine) -> None:
     import_rows(
         store_engine,
         "members",
@@ -83,7 +83,7 @@ def test_upsert_updates_details_but_keeps_what_the_file_leaves_out(store_engine:
     assert ana["updated_at"].tzinfo is not None
 
 
-def test_unsubscribed_is_not_resurrected_by_reimport(store_engine: Engine) -> None:  # noqa: F811
+def test_unsubscribed_is_not_resurrected_by_reimport(store_engine: Engine) -> None:
     import_rows(store_engine, "members", people(3), source="test")
     assert unsubscribe(store_engine, "PERSON1@example.org", "members")
     assert not unsubscribe(store_engine, "person1@example.org", "members")  # already
@@ -101,7 +101,7 @@ def test_unsubscribed_is_not_resurrected_by_reimport(store_engine: Engine) -> No
     }
 
 
-def test_unsubscribe_before_joining_a_list_blocks_the_import(store_engine: Engine) -> None:  # noqa: F811
+def test_unsubscribe_before_joining_a_list_blocks_the_import(store_engine: Engine) -> None:
     import_rows(store_engine, "members", [row("a@example.org")], source="test")
     sid = subscriber(store_engine, "a@example.org")
     assert sid is not None
@@ -111,7 +111,7 @@ def test_unsubscribe_before_joining_a_list_blocks_the_import(store_engine: Engin
     assert not unsubscribe(store_engine, "nobody@example.org", "press")
 
 
-def test_unconfirmed_becomes_active_but_active_never_downgrades(store_engine: Engine) -> None:  # noqa: F811
+def test_unconfirmed_becomes_active_but_active_never_downgrades(store_engine: Engine) -> None:
     import_rows(store_engine, "members", people(2), source="signup", status="unconfirmed")
     report = import_rows(store_engine, "members", people(1), source="organizer")
     assert report == ImportReport(list_name="members", updated=1)
@@ -121,7 +121,7 @@ def test_unconfirmed_becomes_active_but_active_never_downgrades(store_engine: En
     assert list_counts(store_engine, "members")["members"]["unconfirmed"] == 1
 
 
-def test_suppressed_addresses_are_excluded(store_engine: Engine) -> None:  # noqa: F811
+def test_suppressed_addresses_are_excluded(store_engine: Engine) -> None:
     import_rows(store_engine, "members", people(3), source="test")
     assert suppress(store_engine, "Person0@Example.org", reason="bounced")
     assert not suppress(store_engine, "person0@example.org", reason="complained")
@@ -135,7 +135,7 @@ def test_suppressed_addresses_are_excluded(store_engine: Engine) -> None:  # noq
     assert subscriber(store_engine, "newcomer@example.org") is None
 
 
-def test_audience_is_deduplicated_across_lists(store_engine: Engine) -> None:  # noqa: F811
+def test_audience_is_deduplicated_across_lists(store_engine: Engine) -> None:
     import_rows(store_engine, "members", people(4), source="test")
     import_rows(store_engine, "press", [*people(2), row("journalist@news.example")], source="test")
     unsubscribe(store_engine, "person3@example.org", "members")
@@ -154,7 +154,7 @@ def test_audience_is_deduplicated_across_lists(store_engine: Engine) -> None:  #
     assert list(active_audience(store_engine, [])) == []
 
 
-def test_counts_cover_all_lists(store_engine: Engine) -> None:  # noqa: F811
+def test_counts_cover_all_lists(store_engine: Engine) -> None:
     import_rows(store_engine, "members", people(2), source="test")
     import_rows(store_engine, "press", [], source="test")
     counts = list_counts(store_engine)
@@ -163,7 +163,7 @@ def test_counts_cover_all_lists(store_engine: Engine) -> None:  # noqa: F811
     assert list_counts(store_engine, "unknown") == {}
 
 
-def test_large_import_crosses_batches(store_engine: Engine) -> None:  # noqa: F811
+def test_large_import_crosses_batches(store_engine: Engine) -> None:
     rows = people(4500)
     report = import_rows(store_engine, "members", rows, source="bulk")
     assert report.inserted == 4500
@@ -173,7 +173,7 @@ def test_large_import_crosses_batches(store_engine: Engine) -> None:  # noqa: F8
     assert sum(1 for _ in active_audience(store_engine, ["members"])) == 4500
 
 
-def test_csv_to_store(store_engine: Engine, tmp_path: Path) -> None:  # noqa: F811
+def test_csv_to_store(store_engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "members.csv"
     path.write_text("email,name,language\na@example.org,A,es\nB@Example.org,B,\nbad,,\n")
     result = read_csv(path, languages=["en", "es"], default_language="en")
@@ -181,7 +181,7 @@ def test_csv_to_store(store_engine: Engine, tmp_path: Path) -> None:  # noqa: F8
     assert report.inserted == 2 and len(result.problems) == 1
 
 
-def test_timestamps_are_utc_and_naive_ones_are_refused(store_engine: Engine) -> None:  # noqa: F811
+def test_timestamps_are_utc_and_naive_ones_are_refused(store_engine: Engine) -> None:
     instant = dt.datetime(2027, 5, 1, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     with store_engine.begin() as conn:
         conn.execute(
