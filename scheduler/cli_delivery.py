@@ -490,14 +490,14 @@ def worker_command(
     valid_project()  # refuse to start on a broken campaigns.yaml
     if state.config:
         os.environ["SCHEDULER_CONFIG"] = str(Path(state.config).resolve())
-    from scheduler.tasks import app
+    from scheduler.tasks import QUEUE, app
 
     app.worker_main(
         [
             "worker",
             f"--concurrency={concurrency}",
             f"--loglevel={loglevel}",
-            "--queues=scheduler",
+            f"--queues={QUEUE}",
             "--without-gossip",
             "--without-mingle",
             "--pool=prefork",

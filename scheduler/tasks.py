@@ -25,6 +25,9 @@ from scheduler.store.db import make_engine, migrate
 
 log = logging.getLogger(__name__)
 
+QUEUE = os.environ.get("SCHEDULER_QUEUE", "scheduler")
+VISIBILITY_TIMEOUT = int(os.environ.get("SCHEDULER_VISIBILITY_TIMEOUT", "600"))
+
 app = Celery("scheduler")
 app.conf.update(
     broker_url=broker_url(),
@@ -34,15 +37,18 @@ app.conf.update(
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
-    # Redis hands an unacknowledged task (its worker was killed) to another worker after this
-    # long. A batch takes seconds (minutes with retries), and nothing is scheduled with an
-    # ETA, so ten minutes is safe and keeps recovery prompt.
+    # Redis hands an unacknowledged task (its worker was killed) to another worker after
+    # this long. A batch takes seconds (minutes with retries), and nothing is scheduled with
+    # an ETA, so ten minutes is safe and keeps recovery prompt; the sweep that finds such
+    # tasks runs every few seconds instead of kombu's default hundred.
     broker_transport_options={
-        "visibility_timeout": int(os.environ.get("SCHEDULER_VISIBILITY_TIMEOUT", "600"))
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": min(10, VISIBILITY_TIMEOUT),
+        "unacked_restore_throttle": 1,
     },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
-    task_default_queue="scheduler",
+    task_default_queue=QUEUE,
 )
 
 _context: DeliveryContext | None = None

@@ -183,7 +183,12 @@ class SmtpTestServer:
         return AuthResult(success=ok, handled=False)
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         session.host_name = hostname  # the 5-argument hook must do this itself
         if self.pipelining:
@@ -217,7 +222,7 @@ class SmtpTestServer:
             reply = None if drop or not self._script.data else self._script.data.popleft()
         if drop:
             self.dropped.append(message)
-            assert server.transport is not None
+            assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
             await asyncio.sleep(3600)  # cancelled when aiosmtpd sees the connection gone
         if reply is not None:

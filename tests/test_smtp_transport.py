@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from smtp_server import SmtpTestServer, smtp_server  # noqa: F401  (fixture)
+from smtp_server import SmtpTestServer
 
 from scheduler.errors import PermanentSendError, SecretError
 from scheduler.mail.filebox import FileTransport
@@ -108,6 +108,7 @@ def test_leaving_the_loop_early_stops_the_workers(smtp_server: SmtpTestServer) -
 
     pool = TransportPool(lambda: open_transport(smtp_server.url), connections=4)
     outcomes = pool.send_all(messages())
+    assert isinstance(outcomes, Generator)
     first = [next(outcomes) for _ in range(5)]
     outcomes.close()
     assert threading.active_count() == before
@@ -289,12 +290,15 @@ def test_parse_smtp_url() -> None:
     assert e.display() == "smtp://a@b.org:***@mail.example.org:25?starttls=require"
     assert "x@y" not in repr(e)
     assert parse_smtp_url("smtps://mail.example.org").port == 465
+    token = parse_smtp_url("smtp://${TOKEN}@mail.example.org:587", {"TOKEN": "t0ken"})
+    assert token.username == "t0ken"
+    assert token.display() == "smtp://${TOKEN}@mail.example.org:587"
     assert parse_smtp_url("smtp://[::1]:2525").host == "::1"
 
 
 def test_starttls_is_used_when_offered() -> None:
     with SmtpTestServer(tls="starttls", credentials={"u": PASSWORD}) as server:
-        url = f"smtp://u:{PASSWORD}@127.0.0.1:{server.port}?starttls=require"
+        url = f"smtp://u:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}?starttls=require"
         t = SmtpTransport(url, ssl_context=server.client_ssl_context())
         assert t.send(message(1)).status == "sent"
         t.close()
@@ -329,7 +333,7 @@ def test_file_transport_writes_eml_files(tmp_path: Path) -> None:
     t = open_transport(f"file:{outbox}")
     assert isinstance(t, FileTransport)
     outcomes = [t.send(message(n)) for n in (7, 8)]
-    assert [o.response for o in outcomes] == [f"stored {outbox / '7.eml'}", f"stored {outbox}/8.eml"]
+    assert [o.response for o in outcomes] == [f"stored {outbox / n}" for n in ("7.eml", "8.eml")]
     assert (outbox / "7.eml").read_bytes() == message(7).data
     assert sorted(p.name for p in outbox.iterdir()) == ["7.eml", "8.eml"]  # no temporary left
 
@@ -339,4 +343,3 @@ def test_file_transport_in_a_pool(tmp_path: Path) -> None:
         outcomes = list(pool.send_all(message(n) for n in range(30)))
     assert {o.status for o in outcomes} == {"sent"}
     assert len(list(tmp_path.glob("*.eml"))) == 30
-

@@ -65,8 +65,9 @@ def build_email(
         unsubscribe += f", <mailto:{unsubscribe_mailto}?subject=unsubscribe>"
     msg["List-Unsubscribe"] = unsubscribe
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Content-Language"] = rendered.language
     msg["MIME-Version"] = "1.0"
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # After the parts: set_content() drops every Content-* header set before it.
+    msg["Content-Language"] = rendered.language
     return msg

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # Outcomes are written to the ledger at least this often, so a crash loses (and so may
 # repeat) only a handful of messages, each with the same Message-ID.
 FLUSH_EVERY = 50
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 0.2
 
 
 @dataclass

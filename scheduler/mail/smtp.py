@@ -8,7 +8,8 @@ fixes.
 Classification: 2xx sent; 4xx at any stage, and a lost connection, transient; 5.1.x on RCPT
 (or a bare 550/551/553 that says the user is unknown) bounced; any other 5xx permanent.
 Failures while opening the session (refused connection, TLS, AUTH) apply to the message that
-needed the connection, classified the same way; a rejected password is permanent.
+needed the connection, classified the same way: a rejected password, a certificate that
+does not verify, or `starttls=require` against a server without STARTTLS are permanent.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def _local_hostname() -> str | None:
     # smtplib looks this up again for every connection; a slow resolver would cost seconds.
     name = socket.getfqdn()
     return name if "." in name else None
+
+
+def _close(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(OSError):
+            conn.close()
 
 
 def _is_loopback(host: str) -> bool:
@@ -223,18 +230,22 @@ class SmtpTransport:
         endpoint = self.endpoint
         shown = endpoint.display()
         hostname = self._local_hostname or _local_hostname()
-        conn: smtplib.SMTP
-        if endpoint.scheme == "smtps":
-            conn = smtplib.SMTP_SSL(
-                local_hostname=hostname, timeout=self.timeout, context=self._context()
-            )
-        else:
-            conn = smtplib.SMTP(local_hostname=hostname, timeout=self.timeout)
+        conn: smtplib.SMTP | None = None
         stage = "connecting to"
         try:
-            code, text = conn.connect(endpoint.host, endpoint.port)
-            if code != 220:
-                raise smtplib.SMTPConnectError(code, text)
+            # Connecting in the constructor is what tells smtplib the host name for TLS.
+            if endpoint.scheme == "smtps":
+                conn = smtplib.SMTP_SSL(
+                    endpoint.host,
+                    endpoint.port,
+                    local_hostname=hostname,
+                    timeout=self.timeout,
+                    context=self._context(),
+                )
+            else:
+                conn = smtplib.SMTP(
+                    endpoint.host, endpoint.port, local_hostname=hostname, timeout=self.timeout
+                )
             stage = "greeting"
             conn.ehlo_or_helo_if_needed()
             encrypted = endpoint.scheme == "smtps"
@@ -263,27 +274,27 @@ class SmtpTransport:
                 stage = "logging in to"
                 conn.login(endpoint.username, endpoint.password or "")
         except _SessionFailed:
-            conn.close()
+            _close(conn)
             raise
         except smtplib.SMTPResponseException as e:
-            conn.close()
+            _close(conn)
             raw = e.smtp_error if isinstance(e.smtp_error, bytes) else str(e.smtp_error).encode()
             raise _SessionFailed(
                 classify(stage, e.smtp_code, raw), f"{stage} {shown}: {_reply(e.smtp_code, raw)}"
             ) from None
         except ssl.SSLCertVerificationError as e:
-            conn.close()
+            _close(conn)
             raise _SessionFailed(
                 "permanent", f"{stage} {shown}: TLS certificate not trusted: {e.verify_message}"
             ) from None
         except smtplib.SMTPServerDisconnected as e:
-            conn.close()
+            _close(conn)
             raise _SessionFailed("transient", f"{stage} {shown}: {e}") from None
         except smtplib.SMTPException as e:  # no AUTH offered, no usable AUTH mechanism
-            conn.close()
+            _close(conn)
             raise _SessionFailed("permanent", f"{stage} {shown}: {e}") from None
         except OSError as e:  # refused, unreachable, timed out, TLS handshake
-            conn.close()
+            _close(conn)
             raise _SessionFailed("transient", f"{stage} {shown}: {e}") from None
         self._pipelining = conn.has_extn("pipelining")
         self._smtputf8 = conn.has_extn("smtputf8")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl, unquote
 
-from scheduler.config.secrets import is_reference, resolve
+from scheduler.config.secrets import is_reference, redact, resolve
 from scheduler.errors import PermanentSendError
 from scheduler.mail.ratelimit import RateLimiter
 
@@ -85,12 +85,15 @@ class SmtpEndpoint:
     username: str | None = None
     password: str | None = None
     starttls: StartTls = "auto"
+    # How to show the user: a token used as user name shows as its `${NAME}` reference.
+    user_label: str | None = None
 
     def display(self) -> str:
         """The URL with the password replaced by `***`: safe for logs and error messages."""
         userinfo = ""
         if self.username is not None:
-            userinfo = self.username + (":***" if self.password is not None else "") + "@"
+            label = self.user_label if self.user_label is not None else self.username
+            userinfo = label + (":***" if self.password is not None else "") + "@"
         query = f"?starttls={self.starttls}" if self.starttls != "auto" else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{userinfo}{host}:{self.port}{query}"
@@ -137,10 +140,11 @@ def parse_smtp_url(url: str, env: Mapping[str, str] | None = None) -> SmtpEndpoi
     port_text = value(port_text)
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
         raise PermanentSendError(f"the port in {shown!r} must be a number from 1 to 65535")
-    username = password = None
+    username = password = user_label = None
     if at:
         user_text, colon, password_text = userinfo.partition(":")
         username = value(user_text)
+        user_label = username if whole else redact(unquote(user_text))
         password = value(password_text) if colon else None
     starttls: StartTls = "auto"
     for name, setting in parse_qsl(query, keep_blank_values=True):
@@ -156,6 +160,7 @@ def parse_smtp_url(url: str, env: Mapping[str, str] | None = None) -> SmtpEndpoi
         host=host,
         port=int(port_text) if port_text else _DEFAULT_PORTS[scheme],
         username=username,
+        user_label=user_label,
         password=password,
         starttls=starttls,
     )
@@ -200,7 +205,8 @@ class TransportPool:
     """Send through `connections` transports in parallel threads, rate-limited if asked.
 
     Transports are made by `factory` when first needed and kept between `send_all` calls,
-    so connections outlive a batch; `close()` releases them. Use one pool from one thread.
+    so connections outlive a batch; `close()` releases them. Batches may run at the same
+    time from several threads, each with its own `connections` transports.
     """
 
     def __init__(
@@ -215,6 +221,7 @@ class TransportPool:
         self._connections = connections
         self._limiter = limiter
         self._idle: list[Transport] = []
+        self._idle_lock = threading.Lock()  # batches may run from several threads
         self._closed = False
 
     def send_all(self, messages: Iterable[Outgoing]) -> Iterator[Outcome]:
@@ -227,9 +234,10 @@ class TransportPool:
         """
         if self._closed:
             raise RuntimeError("this TransportPool is closed")
-        transports = [
-            self._idle.pop() if self._idle else self._factory() for _ in range(self._connections)
-        ]
+        with self._idle_lock:
+            transports = self._idle[-self._connections :]
+            del self._idle[-self._connections :]
+        transports += [self._factory() for _ in range(self._connections - len(transports))]
         todo: queue.SimpleQueue[object] = queue.SimpleQueue()
         done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         stop = threading.Event()
@@ -273,7 +281,8 @@ class TransportPool:
                 todo.put(_STOP)
             for worker in workers:
                 worker.join()
-            self._idle.extend(transports)
+            with self._idle_lock:
+                self._idle.extend(transports)
 
     def _work(
         self,
@@ -305,8 +314,10 @@ class TransportPool:
     def close(self) -> None:
         """Close every transport the pool holds (idempotent)."""
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for transport in idle:
+            transport.close()
 
     def __enter__(self) -> TransportPool:
         return self
