@@ -588,3 +588,15 @@ def test_sign_matches_the_published_vector() -> None:
 def test_sign_rejects_a_secret_that_is_not_base64() -> None:
     with pytest.raises(ValueError, match="whsec_"):
         sign("whsec_not base64!", "msg", 1, b"{}")
+
+
+def test_smtp_url_may_choose_the_starttls_policy() -> None:
+    from scheduler.channels.smtp import SmtpSettings
+
+    for policy in ("auto", "require", "off"):
+        url = f"smtp://user:${{SMTP_PASSWORD}}@mail.example.org:587?starttls={policy}"
+        assert SmtpSettings.model_validate({"url": url, "sender": "org"}).url == url
+    with pytest.raises(ValidationError):
+        SmtpSettings.model_validate(
+            {"url": "smtp://mail.example.org?starttls=maybe", "sender": "org"}
+        )

@@ -13,8 +13,8 @@ from scheduler.config.model import Identifier
 from scheduler.config.secrets import is_reference, references
 
 _SERVER_URL = re.compile(
-    r"^(?P<scheme>smtps?)://(?:(?P<userinfo>[^@/]*)@)?(?P<host>[^@/:\s]+)"
-    r"(?::(?P<port>\d{1,5}))?/?$"
+    r"^(?P<scheme>smtps?)://(?:(?P<userinfo>[^@/]*)@)?(?P<host>[^@/:?\s]+)"
+    r"(?::(?P<port>\d{1,5}))?/?(?:\?starttls=(?:auto|require|off))?$"
 )
 
 
