@@ -190,3 +190,46 @@ def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
             return True
         time.sleep(0.1)
     return False
+
+
+def test_messages_are_dkim_signed_when_the_channel_asks(
+    make_project: ProjectFactory,
+    store_engine: Engine,
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+) -> None:
+    import base64
+
+    import dkim
+
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    os.environ["TEST_DKIM_KEY_FILE"] = str(key)
+    try:
+        project = email_project(
+            make_project,
+            smtp_server.url,
+            extra=', dkim_selector: may2030, dkim_private_key_file: "${TEST_DKIM_KEY_FILE}"',
+        )
+        add_subscribers(store_engine, 3)
+        ctx = context(project, store_engine)
+        report = fire(ctx, may_day(project))
+        ctx.close()
+    finally:
+        del os.environ["TEST_DKIM_KEY_FILE"]
+    assert report.result.sent == 3
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        if name == b"may2030._domainkey.example.org.":
+            return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+        return b""
+
+    for message in smtp_server.messages:
+        assert message.data.startswith(b"DKIM-Signature:")
+        assert dkim.verify(message.data, dnsfunc=dns)
+        assert not dkim.verify(message.data.replace(b"Subject: ", b"Subject: X"), dnsfunc=dns)

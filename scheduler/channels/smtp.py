@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from scheduler.channels.base import Channel, ChannelSettings, PreparedPost
 from scheduler.config.model import Identifier
@@ -70,6 +70,17 @@ class SmtpSettings(ChannelSettings):
     rate_per_second: float | None = Field(default=None, gt=0)
     rate_per_hour: int | None = Field(default=None, ge=1)
     list_id: Annotated[str, AfterValidator(_check_list_id)] | None = None
+    # DKIM signing (needs the `dkim` extra): the selector published in DNS, the signing
+    # domain (default: the sender's), and the PEM private key's file (may be `${VAR}`).
+    dkim_selector: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    dkim_domain: str | None = None
+    dkim_private_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> SmtpSettings:
+        if (self.dkim_selector is None) != (self.dkim_private_key_file is None):
+            raise ValueError("DKIM needs both dkim_selector and dkim_private_key_file (or neither)")
+        return self
 
 
 class SmtpChannel(Channel[SmtpSettings]):

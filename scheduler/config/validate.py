@@ -166,6 +166,18 @@ class _Checker:
                         or "define it under senders: (known: "
                         f"{', '.join(self.config.senders) or 'none'})",
                     )
+                key_file = settings.get("dkim_private_key_file")
+                if isinstance(key_file, str) and not secrets.missing(key_file):
+                    path = Path(secrets.resolve(key_file))
+                    if not path.is_absolute():
+                        path = self.project.base_dir / path
+                    if not path.is_file():
+                        self.error(
+                            ("channels", name, "dkim_private_key_file"),
+                            f"DKIM key file {str(path)!r} not found",
+                            "create it with `openssl genrsa -out dkim.pem 2048` and publish "
+                            "the public key in DNS, or remove the dkim_ settings",
+                        )
 
     def check_senders(self) -> None:
         email_channels = [c for c in self.config.channels.values() if c.type == "smtp"]

@@ -158,6 +158,7 @@ def _send_email(
         report.skipped += len(skipped)
     todo = [d for d in claimed if d.subscriber_id in wanted]
     composer = ctx.composer(occ, channel)
+    signer = ctx.dkim_signer(channel, composer.domain)
     pool = ctx.pool(channel)
     by_id = {d.id: d for d in todo}
     bounced: list[int] = []
@@ -178,6 +179,8 @@ def _send_email(
             report.failed += 1
             report.reasons["cannot compose"] = report.reasons.get("cannot compose", 0) + 1
             continue
+        if signer is not None:
+            data = signer.sign(data)
         messages[d.id] = Outgoing(
             key=d.id, envelope_from=composer.sender.address, recipient=email_address, data=data
         )

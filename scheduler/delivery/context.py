@@ -22,6 +22,7 @@ from scheduler.config import secrets
 from scheduler.config.project import Project
 from scheduler.content.render import Renderer
 from scheduler.delivery.emailing import EmailComposer
+from scheduler.mail.dkim import DkimSigner
 from scheduler.mail.ratelimit import RateLimiter, make_limiter
 from scheduler.mail.transport import Transport, TransportPool, open_transport
 
@@ -59,6 +60,7 @@ class DeliveryContext:
     _renderer: Renderer | None = None
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
     _pools: dict[str, TransportPool] = field(default_factory=dict)
+    _signers: dict[str, DkimSigner | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -114,6 +116,22 @@ class DeliveryContext:
 
                 self._pools[channel] = TransportPool(factory, connections, limiter)
             return self._pools[channel]
+
+    def dkim_signer(self, channel: str, sender_domain: str) -> DkimSigner | None:
+        """The channel's DKIM signer, if it signs; loaded once per process."""
+        with self._lock:
+            if channel not in self._signers:
+                selector = self.channel_setting(channel, "dkim_selector")
+                key_file = self.channel_setting(channel, "dkim_private_key_file")
+                signer = None
+                if selector and key_file:
+                    path = Path(secrets.resolve(str(key_file)))
+                    if not path.is_absolute():
+                        path = self.project.base_dir / path
+                    domain = str(self.channel_setting(channel, "dkim_domain") or sender_domain)
+                    signer = DkimSigner(str(selector), domain, path.read_bytes())
+                self._signers[channel] = signer
+            return self._signers[channel]
 
     def close(self) -> None:
         with self._lock:
