@@ -423,24 +423,30 @@ def _aware(value: object) -> dt.datetime | None:
 
 
 def finish_if_complete(engine: Engine, occurrence_id: str) -> bool:
-    """Mark the occurrence `done` once its fan-out is complete and nothing is left to send."""
-    with writer(engine).begin() as conn:
-        open_rows = conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(deliveries)
-            .where(
-                D.occurrence_id == occurrence_id,
-                D.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
-            )
+    """Mark the occurrence `done` once its fan-out is complete and nothing is left to send.
+
+    Called after every batch, so it must stay cheap with a million deliveries: an EXISTS
+    that stops at the first open row, not a count.
+    """
+    open_rows = (
+        sa.select(sa.literal(1))
+        .where(
+            D.occurrence_id == occurrence_id,
+            D.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
         )
-        if open_rows:
+        .exists()
+    )
+    with engine.connect() as conn:
+        if conn.scalar(sa.select(open_rows)):
             return False
+    with writer(engine).begin() as conn:
         done = conn.execute(
             sa.update(occurrences)
             .where(
                 O.id == occurrence_id,
                 O.state == OccurrenceState.FIRING.value,
                 O.fanned_out_at.is_not(None),
+                ~open_rows,
             )
             .values(state=OccurrenceState.DONE.value, finished_at=utcnow(), updated_at=utcnow())
             .returning(O.id)

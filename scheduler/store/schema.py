@@ -218,4 +218,7 @@ deliveries = sa.Table(
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
     sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),
+    # Batches are id ranges of one occurrence and channel: claiming one must read ~250 rows,
+    # not every row of the occurrence.
+    sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
 )

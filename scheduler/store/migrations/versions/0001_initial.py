@@ -146,6 +146,9 @@ def upgrade() -> None:
         _check("deliveries", "state", ("pending", "sending", "sent", "failed", "skipped")),
     )
     op.create_index("ix_deliveries_occurrence_state", "deliveries", ["occurrence_id", "state"])
+    op.create_index(
+        "ix_deliveries_occurrence_channel_id", "deliveries", ["occurrence_id", "channel", "id"]
+    )
 
 
 def downgrade() -> None:
