@@ -505,8 +505,145 @@ def worker_command(
     )
 
 
+# --- the clock ------------------------------------------------------------------------------
+
+
+def _logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # APScheduler logs every run of the sweep at INFO; our own lines say what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _print_next(project: Project) -> None:
+    from scheduler.clock.daemon import describe_next
+
+    upcoming = describe_next(project, dt.datetime.now(dt.UTC), limit=8)
+    err.print(f"next occurrences ({len(upcoming)} shown):", markup=False)
+    for o in upcoming:
+        err.print(f"  {o['local']:<24} {o['id']}  → {', '.join(o['channels'])}", markup=False)
+
+
+def run_command(
+    tick: Annotated[float, typer.Option(min=0.5, help="seconds between reconciliations")] = 5.0,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Embedded daemon: fires every occurrence at its instant and sends it in this process."""
+    from scheduler.clock.daemon import Clock
+
+    project = valid_project()
+    _logging(loglevel)
+    engine = store()
+    _print_next(project)
+    Clock(project, engine, tick_seconds=tick).run_forever()
+
+
+def clock_command(
+    tick: Annotated[float, typer.Option(min=0.5, help="seconds between reconciliations")] = 5.0,
+    leader_ttl: Annotated[
+        float, typer.Option(min=1, help="seconds a dead leader keeps the lead")
+    ] = 15.0,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Distributed scheduler: fires occurrences by handing them to `scheduler worker`s.
+    Run two for safety: one leads (a Redis lock), the other takes over if it dies."""
+    import redis
+
+    from scheduler.clock.daemon import Clock
+    from scheduler.clock.leader import LeaderLock
+
+    project = valid_project()
+    _logging(loglevel)
+    engine = store()
+    url = broker_url()
+    leader = LeaderLock(redis.Redis.from_url(url), ttl_seconds=leader_ttl)
+    _print_next(project)
+    Clock(
+        project,
+        engine,
+        distributed=True,
+        leader=leader,
+        redis_url=url,
+        tick_seconds=min(tick, leader_ttl / 3),
+    ).run_forever()
+
+
+def pause_command(
+    campaign: Annotated[str, typer.Argument(help="campaign id")],
+    note: Annotated[str | None, typer.Option(help="why, shown by status")] = None,
+) -> None:
+    """Stop firing a campaign's occurrences until `resume` (late ones fire inside the
+    catch-up window when resumed; older ones are recorded as missed)."""
+    from scheduler.clock import state as clock_state
+
+    project = valid_project()
+    _known_campaign(project, campaign)
+    changed = clock_state.pause(store(), campaign, note)
+    out.print(f"{campaign}: {'paused' if changed else 'already paused'}", markup=False)
+
+
+def resume_command(campaign: Annotated[str, typer.Argument(help="campaign id")]) -> None:
+    """Fire a paused campaign's occurrences again."""
+    from scheduler.clock import state as clock_state
+
+    project = valid_project()
+    _known_campaign(project, campaign)
+    changed = clock_state.resume(store(), campaign)
+    out.print(f"{campaign}: {'resumed' if changed else 'was not paused'}", markup=False)
+
+
+def cancel_command(
+    occurrence_id: Annotated[
+        str, typer.Argument(metavar="OCCURRENCE", help="e.g. may-day/2027/statement")
+    ],
+) -> None:
+    """Cancel one occurrence: it will not fire; a send in progress stops before its next
+    batch, and `status` shows what went out."""
+    from scheduler.clock import state as clock_state
+
+    project = valid_project()
+    try:
+        occ = calendar.occurrence(project.config, occurrence_id)
+    except UnknownCampaignError as e:
+        fail(str(e), 2)
+    engine = store()
+    if clock_state.cancel(engine, occ):
+        out.print(f"{occ.id}: cancelled", markup=False)
+        return
+    row = ledger.get_occurrence(engine, occ.id)
+    fail(f"{occ.id} is already {row.state if row else 'settled'}; nothing to cancel")
+
+
+def migrate_command() -> None:
+    """Create or upgrade the store's tables (safe to run again)."""
+    store()
+    out.print(f"database {_safe_url()} is up to date", markup=False)
+
+
+def _known_campaign(project: Project, campaign: str) -> None:
+    if campaign not in project.config.campaigns:
+        fail(
+            f"unknown campaign {campaign!r}; "
+            + (
+                did_you_mean(campaign, list(project.config.campaigns))
+                or f"campaigns: {', '.join(project.config.campaigns)}"
+            ),
+            2,
+        )
+
+
 def register(app: typer.Typer) -> None:
     app.command("send")(send_command)
     app.command("status")(status_command)
+    app.command("run")(run_command)
+    app.command("clock")(clock_command)
     app.command("worker")(worker_command)
+    app.command("pause")(pause_command)
+    app.command("resume")(resume_command)
+    app.command("cancel")(cancel_command)
+    app.command("migrate")(migrate_command)
     app.add_typer(lists_app, name="lists")

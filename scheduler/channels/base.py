@@ -11,7 +11,7 @@ import builtins
 import datetime as dt
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
@@ -19,7 +19,9 @@ import regex  # type: ignore[import-untyped]  # no stubs; wrapped by `graphemes`
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from scheduler.config import model
-from scheduler.config.secrets import is_reference
+from scheduler.channels.http import DEFAULT_TIMEOUT, HttpClient
+from scheduler.config.secrets import is_reference, resolve
+from scheduler.errors import SecretError
 
 Kind = Literal["email", "post"]
 JSON = dict[str, Any]
@@ -92,8 +94,15 @@ SecretRef = Annotated[str, SECRET, AfterValidator(_require_reference)]
 """A settings value that must be exactly one `${ENV_VAR}` reference."""
 
 
+# Plain http only to this machine: a local test server or a tunnel, never over a network.
+_LOOPBACK_HTTP = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?/?", re.I)
+
+
 def _check_https(value: str) -> str:
-    if not re.fullmatch(r"https://[^\s/?#@]+\.[^\s/?#@]+/?", value, re.IGNORECASE):
+    if not (
+        re.fullmatch(r"https://[^\s/?#@]+\.[^\s/?#@]+/?", value, re.IGNORECASE)
+        or _LOOPBACK_HTTP.fullmatch(value)
+    ):
         raise ValueError(
             f"{value!r} is not an https origin; write it like 'https://social.example'"
         )
@@ -101,7 +110,7 @@ def _check_https(value: str) -> str:
 
 
 HttpsOrigin = Annotated[str, AfterValidator(_check_https)]
-"""`https://host[:port]`, stored without a trailing slash."""
+"""`https://host[:port]` (or `http://` to localhost), stored without a trailing slash."""
 
 
 def secret_fields_of(settings: type[BaseModel]) -> tuple[str, ...]:
@@ -278,19 +287,38 @@ class _Splitter:
 SettingsT = TypeVar("SettingsT", bound=ChannelSettings)
 
 
+@dataclass(frozen=True, slots=True)
+class PostRef:
+    """Where one posted part lives: the platform's id for it (a status id, a message id, an
+    at:// URI; None where the platform answers with no id) and Bluesky's content hash."""
+
+    id: str | None
+    cid: str | None = None
+
+
+PartPosted = Callable[[int, PostRef], None]
+"""Called with (part number, where it went) as soon as the platform confirms a part."""
+
+
 class Channel(ABC, Generic[SettingsT]):
-    """A platform messages go to. Subclasses set the class attributes and `requests`."""
+    """A platform messages go to. Subclasses set the class attributes, `requests` and
+    `send_part`."""
 
     type: ClassVar[str]
     kind: ClassVar[Kind] = "post"
     max_length: ClassVar[int | None]
     Settings: ClassVar[builtins.type[ChannelSettings]]
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether resending a part whose answer was lost is harmless (the platform or receiver
+    # recognises it). Where it is not, such a retry may show the part twice.
+    idempotent: ClassVar[bool] = False
 
     def __init__(self, name: str, settings: SettingsT, *, language: str | None = None) -> None:
         self.name = name
         self.settings = settings
         self.language = language
+        self.timeout: tuple[float, float] = DEFAULT_TIMEOUT
+        self._client: HttpClient | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -312,36 +340,81 @@ class Channel(ABC, Generic[SettingsT]):
         # Settings is the concrete class bound to SettingsT by each subclass.
         return cls(name, settings, language=channel.language)  # type: ignore[arg-type]
 
+    @property
+    def limit(self) -> int | None:
+        """The length limit in force: `max_length`, unless the platform told us another."""
+        return self.max_length
+
     def count(self, text: str) -> int:
         """Length of `text` by the platform's own rule."""
         return len(text)
 
     def fits(self, text: str) -> bool:
         """Whether the platform accepts `text` as one message."""
-        return self.max_length is None or self.count(text) <= self.max_length
+        return self.limit is None or self.count(text) <= self.limit
 
     def split(self, text: str) -> list[str]:
         """Thread parts, each accepted by `fits`, counters included when there are several."""
-        if self.max_length is None:
+        if self.limit is None:
             stripped = text.strip()
             return [stripped] if stripped else []
         return split_thread(text, self.fits)
 
     @abstractmethod
     def requests(
-        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
         """The request for each part, secrets redacted.
 
         `key` is the delivery id, stable across retries, used for platform idempotency; `at`
-        is the publication time when known (otherwise a placeholder is shown).
+        is the publication time when known (otherwise a placeholder is shown); `metadata`
+        describes the occurrence, for channels that pass it on (webhooks).
         """
 
     def preview(
-        self, text: str, *, key: str, language: str, at: dt.datetime | None = None
+        self,
+        text: str,
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
         """`requests` for the parts of `text`."""
-        return self.requests(self.split(text), key=key, language=language, at=at)
+        return self.requests(
+            self.split(text), key=key, language=language, at=at, metadata=metadata
+        )
+
+    # --- sending ------------------------------------------------------------------------
+
+    def what(self) -> str:
+        """How messages name this channel: never with a secret in it."""
+        return f"{self.type} channel {self.name!r}"
+
+    def secret(self, field: str, env: Mapping[str, str] | None = None) -> str:
+        """The resolved value of a secret setting; SecretError names the unset variable."""
+        return resolve(str(getattr(self.settings, field)), env)
+
+    def client(self, env: Mapping[str, str] | None = None) -> HttpClient:
+        """This channel's HTTP session, made on first use and kept for the process."""
+        if self._client is None:
+            values = []
+            for field in self.secret_fields:
+                try:
+                    values.append(self.secret(field, env))
+                except SecretError:
+                    pass  # reported by the request that needs it
+            self._client = HttpClient(self.what(), timeout=self.timeout, secrets=values)
+        return self._client
+
+    def prepare(self, env: Mapping[str, str] | None = None) -> None:
+        """Learn what sending needs to know before splitting (e.g. the instance's limits)."""
 
     def send(
         self,
@@ -349,18 +422,62 @@ class Channel(ABC, Generic[SettingsT]):
         *,
         key: str,
         language: str,
+        posted: Sequence[PostRef] = (),
+        on_posted: PartPosted | None = None,
+        maybe_posted: bool = False,
         env: Mapping[str, str] | None = None,
-    ) -> list[str]:
-        """Deliver the parts in order and return the platform's id for each.
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[PostRef]:
+        """Post the parts not yet posted, in order, and return where every part went.
 
-        Not implemented yet: sending resolves the `${ENV_VAR}` references of `requests`,
-        fills the placeholders from earlier responses and maps HTTP failures to
-        TransientSendError / PermanentSendError.
+        `posted` holds the refs of parts 1..len(posted), sent by an earlier attempt: the
+        thread continues after them. `maybe_posted` says an earlier attempt may have been
+        cut off after the platform took the next part; channels that can look it up do so
+        before posting it again. `on_posted` is called after each part, so the caller can
+        record it before the next one. Secrets are resolved here, from `env` (default
+        os.environ). Raises TransientSendError or PermanentSendError (never with a secret
+        in the message); the parts posted before the error have been reported.
         """
-        raise NotImplementedError(
-            f"sending to {self.type} channels is not implemented yet; "
-            "use `scheduler preview` to see what would be sent"
-        )
+        refs = list(posted)
+        first = len(refs) + 1
+        for index in range(first, len(parts) + 1):
+            ref = self.send_part(
+                index,
+                parts,
+                refs,
+                key=key,
+                language=language,
+                maybe_posted=maybe_posted and index == first,
+                env=env,
+                at=at or dt.datetime.now(dt.UTC),
+                metadata=metadata,
+            )
+            refs.append(ref)
+            if on_posted is not None:
+                on_posted(index, ref)
+        return refs
+
+    def send_part(
+        self,
+        index: int,
+        parts: list[str],
+        refs: list[PostRef],
+        *,
+        key: str,
+        language: str,
+        maybe_posted: bool,
+        env: Mapping[str, str] | None,
+        at: dt.datetime,
+        metadata: Mapping[str, Any] | None,
+    ) -> PostRef:
+        """Post part `index` (1-based) of `parts`; `refs` holds the earlier parts."""
+        raise NotImplementedError(f"{self.type} channels do not post; they send email")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

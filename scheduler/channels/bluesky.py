@@ -5,20 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
+import regex  # type: ignore[import-untyped]
 from pydantic import Field
 
 from scheduler.channels.base import (
     Channel,
     ChannelSettings,
     HttpsOrigin,
+    PostRef,
     PreparedPost,
     SecretRef,
     find_urls,
     graphemes,
     placeholder_time,
 )
+from scheduler.channels.http import HttpClient, PermanentPostError, TransientPostError
 from scheduler.config.secrets import redact
 
 MAX_BYTES = 3000  # app.bsky.feed.post#text maxLength, alongside maxGraphemes 300
@@ -60,83 +66,54 @@ def record_key(key: str, part: int) -> str:
     return "".join(reversed(chars))
 
 
+def _byte_span(text: str, start: int, end: int) -> dict[str, int]:
+    byte_start = len(text[:start].encode())
+    return {"byteStart": byte_start, "byteEnd": byte_start + len(text[start:end].encode())}
+
+
 def link_facets(text: str) -> list[dict[str, Any]]:
     """app.bsky.richtext.facet#link for every URL, indexed by UTF-8 byte offsets."""
+    return [
+        {
+            "index": _byte_span(text, start, end),
+            "features": [{"$type": "app.bsky.richtext.facet#link", "uri": text[start:end]}],
+        }
+        for start, end in find_urls(text)
+    ]
+
+
+# As the Bluesky app detects tags: '#' or '＃' after a space or the start, not a number
+# alone, trailing punctuation left out, at most 64 graphemes.
+_TAG = regex.compile(r"(?:^|(?<=\s))[#＃]([^\s\u00AD\u2060\u200A-\u200D\u20e2]+)")
+_TRAILING_TAG_PUNCTUATION = regex.compile(r"\p{P}+$")
+MAX_TAG_GRAPHEMES = 64
+
+
+def tag_facets(text: str) -> list[dict[str, Any]]:
+    """app.bsky.richtext.facet#tag for every hashtag outside a URL, by UTF-8 byte offsets."""
+    urls = find_urls(text)
     facets = []
-    for start, end in find_urls(text):
-        byte_start = len(text[:start].encode())
-        byte_end = byte_start + len(text[start:end].encode())
+    for m in _TAG.finditer(text):
+        tag = _TRAILING_TAG_PUNCTUATION.sub("", m[1])
+        start = m.start()
+        end = start + 1 + len(tag)
+        if not tag or tag.isdigit() or len(graphemes(tag)) > MAX_TAG_GRAPHEMES:
+            continue
+        if any(a <= start < b for a, b in urls):
+            continue
         facets.append(
             {
-                "index": {"byteStart": byte_start, "byteEnd": byte_end},
-                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": text[start:end]}],
+                "index": _byte_span(text, start, end),
+                "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag}],
             }
         )
     return facets
 
 
-class BlueskyChannel(Channel[BlueskySettings]):
-    type = "bluesky"
-    max_length: ClassVar[int | None] = 300
-    Settings = BlueskySettings
-    secret_fields = ("app_password",)
+def facets(text: str) -> list[dict[str, Any]]:
+    """Link and tag facets, in text order."""
+    found = link_facets(text) + tag_facets(text)
+    return sorted(found, key=lambda f: int(f["index"]["byteStart"]))
 
-    def count(self, text: str) -> int:
-        """Graphemes (extended grapheme clusters), as Bluesky counts them."""
-        return len(graphemes(text))
 
-    def fits(self, text: str) -> bool:
-        return super().fits(text) and len(text.encode()) <= MAX_BYTES
-
-    def requests(
-        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
-    ) -> list[PreparedPost]:
-        s = self.settings
-        rkeys = [record_key(key, i) for i in range(1, len(parts) + 1)]
-
-        def ref(index: int) -> dict[str, str]:
-            return {
-                "uri": f"at://{{did of {s.handle}}}/{COLLECTION}/{rkeys[index - 1]}",
-                "cid": f"{{cid of part {index}}}",
-            }
-
-        posts = []
-        for index, text in enumerate(parts, 1):
-            record: dict[str, Any] = {
-                "$type": COLLECTION,
-                "text": text,
-                "langs": [language],
-                # A millisecond apart, so the parts of a thread keep their order.
-                "createdAt": placeholder_time(
-                    None if at is None else at + dt.timedelta(milliseconds=index - 1)
-                ),
-            }
-            facets = link_facets(text)
-            if facets:
-                record["facets"] = facets
-            note = (
-                "authorized with the accessJwt of com.atproto.server.createSession "
-                f"(identifier {s.handle}, password {redact(s.app_password)}); "
-                "before a retry, getRecord with this rkey shows whether it was already posted"
-            )
-            if index > 1:
-                record["reply"] = {"root": ref(1), "parent": ref(index - 1)}
-                note += f"; replies to part {index - 1} (cid from its response)"
-            posts.append(
-                PreparedPost(
-                    method="POST",
-                    url=f"{redact(s.service)}/xrpc/com.atproto.repo.createRecord",
-                    headers={
-                        "Authorization": "Bearer {accessJwt}",
-                        "Content-Type": "application/json",
-                    },
-                    json={
-                        "repo": s.handle,
-                        "collection": COLLECTION,
-                        "rkey": rkeys[index - 1],
-                        "record": record,
-                    },
-                    note=note,
-                )
-            )
-        return posts
+#CHANNEL

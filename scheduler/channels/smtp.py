@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -91,6 +92,12 @@ class SmtpChannel(Channel[SmtpSettings]):
     secret_fields = ()  # the password lives inside `url` and is checked there
 
     def requests(
-        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
         raise TypeError("smtp channels send email, not posts; preview the rendered email instead")

@@ -11,7 +11,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +58,16 @@ class DeliveryContext:
     # Rate limits are shared through Redis when a URL is given (distributed mode).
     redis_url: str | None = None
     sleep: Callable[[float], None] = time.sleep
+    # Set when the process is stopping: a send finishes the batch in hand and stops there;
+    # the rest stays pending for the next start.
+    stop: threading.Event | None = None
     _renderer: Renderer | None = None
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
     _pools: dict[str, TransportPool] = field(default_factory=dict)
     _signers: dict[str, DkimSigner | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _users: int = 0
+    _closing: bool = False
 
     @property
     def config(self):  # type: ignore[no-untyped-def]
@@ -132,6 +138,31 @@ class DeliveryContext:
                     signer = DkimSigner(str(selector), domain, path.read_bytes())
                 self._signers[channel] = signer
             return self._signers[channel]
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        with self._lock:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                close = self._closing and self._users == 0
+            if close:
+                self.close()
+
+    def close_when_idle(self) -> None:
+        """Close once no send is using this context (after a reload replaced it)."""
+        with self._lock:
+            self._closing = True
+            idle = self._users == 0
+        if idle:
+            self.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def close(self) -> None:
         with self._lock:

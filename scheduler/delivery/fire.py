@@ -38,6 +38,7 @@ class FireReport:
     synced: dict[str, int] = field(default_factory=dict)  # list -> rows read from its source
     held: int = 0  # deliveries another sender holds (or a crashed one left) after this call
     held_until: dt.datetime | None = None
+    interrupted: bool = False  # the process is stopping: the rest is left pending
 
 
 def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, int]:
@@ -65,6 +66,30 @@ def fire(
     on_total: Callable[[int], None] | None = None,
     late: bool = False,
     note: str | None = None,
+) -> FireReport:
+    with ctx.in_use():
+        return _fire(
+            ctx,
+            occ,
+            channels=channels,
+            dispatch=dispatch,
+            progress=progress,
+            on_total=on_total,
+            late=late,
+            note=note,
+        )
+
+
+def _fire(
+    ctx: DeliveryContext,
+    occ: Occurrence,
+    *,
+    channels: Sequence[str] | None,
+    dispatch: Dispatch | None,
+    progress: Progress | None,
+    on_total: Callable[[int], None] | None,
+    late: bool,
+    note: str | None,
 ) -> FireReport:
     engine = ctx.engine
     claim, row = ledger.claim_occurrence(engine, occ, late=late, note=note)
@@ -121,6 +146,9 @@ def fire(
         for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size):
             if ledger.is_cancelled(engine, occ.id):
                 report.result.cancelled = True
+                break
+            if ctx.stopping:
+                report.interrupted = True
                 break
             send(occ.id, channel, lo, hi)
             report.batches += 1

@@ -56,6 +56,7 @@ class OccurrenceRow:
     fired_at: dt.datetime | None
     fanned_out_at: dt.datetime | None
     finished_at: dt.datetime | None
+    updated_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,3 +222,22 @@ deliveries = sa.Table(
     # not every row of the occurrence.
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
 )
+
+
+pauses = sa.Table(
+    "pauses",
+    metadata,
+    sa.Column("campaign", sa.String(64), primary_key=True),
+    sa.Column("note", sa.Text, nullable=True),
+    _created_at("paused_at"),
+)
+
+# Small facts the clock keeps between runs, such as when it was last alive (so a restart can
+# tell which occurrences passed while nothing ran).
+clock_state = sa.Table(
+    "clock_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", UtcDateTime, nullable=False),
+    _updated_at(),
+)

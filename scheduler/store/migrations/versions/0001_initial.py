@@ -150,8 +150,25 @@ def upgrade() -> None:
         "ix_deliveries_occurrence_channel_id", "deliveries", ["occurrence_id", "channel", "id"]
     )
 
+    op.create_table(
+        "pauses",
+        sa.Column("campaign", sa.String(64), nullable=False),
+        sa.Column("note", sa.Text, nullable=True),
+        _when("paused_at"),
+        sa.PrimaryKeyConstraint("campaign", name="pk_pauses"),
+    )
+    op.create_table(
+        "clock_state",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("value", sa.DateTime(timezone=True), nullable=False),
+        _when("updated_at"),
+        sa.PrimaryKeyConstraint("key", name="pk_clock_state"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("clock_state")
+    op.drop_table("pauses")
     op.drop_table("deliveries")
     op.drop_table("occurrences")
     op.drop_table("suppressions")

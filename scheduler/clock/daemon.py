@@ -1,0 +1,321 @@
+"""The clock process: `scheduler run` (embedded) and `scheduler clock` (distributed).
+
+APScheduler (3.x) holds one date job per upcoming occurrence, so each fires at its instant;
+a sweep every few seconds reconciles with the store, so nothing depends on a job having run:
+an occurrence that passed while nothing ran is fired late inside its catch-up window or
+recorded as missed, and one left half-sent by a crash is resumed. Jobs never expire
+(`misfire_grace_time=None`): lateness is judged by `clock.policy`, not by APScheduler.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.engine import Engine
+
+from scheduler import calendar
+from scheduler.calendar import Occurrence
+from scheduler.clock import state
+from scheduler.clock.leader import LeaderLock
+from scheduler.clock.policy import Action, Decision, decide
+from scheduler.config.project import Project
+from scheduler.config.validate import validate_project
+from scheduler.delivery import ledger
+from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.fire import fire
+from scheduler.delivery.ledger import Claim
+
+log = logging.getLogger("scheduler.clock")
+
+JOB_PREFIX = "occurrence:"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Clock:
+    def __init__(
+        self,
+        project: Project,
+        engine: Engine,
+        *,
+        distributed: bool = False,
+        leader: LeaderLock | None = None,
+        redis_url: str | None = None,
+        tick_seconds: float = 5.0,
+        horizon: dt.timedelta = dt.timedelta(days=2),
+        now: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        self.project = project
+        self.engine = engine
+        self.distributed = distributed
+        self.leader = leader
+        self.redis_url = redis_url
+        self.tick_seconds = tick_seconds
+        self.horizon = horizon
+        self.now = now
+        self.stop_event = threading.Event()
+        self.ctx = DeliveryContext(project, engine, redis_url=redis_url, stop=self.stop_event)
+        self.scheduler = BackgroundScheduler(
+            timezone=dt.UTC,
+            executors={"default": ThreadPoolExecutor(4)},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        self._waiting_logged: set[str] = set()
+        self._fingerprint = self._files_fingerprint()
+        self._last_rebuild = self.now()
+        self.fired: list[str] = []  # occurrence ids this process fired (for tests and logs)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.add_job(
+            self.tick,
+            IntervalTrigger(seconds=self.tick_seconds),
+            id="tick",
+            next_run_time=self.now(),
+        )
+        self.scheduler.add_job(self.watch, IntervalTrigger(seconds=2), id="watch")
+        self.rebuild()
+        self.scheduler.start()
+        log.info("event=start mode=%s occurrences_scheduled=%d", self.mode, len(self.jobs()))
+
+    @property
+    def mode(self) -> str:
+        return "distributed" if self.distributed else "embedded"
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM or SIGINT; SIGHUP reloads campaigns.yaml."""
+        done = threading.Event()
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("event=stopping signal=%s", signal.Signals(signum).name)
+            done.set()
+
+        def hup(_signum: int, _frame: FrameType | None) -> None:
+            self.reload(reason="SIGHUP")
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+        self.start()
+        while not done.wait(1.0):
+            pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        # Batches check this between batches: the one in hand finishes, the rest stay
+        # pending and are resumed by the next start.
+        self.stop_event.set()
+        self.scheduler.shutdown(wait=True)
+        if self.leader is not None:
+            self.leader.release()
+        self.ctx.close()
+        log.info("event=stopped")
+
+    def jobs(self) -> list[str]:
+        return [
+            j.id.removeprefix(JOB_PREFIX)
+            for j in self.scheduler.get_jobs()
+            if j.id.startswith(JOB_PREFIX)
+        ]
+
+    # --- schedule -------------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """One date job per occurrence in the coming `horizon`; the sweep covers the rest."""
+        now = self.now()
+        upcoming = calendar.expand(self.project.config, now, now + self.horizon)
+        wanted = {JOB_PREFIX + o.id: o for o in upcoming}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+                job.remove()
+        for job_id, occ in wanted.items():
+            self.scheduler.add_job(
+                self.on_time,
+                DateTrigger(run_date=occ.instant),
+                id=job_id,
+                args=[occ.id],
+                replace_existing=True,
+            )
+        self._last_rebuild = now
+
+    def watch(self) -> None:
+        fingerprint = self._files_fingerprint()
+        if fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            self.reload(reason="file changed")
+
+    def reload(self, *, reason: str) -> bool:
+        """Take a changed campaigns.yaml if it validates; otherwise keep the old schedule."""
+        report = validate_project(self.project.path)
+        if not report.ok or report.project is None:
+            for d in report.errors:
+                log.error("event=reload_refused reason=%r problem=%s", reason, d.format())
+            log.error(
+                "event=reload_refused errors=%d keeping=previous schedule", len(report.errors)
+            )
+            return False
+        old = self.ctx
+        self.project = report.project
+        self.ctx = DeliveryContext(
+            self.project, self.engine, redis_url=self.redis_url, stop=self.stop_event
+        )
+        old.close_when_idle()
+        self.rebuild()
+        log.info("event=reloaded reason=%r occurrences_scheduled=%d", reason, len(self.jobs()))
+        return True
+
+    def _files_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        roots = [self.project.path, self.project.statements_dir, self.project.templates_dir]
+        files: list[Path] = []
+        for root in roots:
+            if root.is_file():
+                files.append(root)
+            elif root.is_dir():
+                files.extend(p for p in root.rglob("*") if p.is_file())
+        out = []
+        for f in sorted(files):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    # --- firing -----------------------------------------------------------------------------
+
+    def leading(self) -> bool:
+        return self.leader is None or self.leader.is_leader
+
+    def on_time(self, occurrence_id: str) -> None:
+        if self.leader is not None and not self.leader.heartbeat():
+            return
+        try:
+            occ = calendar.occurrence(self.project.config, occurrence_id)
+        except Exception:  # the campaign was edited away meanwhile
+            log.info("event=skip occurrence=%s reason=no longer in campaigns.yaml", occurrence_id)
+            return
+        self.handle([occ])
+
+    def tick(self) -> None:
+        """Heartbeat, then reconcile: everything due since the clock was last seen."""
+        if self.leader is not None and not self.leader.heartbeat():
+            return
+        now = self.now()
+        config = self.project.config
+        longest = max(
+            (c.catch_up_window for c in config.campaigns.values()), default=dt.timedelta(hours=6)
+        )
+        seen = state.last_seen(self.engine)
+        # Never look further back than the longest catch-up window plus the time we were
+        # gone: a fresh install does not call last year's May Day "missed".
+        since = (seen - dt.timedelta(minutes=1)) if seen else now - longest
+        candidates = calendar.expand(config, since, now + dt.timedelta(seconds=1))
+        ids = {o.id for o in candidates}
+        for row in state.firing(self.engine):  # interrupted sends, whenever they were due
+            if row.id not in ids and row.campaign in config.campaigns:
+                try:
+                    candidates.append(calendar.occurrence(config, row.id))
+                except Exception:
+                    continue
+        self.handle(candidates, now=now)
+        state.mark_seen(self.engine, now)
+        if now - self._last_rebuild > dt.timedelta(hours=1):
+            self.rebuild()
+
+    def handle(self, occurrences: list[Occurrence], *, now: dt.datetime | None = None) -> None:
+        now = now or self.now()
+        with self._lock:
+            known = state.known(self.engine, [o.id for o in occurrences])
+            paused = state.paused(self.engine)
+            decisions = [
+                d
+                for d in decide(self.project.config, occurrences, known, paused, now)
+                if d.occurrence.id not in self._in_flight
+            ]
+            for d in decisions:
+                if d.action in (Action.FIRE, Action.LATE, Action.RESUME):
+                    self._in_flight.add(d.occurrence.id)
+        for d in decisions:
+            self.act(d)
+
+    def act(self, d: Decision) -> None:
+        occ = d.occurrence
+        if d.action is Action.MISSED:
+            if state.record_missed(self.engine, occ, d.note or "missed"):
+                log.warning("event=missed occurrence=%s note=%r", occ.id, d.note)
+            return
+        if d.action is Action.WAIT:
+            if occ.id not in self._waiting_logged:
+                self._waiting_logged.add(occ.id)
+                log.info("event=waiting occurrence=%s reason=campaign paused", occ.id)
+            return
+        try:
+            self._fire(occ, late=d.action is Action.LATE, note=d.note)
+        except Exception:
+            log.exception("event=fire_failed occurrence=%s", occ.id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(occ.id)
+
+    def _fire(self, occ: Occurrence, *, late: bool, note: str | None) -> None:
+        started = self.now()
+        if self.distributed:
+            from scheduler.tasks import fire_occurrence_task
+
+            claim, _row = ledger.claim_occurrence(self.engine, occ, late=late, note=note)
+            if claim is Claim.REFUSED:
+                return
+            fire_occurrence_task.delay(occ.id, late, note)
+            self.fired.append(occ.id)
+            log.info(
+                "event=enqueued occurrence=%s claim=%s late=%s delay_s=%.3f",
+                occ.id,
+                claim.value,
+                late,
+                (started - occ.instant).total_seconds(),
+            )
+            return
+        report = fire(self.ctx, occ, late=late, note=note)
+        if report.claim is not Claim.REFUSED:
+            self.fired.append(occ.id)
+        r = report.result
+        log.info(
+            "event=fired occurrence=%s claim=%s late=%s state=%s sent=%d failed=%d skipped=%d "
+            "delay_s=%.3f",
+            occ.id,
+            report.claim.value,
+            late,
+            report.state,
+            r.sent,
+            r.failed,
+            r.skipped,
+            (started - occ.instant).total_seconds(),
+        )
+
+
+def describe_next(project: Project, now: dt.datetime, limit: int = 10) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": o.id,
+            "local": o.local.strftime("%Y-%m-%d %H:%M %Z"),
+            "timezone": o.timezone,
+            "channels": list(o.channels),
+        }
+        for o in calendar.next_occurrences(project.config, now, limit=limit)[:limit]
+    ]

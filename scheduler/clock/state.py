@@ -1,0 +1,117 @@
+"""What the clock keeps in the store: pauses, cancellations, missed occurrences, last seen."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scheduler.calendar import Occurrence
+from scheduler.delivery.ledger import OccurrenceRow, _occurrence_row
+from scheduler.store.db import dialect_insert, writer
+from scheduler.store.schema import OccurrenceState, clock_state, occurrences, pauses, utcnow
+
+O = occurrences.c  # noqa: E741
+LAST_SEEN = "last_seen"
+
+
+def last_seen(engine: Engine) -> dt.datetime | None:
+    with engine.connect() as conn:
+        value = conn.scalar(sa.select(clock_state.c.value).where(clock_state.c.key == LAST_SEEN))
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value if isinstance(value, dt.datetime) else None
+
+
+def mark_seen(engine: Engine, now: dt.datetime) -> None:
+    with writer(engine).begin() as conn:
+        insert = dialect_insert(conn, clock_state)
+        conn.execute(
+            insert.values(key=LAST_SEEN, value=now, updated_at=utcnow()).on_conflict_do_update(
+                index_elements=["key"], set_={"value": now, "updated_at": utcnow()}
+            )
+        )
+
+
+def paused(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(pauses.c.campaign)).scalars())
+
+
+def pause(engine: Engine, campaign: str, note: str | None = None) -> bool:
+    with writer(engine).begin() as conn:
+        insert = dialect_insert(conn, pauses)
+        added = conn.execute(
+            insert.values(campaign=campaign, note=note, paused_at=utcnow())
+            .on_conflict_do_nothing()
+            .returning(pauses.c.campaign)
+        ).first()
+    return added is not None
+
+
+def resume(engine: Engine, campaign: str) -> bool:
+    with writer(engine).begin() as conn:
+        gone = conn.execute(
+            sa.delete(pauses).where(pauses.c.campaign == campaign).returning(pauses.c.campaign)
+        ).first()
+    return gone is not None
+
+
+def known(engine: Engine, ids: Iterable[str]) -> dict[str, OccurrenceRow]:
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(occurrences).where(O.id.in_(wanted)))
+        return {r.id: _occurrence_row(r) for r in rows}
+
+
+def firing(engine: Engine) -> list[OccurrenceRow]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(occurrences).where(O.state == OccurrenceState.FIRING.value))
+        return [_occurrence_row(r) for r in rows]
+
+
+def _settle(engine: Engine, occ: Occurrence, state: OccurrenceState, note: str) -> bool:
+    """Put an occurrence that has not fired into a final state; True if this call did."""
+    now = utcnow()
+    with writer(engine).begin() as conn:
+        insert = dialect_insert(conn, occurrences)
+        added = conn.execute(
+            insert.values(
+                id=occ.id,
+                campaign=occ.campaign_id,
+                step=occ.step_id,
+                instant=occ.instant,
+                state=state.value,
+                note=note,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(O.id)
+        ).first()
+        if added is not None:
+            return True
+        # Planned (or, for a cancel, firing) rows move on; final ones stay as they are.
+        movable = [OccurrenceState.PLANNED.value]
+        if state is OccurrenceState.CANCELLED:
+            movable.append(OccurrenceState.FIRING.value)
+        moved = conn.execute(
+            sa.update(occurrences)
+            .where(O.id == occ.id, O.state.in_(movable))
+            .values(state=state.value, note=note, updated_at=now)
+            .returning(O.id)
+        ).first()
+        return moved is not None
+
+
+def record_missed(engine: Engine, occ: Occurrence, note: str) -> bool:
+    return _settle(engine, occ, OccurrenceState.MISSED, note)
+
+
+def cancel(engine: Engine, occ: Occurrence, note: str = "cancelled by an organizer") -> bool:
+    """Cancel before or during sending: batches not yet sent are not sent."""
+    return _settle(engine, occ, OccurrenceState.CANCELLED, note)
