@@ -560,7 +560,15 @@ def clock_command(
     _logging(loglevel)
     engine = store()
     url = broker_url()
-    leader = LeaderLock(redis.Redis.from_url(url), ttl_seconds=leader_ttl)
+    import os
+
+    from scheduler.clock.leader import KEY
+
+    leader = LeaderLock(
+        redis.Redis.from_url(url),
+        ttl_seconds=leader_ttl,
+        key=os.environ.get("SCHEDULER_LEADER_KEY", KEY),
+    )
     _print_next(project)
     Clock(
         project,

@@ -47,6 +47,7 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     peer: Any = None
+    received_at: float = field(default_factory=time.time)  # when the server accepted it
 
     @functools.cached_property
     def message_id(self) -> str | None:

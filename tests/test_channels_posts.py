@@ -381,11 +381,12 @@ def test_slack_requests_escape_control_characters() -> None:
 
 
 def test_telegram_requests() -> None:
-    posts = telegram().requests(["one", "two"], key=KEY, language="en")
+    posts = telegram().requests(["one & <two>", "two"], key=KEY, language="en")
     assert posts[0].url == "https://api.telegram.org/bot${TELEGRAM_BOT_TOKEN}/sendMessage"
     assert posts[0].json == {
         "chat_id": -1001234567890,
-        "text": "one",
+        "text": "one &amp; &lt;two&gt;",
+        "parse_mode": "HTML",
         "link_preview_options": {"is_disabled": False},
     }
     assert "reply_parameters" not in posts[0].json
@@ -417,9 +418,18 @@ def test_smtp_has_no_post_requests() -> None:
         s.requests(["x"], key=KEY, language="en")
 
 
-def test_send_is_not_implemented_yet() -> None:
-    with pytest.raises(NotImplementedError, match="preview"):
-        mastodon().send(["x"], key=KEY, language="en")
+def test_email_channels_do_not_post() -> None:
+    s = make("smtp", url="file:outbox", sender="alliance")
+    with pytest.raises(NotImplementedError, match="email"):
+        s.send(["x"], key=KEY, language="en")
+
+
+def test_loopback_http_is_allowed_for_tests_only() -> None:
+    local = make("mastodon", instance="http://127.0.0.1:8080/", token="${T}")
+    assert local.settings.instance == "http://127.0.0.1:8080"
+    assert make("telegram", bot_token="${T}", chat_id=1, api_base="http://localhost:9")
+    with pytest.raises(ValidationError):
+        make("telegram", bot_token="${T}", chat_id=1, api_base="http://api.telegram.org")
 
 
 # --- settings ------------------------------------------------------------------------------

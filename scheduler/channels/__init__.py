@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.channels.base import Channel, ChannelSettings, PreparedPost, split_thread
+from scheduler.channels.base import (
+    Channel,
+    ChannelSettings,
+    PartPosted,
+    PostRef,
+    PreparedPost,
+    split_thread,
+)
 from scheduler.channels.bluesky import BlueskyChannel
 from scheduler.channels.discord import DiscordChannel
 from scheduler.channels.mastodon import MastodonChannel
@@ -53,6 +60,8 @@ __all__ = [
     "ChannelSettings",
     "DiscordChannel",
     "MastodonChannel",
+    "PartPosted",
+    "PostRef",
     "PreparedPost",
     "SlackChannel",
     "SmtpChannel",

@@ -8,6 +8,7 @@ secret itself is only ever resolved by `send`, at the moment of sending.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
 import re
 from abc import ABC, abstractmethod
@@ -18,8 +19,8 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 import regex  # type: ignore[import-untyped]  # no stubs; wrapped by `graphemes` below
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from scheduler.config import model
 from scheduler.channels.http import DEFAULT_TIMEOUT, HttpClient
+from scheduler.config import model
 from scheduler.config.secrets import is_reference, resolve
 from scheduler.errors import SecretError
 
@@ -387,9 +388,7 @@ class Channel(ABC, Generic[SettingsT]):
         metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
         """`requests` for the parts of `text`."""
-        return self.requests(
-            self.split(text), key=key, language=language, at=at, metadata=metadata
-        )
+        return self.requests(self.split(text), key=key, language=language, at=at, metadata=metadata)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -406,10 +405,9 @@ class Channel(ABC, Generic[SettingsT]):
         if self._client is None:
             values = []
             for field in self.secret_fields:
-                try:
+                # An unset variable is reported by the request that needs it.
+                with contextlib.suppress(SecretError):
                     values.append(self.secret(field, env))
-                except SecretError:
-                    pass  # reported by the request that needs it
             self._client = HttpClient(self.what(), timeout=self.timeout, secrets=values)
         return self._client
 

@@ -116,4 +116,280 @@ def facets(text: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda f: int(f["index"]["byteStart"]))
 
 
-#CHANNEL
+XRPC = "/xrpc/"
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    did: str
+    access_jwt: str
+    refresh_jwt: str
+
+
+def _error_name(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+class BlueskyChannel(Channel[BlueskySettings]):
+    type = "bluesky"
+    max_length: ClassVar[int | None] = 300
+    Settings = BlueskySettings
+    secret_fields = ("app_password",)
+    idempotent = True  # a record key per part, looked up before a retry creates it
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._session: _Session | None = None
+        self._session_lock = threading.Lock()
+
+    def count(self, text: str) -> int:
+        """Graphemes (extended grapheme clusters), as Bluesky counts them."""
+        return len(graphemes(text))
+
+    def fits(self, text: str) -> bool:
+        return super().fits(text) and len(text.encode()) <= MAX_BYTES
+
+    def _record(
+        self,
+        index: int,
+        text: str,
+        *,
+        language: str,
+        created_at: str,
+        root: dict[str, str] | None,
+        parent: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "$type": COLLECTION,
+            "text": text,
+            "langs": [language],
+            "createdAt": created_at,
+        }
+        found = facets(text)
+        if found:
+            record["facets"] = found
+        if root is not None and parent is not None:
+            record["reply"] = {"root": root, "parent": parent}
+        return record
+
+    def _body(self, rkey: str, record: dict[str, Any]) -> dict[str, Any]:
+        repo = self.settings.handle
+        return {"repo": repo, "collection": COLLECTION, "rkey": rkey, "record": record}
+
+    @staticmethod
+    def _created_at(at: dt.datetime | None, index: int) -> str:
+        # A millisecond apart, so the parts of a thread keep their order.
+        return placeholder_time(None if at is None else at + dt.timedelta(milliseconds=index - 1))
+
+    def requests(
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[PreparedPost]:
+        s = self.settings
+        rkeys = [record_key(key, i) for i in range(1, len(parts) + 1)]
+
+        def ref(index: int) -> dict[str, str]:
+            return {
+                "uri": f"at://{{did of {s.handle}}}/{COLLECTION}/{rkeys[index - 1]}",
+                "cid": f"{{cid of part {index}}}",
+            }
+
+        posts = []
+        for index, text in enumerate(parts, 1):
+            record = self._record(
+                index,
+                text,
+                language=language,
+                created_at=self._created_at(at, index),
+                root=ref(1) if index > 1 else None,
+                parent=ref(index - 1) if index > 1 else None,
+            )
+            note = (
+                "authorized with the accessJwt of com.atproto.server.createSession "
+                f"(identifier {s.handle}, password {redact(s.app_password)}); "
+                "before a retry, getRecord with this rkey shows whether it was already posted"
+            )
+            if index > 1:
+                note += f"; replies to part {index - 1} (cid from its response)"
+            posts.append(
+                PreparedPost(
+                    method="POST",
+                    url=f"{redact(s.service)}{XRPC}com.atproto.repo.createRecord",
+                    headers={
+                        "Authorization": "Bearer {accessJwt}",
+                        "Content-Type": "application/json",
+                    },
+                    json=self._body(rkeys[index - 1], record),
+                    note=note,
+                )
+            )
+        return posts
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _login(self, http: HttpClient, env: Mapping[str, str] | None) -> _Session:
+        """com.atproto.server.createSession: rate-limited, so done once and then refreshed."""
+        action = "signing in"
+        response = http.check(
+            http.request(
+                "POST",
+                f"{self.settings.service}{XRPC}com.atproto.server.createSession",
+                action=action,
+                json_body={
+                    "identifier": self.settings.handle,
+                    "password": self.secret("app_password", env),
+                },
+            ),
+            action=action,
+            hints={
+                401: "the handle or app password was refused: create an app password in "
+                "Bluesky's settings and update the environment variable"
+            },
+        )
+        return self._session_from(response, action)
+
+    def _session_from(self, response: Any, action: str) -> _Session:
+        try:
+            body = response.json()
+            return _Session(str(body["did"]), str(body["accessJwt"]), str(body["refreshJwt"]))
+        except (ValueError, KeyError, TypeError):
+            raise PermanentPostError(
+                f"{self.what()}: {action}: the server answered without a session"
+            ) from None
+
+    def _refresh(self, http: HttpClient, env: Mapping[str, str] | None, old: _Session) -> _Session:
+        """com.atproto.server.refreshSession; a full sign-in when the refresh token is
+        spent too."""
+        action = "refreshing the session"
+        response = http.request(
+            "POST",
+            f"{self.settings.service}{XRPC}com.atproto.server.refreshSession",
+            action=action,
+            headers={"Authorization": f"Bearer {old.refresh_jwt}"},
+        )
+        if response.status_code in (400, 401):
+            return self._login(http, env)
+        return self._session_from(http.check(response, action=action), action)
+
+    def _call(
+        self,
+        method: str,
+        nsid: str,
+        *,
+        action: str,
+        env: Mapping[str, str] | None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        """An authorized XRPC call; an expired access token is refreshed once and the call
+        repeated. The response is returned unchecked."""
+        http = self.client(env)
+        with self._session_lock:
+            if self._session is None:
+                self._session = self._login(http, env)
+            session = self._session
+        for attempt in (1, 2):
+            response = http.request(
+                method,
+                f"{self.settings.service}{XRPC}{nsid}",
+                action=action,
+                json_body=json_body,
+                params=params,
+                headers={"Authorization": f"Bearer {session.access_jwt}"},
+            )
+            expired = response.status_code in (400, 401) and _error_name(response) in (
+                "ExpiredToken",
+                "InvalidToken",
+            )
+            if not expired or attempt == 2:
+                return response
+            with self._session_lock:
+                if self._session is session:  # nobody refreshed it meanwhile
+                    self._session = self._refresh(http, env, session)
+                session = self._session
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _existing(self, rkey: str, env: Mapping[str, str] | None, action: str) -> PostRef | None:
+        """The part, if an earlier attempt created it (com.atproto.repo.getRecord)."""
+        response = self._call(
+            "GET",
+            "com.atproto.repo.getRecord",
+            action=f"{action}: checking whether it was posted",
+            env=env,
+            params={"repo": self.settings.handle, "collection": COLLECTION, "rkey": rkey},
+        )
+        if response.status_code in (400, 404) and _error_name(response) in (
+            "RecordNotFound",
+            "",
+        ):
+            return None
+        self.client(env).check(response, action=f"{action}: checking whether it was posted")
+        return self._ref(response, action)
+
+    def _ref(self, response: Any, action: str) -> PostRef:
+        try:
+            body = response.json()
+            return PostRef(id=str(body["uri"]), cid=str(body["cid"]))
+        except (ValueError, KeyError, TypeError):
+            raise PermanentPostError(
+                f"{self.what()}: {action}: the server answered without a uri and cid"
+            ) from None
+
+    def send_part(
+        self,
+        index: int,
+        parts: list[str],
+        refs: list[PostRef],
+        *,
+        key: str,
+        language: str,
+        maybe_posted: bool,
+        env: Mapping[str, str] | None,
+        at: dt.datetime,
+        metadata: Mapping[str, Any] | None,
+    ) -> PostRef:
+        action = f"posting part {index} of {len(parts)}"
+        rkey = record_key(key, index)
+        if maybe_posted:
+            found = self._existing(rkey, env, action)
+            if found is not None:
+                return found
+
+        def strong(ref: PostRef) -> dict[str, str]:
+            return {"uri": str(ref.id), "cid": str(ref.cid)}
+
+        record = self._record(
+            index,
+            parts[index - 1],
+            language=language,
+            created_at=self._created_at(at, index),
+            root=strong(refs[0]) if index > 1 else None,
+            parent=strong(refs[-1]) if index > 1 else None,
+        )
+        response = self._call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            action=action,
+            env=env,
+            json_body=self._body(rkey, record),
+        )
+        try:
+            self.client(env).check(
+                response,
+                action=action,
+                hints={400: "the server rejected the record", 401: "the session was refused"},
+            )
+        except TransientPostError as e:
+            # A record key already taken answers 500: the part may be there already.
+            e.maybe_accepted = True
+            raise
+        return self._ref(response, action)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from scheduler.channels.base import Channel, ChannelSettings, PreparedPost, SecretRef
+from scheduler.channels.base import Channel, ChannelSettings, PostRef, PreparedPost, SecretRef
 from scheduler.config.secrets import redact
 
 
@@ -17,30 +18,72 @@ class DiscordSettings(ChannelSettings):
 
 
 class DiscordChannel(Channel[DiscordSettings]):
+    """Webhooks have no idempotency key: a part whose answer is lost (a timeout after
+    Discord took it) is sent again on retry, and may then show twice."""
+
     type = "discord"
     max_length: ClassVar[int | None] = 2000
     Settings = DiscordSettings
     secret_fields = ("webhook_url",)
 
+    def _request(self, index: int, total: int, text: str, *, key: str, url: str) -> PreparedPost:
+        # An empty parse list keeps "@everyone", roles and users in the text inert.
+        body: dict[str, Any] = {"content": text, "allowed_mentions": {"parse": []}}
+        if self.settings.username:
+            body["username"] = self.settings.username
+        return PreparedPost(
+            method="POST",
+            url=f"{url}?wait=true",
+            headers={"Content-Type": "application/json"},
+            json=body,
+            note=(
+                f"part {index} of {total}, sent in order; webhooks have no "
+                f"idempotency key, so the ledger entry for {key} guards retries"
+            ),
+        )
+
     def requests(
-        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
-        posts = []
-        for index, text in enumerate(parts, 1):
-            # An empty parse list keeps "@everyone", roles and users in the text inert.
-            body: dict[str, Any] = {"content": text, "allowed_mentions": {"parse": []}}
-            if self.settings.username:
-                body["username"] = self.settings.username
-            posts.append(
-                PreparedPost(
-                    method="POST",
-                    url=f"{redact(self.settings.webhook_url)}?wait=true",
-                    headers={"Content-Type": "application/json"},
-                    json=body,
-                    note=(
-                        f"part {index} of {len(parts)}, sent in order; webhooks have no "
-                        f"idempotency key, so the ledger entry for {key} guards retries"
-                    ),
-                )
-            )
-        return posts
+        url = redact(self.settings.webhook_url)
+        return [
+            self._request(index, len(parts), text, key=key, url=url)
+            for index, text in enumerate(parts, 1)
+        ]
+
+    def send_part(
+        self,
+        index: int,
+        parts: list[str],
+        refs: list[PostRef],
+        *,
+        key: str,
+        language: str,
+        maybe_posted: bool,
+        env: Mapping[str, str] | None,
+        at: dt.datetime,
+        metadata: Mapping[str, Any] | None,
+    ) -> PostRef:
+        url = self.secret("webhook_url", env)
+        post = self._request(index, len(parts), parts[index - 1], key=key, url=url)
+        http = self.client(env)
+        action = f"posting part {index} of {len(parts)}"
+        response = http.check(
+            http.request("POST", post.url, action=action, json_body=post.json),
+            action=action,
+            hints={
+                401: "the webhook URL's token was refused: copy the webhook URL again",
+                404: "the webhook does not exist (deleted?): create one and update the variable",
+            },
+        )
+        # ?wait=true answers with the message; its id is what we keep.
+        try:
+            return PostRef(id=str(response.json()["id"]))
+        except (ValueError, KeyError, TypeError):
+            return PostRef(id=None)

@@ -171,8 +171,11 @@ class MastodonChannel(Channel[MastodonSettings]):
         )
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
+        sent = http.request(
+            "POST", post.url, action=action, json_body=post.json, headers=post.headers
+        )
         response = http.check(
-            http.request("POST", post.url, action=action, json_body=post.json, headers=post.headers),
+            sent,
             action=action,
             hints={
                 401: "the token was refused (revoked or expired): create a new access token "

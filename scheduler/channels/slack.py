@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from scheduler.channels.base import Channel, ChannelSettings, PreparedPost, SecretRef
+from scheduler.channels.base import Channel, ChannelSettings, PostRef, PreparedPost, SecretRef
 from scheduler.config.secrets import redact
 
 
@@ -19,6 +20,9 @@ def escape(text: str) -> str:
 
 
 class SlackChannel(Channel[SlackSettings]):
+    """Incoming webhooks answer `ok` in plain text, with no message id and no idempotency:
+    a part whose answer is lost is sent again on retry, and may then show twice."""
+
     type = "slack"
     max_length: ClassVar[int | None] = 40_000
     Settings = SlackSettings
@@ -28,19 +32,58 @@ class SlackChannel(Channel[SlackSettings]):
         """Characters as sent, after escaping."""
         return len(escape(text))
 
+    def _request(self, index: int, total: int, text: str, *, key: str, url: str) -> PreparedPost:
+        return PreparedPost(
+            method="POST",
+            url=url,
+            headers={"Content-Type": "application/json"},
+            json={"text": escape(text)},
+            note=(
+                f"part {index} of {total}, sent in order; webhooks have no "
+                f"idempotency key, so the ledger entry for {key} guards retries"
+            ),
+        )
+
     def requests(
-        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
+        url = redact(self.settings.webhook_url)
         return [
-            PreparedPost(
-                method="POST",
-                url=redact(self.settings.webhook_url),
-                headers={"Content-Type": "application/json"},
-                json={"text": escape(text)},
-                note=(
-                    f"part {index} of {len(parts)}, sent in order; webhooks have no "
-                    f"idempotency key, so the ledger entry for {key} guards retries"
-                ),
-            )
+            self._request(index, len(parts), text, key=key, url=url)
             for index, text in enumerate(parts, 1)
         ]
+
+    def send_part(
+        self,
+        index: int,
+        parts: list[str],
+        refs: list[PostRef],
+        *,
+        key: str,
+        language: str,
+        maybe_posted: bool,
+        env: Mapping[str, str] | None,
+        at: dt.datetime,
+        metadata: Mapping[str, Any] | None,
+    ) -> PostRef:
+        url = self.secret("webhook_url", env)
+        post = self._request(index, len(parts), parts[index - 1], key=key, url=url)
+        http = self.client(env)
+        action = f"posting part {index} of {len(parts)}"
+        # Errors come as plain text ("invalid_payload", "channel_is_archived", ...).
+        http.check(
+            http.request("POST", post.url, action=action, json_body=post.json),
+            action=action,
+            hints={
+                403: "the app may not post to that channel (action_prohibited?)",
+                404: "the webhook or its channel is gone: create a new incoming webhook",
+                410: "the channel is archived: create a webhook for another channel",
+            },
+        )
+        return PostRef(id=None)

@@ -7,18 +7,22 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
-from typing import Annotated, ClassVar
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
 from scheduler.channels.base import (
     Channel,
     ChannelSettings,
+    PostRef,
     PreparedPost,
     SecretRef,
     placeholder_time,
 )
-from scheduler.config.secrets import redact
+from scheduler.channels.http import PermanentPostError
+from scheduler.config.secrets import redact, resolve
 
 EVENT_TYPE = "statement.published"
 SECRET_PREFIX = "whsec_"
@@ -45,34 +49,67 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 class WebhookChannel(Channel[WebhookSettings]):
+    """One JSON event per part, signed per Standard Webhooks. The `webhook-id` is the same on
+    every attempt, so a receiver that drops ids it has seen gets each part once."""
+
     type = "webhook"
     max_length: ClassVar[int | None] = None
     Settings = WebhookSettings
     secret_fields = ("secret",)
+    idempotent = True  # by the spec's contract on the receiver's side
+
+    @staticmethod
+    def message_id(key: str, index: int, total: int) -> str:
+        return key if total == 1 else f"{key}/{index}"
+
+    @staticmethod
+    def payload(
+        text: str,
+        *,
+        language: str,
+        timestamp: str,
+        index: int,
+        total: int,
+        metadata: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {"text": text, "language": language}
+        if total > 1:
+            data["part"] = {"index": index, "total": total}
+        if metadata:
+            data.update(metadata)
+        return {"type": EVENT_TYPE, "timestamp": timestamp, "data": data}
 
     def requests(
-        self, parts: list[str], *, key: str, language: str, at: dt.datetime | None = None
+        self,
+        parts: list[str],
+        *,
+        key: str,
+        language: str,
+        at: dt.datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[PreparedPost]:
         s = self.settings
         unix_time = "{unix time of sending}" if at is None else str(int(at.timestamp()))
         posts = []
         for index, text in enumerate(parts, 1):
-            msg_id = key if len(parts) == 1 else f"{key}/{index}"
             posts.append(
                 PreparedPost(
                     method="POST",
                     url=redact(s.url),
                     headers={
                         "Content-Type": "application/json",
-                        "webhook-id": msg_id,
+                        "webhook-id": self.message_id(key, index, len(parts)),
                         "webhook-timestamp": unix_time,
                         "webhook-signature": f"v1,{{HMAC-SHA256 with {redact(s.secret)}}}",
                     },
-                    json={
-                        "type": EVENT_TYPE,
-                        "timestamp": placeholder_time(at),
-                        "data": {"text": text, "language": language},
-                    },
+                    json=self.payload(
+                        text,
+                        language=language,
+                        timestamp=placeholder_time(at),
+                        index=index,
+                        total=len(parts),
+                        metadata=metadata,
+                    ),
                     note=(
                         "the signature covers the exact body bytes sent; webhook-id stays the "
                         "same on every retry so the receiver can drop duplicates"
@@ -80,3 +117,55 @@ class WebhookChannel(Channel[WebhookSettings]):
                 )
             )
         return posts
+
+    def send_part(
+        self,
+        index: int,
+        parts: list[str],
+        refs: list[PostRef],
+        *,
+        key: str,
+        language: str,
+        maybe_posted: bool,
+        env: Mapping[str, str] | None,
+        at: dt.datetime,
+        metadata: Mapping[str, Any] | None,
+    ) -> PostRef:
+        msg_id = self.message_id(key, index, len(parts))
+        # The timestamp is the attempt's: receivers refuse old ones (replay protection).
+        now = dt.datetime.now(dt.UTC)
+        body = json.dumps(
+            self.payload(
+                parts[index - 1],
+                language=language,
+                timestamp=placeholder_time(now),
+                index=index,
+                total=len(parts),
+                metadata=metadata,
+            ),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        timestamp = int(now.timestamp())
+        action = f"delivering part {index} of {len(parts)}"
+        try:
+            signature = sign(self.secret("secret", env), msg_id, timestamp, body)
+        except ValueError as e:
+            raise PermanentPostError(f"{self.what()}: {e}") from None
+        http = self.client(env)
+        http.check(
+            http.request(
+                "POST",
+                resolve(self.settings.url, env),
+                action=action,
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "webhook-id": msg_id,
+                    "webhook-timestamp": str(timestamp),
+                    "webhook-signature": signature,
+                },
+            ),
+            action=action,
+        )
+        return PostRef(id=msg_id)

@@ -176,6 +176,10 @@ class Step(Strict):
     channels: list[Identifier] = Field(min_length=1)
     template: Identifier
     subject: str | None = Field(default=None, description="email subject, a Jinja expression")
+    overflow: Literal["thread", "error"] = Field(
+        default="thread",
+        description="a post over the platform's limit becomes a numbered thread, or an error",
+    )
 
     @field_validator("offset", mode="before")
     @classmethod

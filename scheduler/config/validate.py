@@ -344,7 +344,9 @@ class _Checker:
                             if kind == "email":
                                 self.renderer.email(occ, _sample_recipient(lang))
                             else:
-                                self.renderer.post(occ, ch)
+                                post = self.renderer.post(occ, ch)
+                                if step.overflow == "error":
+                                    self.check_overflow(cid, sid, ch, post.text)
                         except (TemplateError, ConfigError) as e:
                             d = _template_diagnostic(self.project, str(e).split("\n")[0])
                             if d.format() not in seen:
@@ -352,6 +354,24 @@ class _Checker:
                                 self.diagnostics.append(d)
                         if kind != "email":
                             break  # a post is rendered in its channel's one language
+
+
+    def check_overflow(self, cid: str, sid: str, ch: str, text: str) -> None:
+        """A step with `overflow: error` must fit its channels in one post."""
+        try:
+            channel = get_channel_class(self.config.channels[ch].type).from_config(
+                ch, self.config.channels[ch]
+            )
+        except (ValidationError, ValueError):
+            return  # reported by check_channels
+        if channel.fits(text):
+            return
+        self.error(
+            ("campaigns", cid, "steps", sid, "template"),
+            f"the post for channel {ch!r} is {channel.count(text)} characters, over "
+            f"{channel.type}'s limit of {channel.limit}, and the step sets overflow: error",
+            "shorten the post template, or set 'overflow: thread' to post it as a thread",
+        )
 
 
 def _sample_recipient(language: str) -> Recipient:

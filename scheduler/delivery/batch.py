@@ -14,6 +14,7 @@ from scheduler.channels import get_channel_class
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
+from scheduler.delivery.posting import post_delivery
 from scheduler.mail.transport import Outcome, Outgoing
 from scheduler.store.schema import DeliveryState
 
@@ -73,7 +74,7 @@ def send_batch(
     if kind == "email":
         _send_email(ctx, occ, channel, claimed, report, progress)
     else:
-        _send_posts(ctx, channel, claimed, report)
+        _send_posts(ctx, occ, channel, claimed, report)
         if progress:
             progress(report)
     ledger.finish_if_complete(ctx.engine, occurrence_id)
@@ -92,14 +93,24 @@ def send_batch(
 
 
 def _send_posts(
-    ctx: DeliveryContext, channel: str, claimed: list[ClaimedDelivery], report: BatchReport
+    ctx: DeliveryContext,
+    occ: calendar.Occurrence,
+    channel: str,
+    claimed: list[ClaimedDelivery],
+    report: BatchReport,
 ) -> None:
-    # Posting to platforms is not built yet: say so in the ledger rather than drop it.
-    kind = ctx.config.channels[channel].type
-    reason = f"posting to {kind} is not implemented yet"
-    ledger.record(ctx.engine, [Result(d.id, DeliveryState.FAILED, error=reason) for d in claimed])
-    report.failed += len(claimed)
-    report.reasons[reason] = report.reasons.get(reason, 0) + len(claimed)
+    # One delivery per (occurrence, channel): the post or thread (see delivery/posting.py).
+    # Recorded one by one: each may have taken several platform calls.
+    for d in claimed:
+        outcome = post_delivery(ctx, occ, channel, d)
+        ledger.record(ctx.engine, [outcome.result])
+        report.retried += outcome.retries
+        if outcome.result.state == DeliveryState.SENT:
+            report.sent += 1
+        elif outcome.result.state == DeliveryState.FAILED:
+            report.failed += 1
+            reason = outcome.reason or "failed"
+            report.reasons[reason] = report.reasons.get(reason, 0) + 1
 
 
 class _Recorder:

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from scheduler import channels
 from scheduler.calendar import Occurrence
+from scheduler.channels import AnyChannel
+from scheduler.channels.http import DEFAULT_TIMEOUT
 from scheduler.config import secrets
 from scheduler.config.project import Project
 from scheduler.content.render import Renderer
@@ -61,7 +64,10 @@ class DeliveryContext:
     # Set when the process is stopping: a send finishes the batch in hand and stops there;
     # the rest stays pending for the next start.
     stop: threading.Event | None = None
+    # (connect, read) seconds for every call to a posting platform.
+    http_timeout: tuple[float, float] = DEFAULT_TIMEOUT
     _renderer: Renderer | None = None
+    _channels: dict[str, AnyChannel] = field(default_factory=dict)
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
     _pools: dict[str, TransportPool] = field(default_factory=dict)
     _signers: dict[str, DkimSigner | None] = field(default_factory=dict)
@@ -164,8 +170,21 @@ class DeliveryContext:
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
+    def channel(self, name: str) -> AnyChannel:
+        """The posting channel `name`, built once per process: its HTTP session, a Bluesky
+        login and a Mastodon instance's limits are reused by every batch."""
+        with self._lock:
+            if name not in self._channels:
+                channel = channels.from_config(name, self.config.channels[name])
+                channel.timeout = self.http_timeout
+                self._channels[name] = channel
+            return self._channels[name]
+
     def close(self) -> None:
         with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()

@@ -241,3 +241,23 @@ clock_state = sa.Table(
     sa.Column("value", UtcDateTime, nullable=False),
     _updated_at(),
 )
+
+# The parts of a post delivery's thread, frozen when the delivery is first attempted (so a
+# retry posts the same text), and each part's platform id once posted: a retry continues the
+# thread after the last posted part instead of starting it again.
+post_parts = sa.Table(
+    "post_parts",
+    metadata,
+    sa.Column(
+        "delivery_id",
+        BigId,
+        sa.ForeignKey("deliveries.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),  # 1-based
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("remote_id", sa.Text, nullable=True),  # status id, message id, at:// URI
+    sa.Column("remote_cid", sa.Text, nullable=True),  # Bluesky: needed to reply to the part
+    sa.Column("posted_at", UtcDateTime, nullable=True),  # set once the platform confirmed it
+    _created_at(),
+)

@@ -1,0 +1,275 @@
+"""Post one occurrence on one social channel: the thread planned once, each part posted once.
+
+A post delivery moves through steps that are each safe to repeat, in this process or in
+another one after a crash:
+
+1. plan — render the post, split it into parts and freeze them in `post_parts` on the first
+   attempt; every later attempt reads the same parts back, so a thread never changes shape
+   half-way (a template edited between attempts does not matter);
+2. post — send each part not yet confirmed, and record its platform id the moment the
+   platform confirms it, so a retry continues after the last confirmed part;
+3. retry — a transient failure (timeout, dropped connection, 5xx, 429) waits for the
+   platform's `Retry-After` or the backoff of `ctx.retry`, then continues. A part whose answer
+   was lost is recognised on Mastodon (same Idempotency-Key), on Bluesky (its record key is
+   looked up before creating it again) and by webhook receivers (same `webhook-id`). Discord,
+   Slack and Telegram offer no such thing: the part is sent again and may show twice, and
+   the ledger says so in the delivery's response.
+
+A permanent failure (refused credentials, a deleted webhook, a rejected post) fails the
+delivery with the platform's reason; secrets never appear in it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from scheduler.calendar import Occurrence
+from scheduler.channels import AnyChannel, PostRef
+from scheduler.channels.http import TransientPostError
+from scheduler.delivery import ledger
+from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.ledger import ClaimedDelivery, Result
+from scheduler.errors import (
+    ConfigError,
+    PermanentSendError,
+    SecretError,
+    StatementError,
+    TemplateError,
+    TransientSendError,
+)
+from scheduler.store.db import dialect_insert, writer
+from scheduler.store.schema import DeliveryState, post_parts, utcnow
+
+log = logging.getLogger(__name__)
+
+P = post_parts.c
+_RESPONSE_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPart:
+    part: int  # 1-based
+    text: str
+    ref: PostRef | None  # where it went, once the platform confirmed it
+
+
+def delivery_key(occurrence_id: str, channel: str) -> str:
+    """The delivery's stable name, e.g. 'may-day/2027/statement/mastodon': platform
+    idempotency keys, Bluesky record keys and webhook ids derive from it (as in previews)."""
+    return f"{occurrence_id}/{channel}"
+
+
+# --- the thread in the store -------------------------------------------------------------------
+
+
+def thread_of(engine: Engine, delivery_id: int) -> list[PlannedPart]:
+    """The planned parts of a delivery, in order (empty before its first attempt)."""
+    query = sa.select(P.part, P.text, P.remote_id, P.remote_cid, P.posted_at).where(
+        P.delivery_id == delivery_id
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(P.part)).all()
+    return [
+        PlannedPart(
+            part=int(part),
+            text=text,
+            ref=None if posted_at is None else PostRef(id=remote_id, cid=remote_cid),
+        )
+        for part, text, remote_id, remote_cid, posted_at in rows
+    ]
+
+
+def plan_thread(engine: Engine, delivery_id: int, parts: list[str]) -> list[PlannedPart]:
+    """Freeze `parts` as the delivery's thread, unless it has one already: the first plan
+    wins, and is what this returns."""
+    with writer(engine).begin() as conn:
+        exists = conn.scalar(sa.select(sa.func.count()).where(P.delivery_id == delivery_id))
+        if not exists:
+            conn.execute(
+                dialect_insert(conn, post_parts).on_conflict_do_nothing(),
+                [
+                    {"delivery_id": delivery_id, "part": i, "text": text}
+                    for i, text in enumerate(parts, 1)
+                ],
+            )
+    return thread_of(engine, delivery_id)
+
+
+def record_part(engine: Engine, delivery_id: int, part: int, ref: PostRef) -> None:
+    """Record that the platform confirmed `part`; the first record stands."""
+    with writer(engine).begin() as conn:
+        conn.execute(
+            sa.update(post_parts)
+            .where(P.delivery_id == delivery_id, P.part == part, P.posted_at.is_(None))
+            .values(remote_id=ref.id, remote_cid=ref.cid, posted_at=utcnow())
+        )
+
+
+# --- posting -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PostOutcome:
+    result: Result
+    reason: str | None = None  # short, for grouping failures in reports
+    retries: int = 0
+
+
+def post_delivery(
+    ctx: DeliveryContext, occ: Occurrence, channel_name: str, delivery: ClaimedDelivery
+) -> PostOutcome:
+    """Post one claimed delivery (the whole thread) and say what to write to the ledger."""
+    engine = ctx.engine
+    channel = ctx.channel(channel_name)
+    key = delivery_key(occ.id, channel_name)
+
+    def fail(reason: str, detail: str | None = None, *, error: str | None = None) -> PostOutcome:
+        error = error or (reason if detail is None else f"{reason}: {detail}")
+        log.warning("%s %s: %s", occ.id, channel_name, error)
+        return PostOutcome(Result(delivery.id, DeliveryState.FAILED, error=error), reason)
+
+    try:
+        rendered = ctx.renderer.post(occ, channel_name)
+    except (TemplateError, ConfigError, StatementError) as e:
+        return fail("cannot render the post", str(e).split("\n")[0])
+    thread = thread_of(engine, delivery.id)
+    if not thread:
+        try:
+            planned = _plan(ctx, occ, channel, rendered.text)
+        except ValueError as e:
+            return fail("cannot fit the post", str(e))
+        if isinstance(planned, str):
+            return fail(planned)
+        thread = plan_thread(engine, delivery.id, planned)
+    parts = [p.text for p in thread]
+    posted: list[PostRef] = []
+    for p in thread:
+        if p.ref is None:
+            break
+        posted.append(p.ref)
+
+    def on_posted(index: int, ref: PostRef) -> None:
+        record_part(engine, delivery.id, index, ref)
+        posted.append(ref)
+        ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
+
+    metadata = _metadata(occ, channel_name)
+    attempt = delivery.attempts
+    # A sender before us (a crash, an expired lease) may have been cut off right after the
+    # platform took the next part: channels that can look it up do so first.
+    maybe_posted = attempt > 1
+    notes: list[str] = []
+    retries = 0
+    while True:
+        try:
+            refs = channel.send(
+                parts,
+                key=key,
+                language=rendered.language,
+                posted=list(posted),
+                on_posted=on_posted,
+                maybe_posted=maybe_posted,
+                metadata=metadata,
+            )
+        except (PermanentSendError, SecretError) as e:
+            return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
+        except TransientSendError as e:
+            wait = e.retry_after if isinstance(e, TransientPostError) else None
+            lost_answer = isinstance(e, TransientPostError) and e.maybe_accepted
+            if lost_answer and not channel.idempotent:
+                notes.append(
+                    f"part {len(posted) + 1} may show twice: its answer was lost "
+                    f"(attempt {attempt}) and {channel.type} has no idempotency key"
+                )
+            if ctx.stopping:
+                error = f"stopping; will continue after part {len(posted)}: {e}"
+                return PostOutcome(
+                    Result(delivery.id, DeliveryState.PENDING, error=error), None, retries
+                )
+            if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
+                return _with_retries(fail(f"gave up after {attempt} attempts", str(e)), retries)
+            if wait is not None and wait > ctx.retry.cap_seconds:
+                return _with_retries(
+                    fail(
+                        f"rate limited for {wait:g}s, longer than a batch waits "
+                        f"({ctx.retry.cap_seconds:g}s)",
+                        str(e),
+                    ),
+                    retries,
+                )
+            delay = max(ctx.retry.delay(attempt), wait or 0.0)
+            log.info(
+                "%s %s: %s; retrying in %.1fs (attempt %d)",
+                occ.id,
+                channel_name,
+                e,
+                delay,
+                attempt + 1,
+            )
+            ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
+            ctx.sleep(delay)
+            attempt += 1
+            retries += 1
+            maybe_posted = True
+            ledger.count_attempt(engine, [delivery.id])
+            ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
+            continue
+        ids = [r.id for r in refs if r.id]
+        response = f"posted {len(refs)} part{'s' if len(refs) != 1 else ''}"
+        if ids:
+            response += ": " + ", ".join(ids)
+        if notes:
+            response += "; " + "; ".join(notes)
+        result = Result(
+            delivery.id,
+            DeliveryState.SENT,
+            response=response[:_RESPONSE_CHARS],
+            message_id=ids[0] if ids else None,
+        )
+        return PostOutcome(result, None, retries)
+
+
+def _plan(ctx: DeliveryContext, occ: Occurrence, channel: AnyChannel, text: str) -> list[str] | str:
+    """The parts to post, or why there are none."""
+    step = ctx.config.campaigns[occ.campaign_id].steps[occ.step_id]
+    channel.prepare()  # e.g. a Mastodon instance's own limits, before measuring
+    if step.overflow == "error" and not channel.fits(text):
+        return (
+            f"the post is {channel.count(text)} characters, over {channel.type}'s limit of "
+            f"{channel.limit}, and the step sets overflow: error; shorten the template or "
+            "set overflow: thread"
+        )
+    parts = channel.split(text)
+    if not parts:
+        return "the rendered post is empty; check the post template"
+    return parts
+
+
+def _metadata(occ: Occurrence, channel_name: str) -> Mapping[str, Any]:
+    return {
+        "occurrence": {
+            "id": occ.id,
+            "campaign": occ.campaign_id,
+            "step": occ.step_id,
+            "instant": occ.instant.isoformat().replace("+00:00", "Z"),
+        },
+        "channel": channel_name,
+    }
+
+
+def _reason(channel: AnyChannel, error: Exception) -> str:
+    status = getattr(error, "status", None)
+    if isinstance(error, SecretError):
+        return "a secret is not set"
+    return f"{channel.type} refused the post" + (f" (HTTP {status})" if status else "")
+
+
+def _with_retries(outcome: PostOutcome, retries: int) -> PostOutcome:
+    outcome.retries = retries
+    return outcome

@@ -1,0 +1,245 @@
+"""The clock as real processes: `scheduler run` and two `scheduler clock`s with a worker,
+killed with SIGKILL, restarted, and fed edits of campaigns.yaml."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import MINIMAL, ProjectFactory
+from smtp_server import SmtpTestServer
+
+from scheduler.store.db import make_engine, migrate
+from scheduler.store.subscribers import import_rows
+
+REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS", "redis://127.0.0.1:6379/12")
+
+
+def at(seconds: float) -> dt.datetime:
+    """A whole second `seconds` from now, in UTC."""
+    t = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return t.replace(microsecond=0)
+
+
+def campaigns(url: str, *steps: tuple[str, dt.datetime], catch_up: str = "1h") -> str:
+    """A project with one one-off campaign per (id, instant), all emailing `members`."""
+    text = MINIMAL.split("campaigns:")[0].replace('"file:outbox"', f'"{url}"')
+    text = text.replace("timezone: Europe/Madrid", "timezone: UTC")
+    text += "campaigns:\n"
+    for cid, when in steps:
+        text += (
+            f"  {cid}:\n    name: {cid}\n    date: {when:%Y-%m-%d}\n"
+            f'    time: "{when:%H:%M:%S}"\n    statement: may-day\n    audience: [members]\n'
+            f"    catch_up: {catch_up}\n    steps:\n      statement:\n"
+            "        channels: [email]\n        template: statement\n"
+        )
+    return text
+
+
+@pytest.fixture
+def project_env(make_project: ProjectFactory, tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    def make(text: str) -> dict[str, str]:
+        path = make_project(text, members_csv="email\n")
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+        engine = make_engine(url)
+        migrate(engine)
+        from scheduler.audience.csvfile import SubscriberRow
+
+        import_rows(
+            engine,
+            "members",
+            [
+                SubscriberRow(email=f"m{i}@example.org", name=f"M {i}", language="en", row=i + 2)
+                for i in range(5)
+            ],
+            source="test",
+        )
+        engine.dispose()
+        return {**os.environ, "SCHEDULER_CONFIG": str(path), "SCHEDULER_DATABASE_URL": url}
+
+    return make
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler", *args],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            kill9(proc)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def status(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "scheduler", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {o["id"]: o for o in json.loads(out)["occurrences"]}
+
+
+def test_run_sends_an_occurrence_once_at_its_instant(
+    project_env: Callable[[str], dict[str, str]], smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    when = at(5)
+    env = project_env(campaigns(smtp_server.url, ("rapid", when)))
+    log = tmp_path / "run.log"
+    proc = start(["run", "--tick", "1"], env, log)
+    try:
+        assert wait_for(lambda: len(smtp_server.messages) >= 5, 20), log.read_text()
+        first = min(m.received_at for m in smtp_server.messages)  # type: ignore[attr-defined]
+        time.sleep(3)  # a few more sweeps: nothing fires again
+    finally:
+        stop(proc)
+    assert smtp_server.count_by_recipient() == {f"m{i}@example.org": 1 for i in range(5)}
+    assert first >= when.timestamp() - 0.05  # not before its instant
+    rows = status(env)
+    assert rows["rapid/" + str(when.year) + "/statement"]["state"] == "done"
+    assert "next occurrences" in log.read_text() and "event=fired" in log.read_text()
+    assert proc.returncode == 0  # SIGTERM is a clean stop
+
+
+@pytest.mark.parametrize(("catch_up", "expected"), [("1h", "late"), ("0m", "missed")])
+def test_killed_before_the_instant_and_restarted_after(
+    project_env: Callable[[str], dict[str, str]],
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+    catch_up: str,
+    expected: str,
+) -> None:
+    when = at(4)
+    env = project_env(campaigns(smtp_server.url, ("rapid", when), catch_up=catch_up))
+    log = tmp_path / "run.log"
+    first = start(["run", "--tick", "1"], env, log)
+    assert wait_for(lambda: "event=start" in log.read_text(), 20), log.read_text()
+    time.sleep(1.5)  # at least one sweep has recorded that the clock was alive
+    kill9(first)
+    # Down over the instant, back more than ten seconds later (no longer "on time").
+    time.sleep(max(0.0, when.timestamp() - time.time()) + 11)
+    assert smtp_server.messages == []
+    second = start(["run", "--tick", "1"], env, log)
+    try:
+        occ = f"rapid/{when.year}/statement"
+        assert wait_for(
+            lambda: occ in status(env) and status(env)[occ]["state"] in ("done", "missed"), 20
+        ), log.read_text()
+        time.sleep(2)
+    finally:
+        stop(second)
+    row = status(env)[occ]
+    if expected == "late":
+        assert row["state"] == "done" and row["late"] is True
+        assert "late" in str(row["note"])
+        assert smtp_server.count_by_recipient() == {f"m{i}@example.org": 1 for i in range(5)}
+    else:
+        assert row["state"] == "missed"
+        assert "outside the catch-up window" in str(row["note"])
+        assert smtp_server.messages == []
+        assert "event=missed" in log.read_text()
+
+
+def test_a_broken_edit_is_refused_and_a_good_one_is_picked_up(
+    project_env: Callable[[str], dict[str, str]], smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    first_at, second_at = at(9), at(16)
+    env = project_env(campaigns(smtp_server.url, ("first", first_at)))
+    path = Path(env["SCHEDULER_CONFIG"])
+    log = tmp_path / "run.log"
+    proc = start(["run", "--tick", "1"], env, log)
+    try:
+        assert wait_for(lambda: "event=start" in log.read_text(), 20), log.read_text()
+        good = path.read_text()
+        path.write_text(good.replace("channels: [email]", "channels: [emial]"))
+        assert wait_for(lambda: "event=reload_refused" in log.read_text(), 10), log.read_text()
+        # The old schedule keeps firing.
+        assert wait_for(lambda: len(smtp_server.messages) >= 5, 20), log.read_text()
+        path.write_text(campaigns(smtp_server.url, ("first", first_at), ("second", second_at)))
+        assert wait_for(lambda: "event=reloaded" in log.read_text(), 10), log.read_text()
+        assert wait_for(lambda: len(smtp_server.messages) >= 10, 25), log.read_text()
+    finally:
+        stop(proc)
+    assert "unknown channel 'emial'" in log.read_text()
+    assert smtp_server.count_by_recipient() == {f"m{i}@example.org": 2 for i in range(5)}
+
+
+@pytest.fixture
+def queue() -> Iterator[tuple[str, str]]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
+    name = f"scheduler-test-{uuid.uuid4().hex[:8]}"
+    key = f"scheduler:clock:leader:{name}"
+    yield name, key
+    client.delete(name, key)
+
+
+def test_two_clocks_fire_once_and_the_survivor_takes_over(
+    project_env: Callable[[str], dict[str, str]],
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+    queue: tuple[str, str],
+) -> None:
+    name, key = queue
+    first_at, second_at = at(8), at(20)
+    env = project_env(campaigns(smtp_server.url, ("first", first_at), ("second", second_at)))
+    env.update(SCHEDULER_BROKER_URL=REDIS_URL, SCHEDULER_QUEUE=name, SCHEDULER_LEADER_KEY=key)
+    logs = [tmp_path / f"clock{i}.log" for i in (1, 2)]
+    clocks = [start(["clock", "--tick", "1", "--leader-ttl", "3"], env, log) for log in logs]
+    worker = start(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
+    try:
+        assert wait_for(lambda: len(smtp_server.messages) >= 5, 30), [
+            p.read_text()[-2000:] for p in logs
+        ]
+        leaders = [i for i, log in enumerate(logs) if "event=enqueued" in log.read_text()]
+        assert len(leaders) == 1, "exactly one clock fired the first occurrence"
+        kill9(clocks[leaders[0]])
+        assert wait_for(lambda: len(smtp_server.messages) >= 10, 40), [
+            p.read_text()[-2000:] for p in logs
+        ]
+        survivor = logs[1 - leaders[0]].read_text()
+        assert f"event=enqueued occurrence=second/{second_at.year}/statement" in survivor
+    finally:
+        for p in [*clocks, worker]:
+            stop(p)
+    assert smtp_server.count_by_recipient() == {f"m{i}@example.org": 2 for i in range(5)}
