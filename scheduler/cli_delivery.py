@@ -348,9 +348,24 @@ def status_command(
                 ],
             }
         )
+    from scheduler.clock import state as clock_state
+
+    paused = sorted(clock_state.paused(engine))
+    seen = clock_state.last_seen(engine)
     if as_json:
-        print_json({"database": _safe_url(), "occurrences": records})
+        print_json(
+            {
+                "database": _safe_url(),
+                "paused": paused,
+                "clock_last_seen": seen,
+                "occurrences": records,
+            }
+        )
         return
+    if paused:
+        out.print(f"paused campaigns: {', '.join(paused)}", markup=False)
+    if seen:
+        out.print(f"clock last seen {seen:%Y-%m-%d %H:%M:%S} UTC", markup=False)
     if not records:
         out.print(
             "No occurrence has fired yet. `scheduler plan` shows what is coming.", markup=False
@@ -366,6 +381,8 @@ def status_command(
             shown = " ".join(f"{s} {n:,}" for s, n in sorted(by_state.items()))
             parts.append(f"{ch}: {shown}")
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
+        if rec["note"] and rec["state"] in ("missed", "cancelled"):
+            state_text += f"\n{rec['note']}"
         table.add_row(
             rec["id"], state_text, rec["instant"][:16].replace("T", " "), "\n".join(parts) or "—"
         )
