@@ -48,6 +48,7 @@ def pick_occurrence(
     step: str | None,
     occurrence_id: str | None,
     now: dt.datetime,
+    engine: Engine | None = None,
 ) -> calendar.Occurrence:
     config = project.config
     if occurrence_id:
@@ -76,8 +77,18 @@ def pick_occurrence(
             f"campaign {campaign_id!r} has no step {step!r}; "
             + (did_you_mean(step, list(campaign.steps)) or f"steps: {', '.join(campaign.steps)}")
         )
-    # The step's next occurrence; for a campaign that will not come again (a past one-off),
-    # its last one.
+    # One due in the last day that has not gone out (sent by hand after a failure or a
+    # missed instant) comes first; then the step's next occurrence; for a campaign that
+    # will not come again (a past one-off), its last one.
+    recent = [
+        o
+        for o in calendar.expand(config, now - dt.timedelta(days=1), now, campaigns=[campaign_id])
+        if o.step_id == step
+    ]
+    if recent and engine is not None:
+        row = ledger.get_occurrence(engine, recent[-1].id)
+        if row is None or row.state not in ("done", "cancelled"):
+            return recent[-1]
     upcoming = [
         o
         for o in calendar.next_occurrences(config, now)
@@ -158,8 +169,9 @@ def send_command(
     """Fire one occurrence now. Idempotent: run again, it sends nothing already sent."""
     project = valid_project()
     now = dt.datetime.now(dt.UTC)
+    engine = store()
     try:
-        occ = pick_occurrence(project, campaign, step, occurrence_id, now)
+        occ = pick_occurrence(project, campaign, step, occurrence_id, now, engine)
     except UnknownCampaignError as e:
         fail(str(e), 2)
     channels = list(channel or occ.channels)
@@ -170,7 +182,6 @@ def send_command(
             f"{', '.join(occ.channels)}",
             2,
         )
-    engine = store()
     ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
     try:
         if dry_run:
@@ -184,13 +195,35 @@ def send_command(
         if enqueue:
             from scheduler.tasks import enqueue_batch
 
-            report = fire(ctx, occ, channels=channels, dispatch=enqueue_batch)
+            report = fire(
+                ctx,
+                occ,
+                channels=channels,
+                dispatch=enqueue_batch,
+                revive_missed=True,
+                note=_manual_note(engine, occ),
+            )
         else:
             with _SendProgress(not as_json) as bar:
-                report = fire(ctx, occ, channels=channels, progress=bar.update, on_total=bar.total)
+                report = fire(
+                    ctx,
+                    occ,
+                    channels=channels,
+                    progress=bar.update,
+                    on_total=bar.total,
+                    revive_missed=True,
+                    note=_manual_note(engine, occ),
+                )
     finally:
         ctx.close()
     _summary(report, as_json, enqueue)
+
+
+def _manual_note(engine: Engine, occ: calendar.Occurrence) -> str | None:
+    row = ledger.get_occurrence(engine, occ.id)
+    if row is not None and row.state == "missed":
+        return f"sent by hand after being missed ({row.note})"
+    return None
 
 
 def _dry_run(

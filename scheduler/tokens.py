@@ -22,7 +22,8 @@ class BadToken(SchedulerError):
 
 
 def secret_key() -> bytes:
-    return os.environ.get(SECRET_ENV, DEVELOPMENT_KEY).encode()
+    # An empty value counts as unset: an empty key would sign every link with nothing.
+    return (os.environ.get(SECRET_ENV) or DEVELOPMENT_KEY).encode()
 
 
 def _b64(data: bytes) -> str:

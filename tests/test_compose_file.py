@@ -36,8 +36,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 README = ROOT / "README.md"
 CAMPAIGNS = ROOT / "campaigns.yaml"
 
-SERVICES = {"redis", "postgres", "migrate", "clock", "worker", "web", "mailpit"}
-APP_SERVICES = ("migrate", "clock", "worker", "web")
+SERVICES = {"redis", "postgres", "migrate", "clock", "worker", "mailpit"}
+APP_SERVICES = ("migrate", "clock", "worker")
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -264,13 +264,6 @@ def test_worker_health_is_a_celery_ping() -> None:
     test = " ".join(argv(service("worker")["healthcheck"]["test"]))
     assert "celery -A scheduler.tasks inspect ping" in test
     assert "$${HOSTNAME}" in test  # its own node only, escaped from compose interpolation
-
-
-def test_web_is_a_placeholder_profile() -> None:
-    web = service("web")
-    assert argv(web["command"]) == ["scheduler", "web"]
-    assert web.get("profiles") == ["web"], "not started by a plain `docker compose up`"
-    assert depends_on(web) == {"migrate": "service_completed_successfully"}
 
 
 def test_mailpit() -> None:

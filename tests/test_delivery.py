@@ -211,3 +211,22 @@ def test_a_template_beyond_placeholders_falls_back_to_the_plain_path(
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert "ANA" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert composer.fallbacks == 1
+
+
+def test_the_clock_leaves_a_missed_occurrence_but_an_organizer_can_send_it(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler.clock import state
+
+    project = email_project(make_project)
+    add_subscribers(store_engine, 2)
+    ctx = context(project, store_engine)
+    occ = may_day(project)
+    assert state.record_missed(store_engine, occ, "due while nothing ran")
+    assert fire(ctx, occ).claim is Claim.REFUSED  # the clock's view
+    assert outbox(project) == []
+    report = fire(ctx, occ, revive_missed=True, note="sent by hand after being missed")
+    assert (report.claim, report.result.sent, report.state) == (Claim.CLAIMED, 2, "done")
+    assert state.cancel(store_engine, may_day(project, 2031))
+    assert fire(ctx, may_day(project, 2031), revive_missed=True).claim is Claim.REFUSED
+    ctx.close()

@@ -110,7 +110,7 @@ class _Checker:
         statements_ok = self.check_campaigns()
         if templates_ok and statements_ok:
             self.check_rendering()
-        if self.strict and SECRET_ENV not in os.environ:
+        if self.strict and not os.environ.get(SECRET_ENV):
             self.diagnostics.append(
                 Diagnostic(
                     self.doc.path,
@@ -354,7 +354,6 @@ class _Checker:
                                 self.diagnostics.append(d)
                         if kind != "email":
                             break  # a post is rendered in its channel's one language
-
 
     def check_overflow(self, cid: str, sid: str, ch: str, text: str) -> None:
         """A step with `overflow: error` must fit its channels in one post."""

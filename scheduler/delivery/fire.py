@@ -66,6 +66,7 @@ def fire(
     on_total: Callable[[int], None] | None = None,
     late: bool = False,
     note: str | None = None,
+    revive_missed: bool = False,
 ) -> FireReport:
     with ctx.in_use():
         return _fire(
@@ -77,6 +78,7 @@ def fire(
             on_total=on_total,
             late=late,
             note=note,
+            revive_missed=revive_missed,
         )
 
 
@@ -90,9 +92,12 @@ def _fire(
     on_total: Callable[[int], None] | None,
     late: bool,
     note: str | None,
+    revive_missed: bool = False,
 ) -> FireReport:
     engine = ctx.engine
-    claim, row = ledger.claim_occurrence(engine, occ, late=late, note=note)
+    claim, row = ledger.claim_occurrence(
+        engine, occ, late=late, note=note, revive_missed=revive_missed
+    )
     report = FireReport(occurrence_id=occ.id, claim=claim, state=row.state)
     if claim is Claim.REFUSED:
         log.warning("occurrence %s is %s: nothing sent", occ.id, row.state)

@@ -98,8 +98,13 @@ def claim_occurrence(
     now: dt.datetime | None = None,
     late: bool = False,
     note: str | None = None,
+    revive_missed: bool = False,
 ) -> tuple[Claim, OccurrenceRow]:
-    """Move the occurrence to `firing`, once. A second claim is a no-op that says so."""
+    """Move the occurrence to `firing`, once. A second claim is a no-op that says so.
+
+    A `missed` occurrence stays missed for the clock; an organizer sending it by hand
+    (`revive_missed`) decides otherwise. A cancelled one is never sent.
+    """
     now = now or utcnow()
     with writer(engine).begin() as conn:
         insert = dialect_insert(conn, occurrences)
@@ -123,9 +128,12 @@ def claim_occurrence(
             claim = Claim.CLAIMED
         else:
             # A row the clock created ahead of time (`planned`) is claimed by moving it on.
+            movable = [OccurrenceState.PLANNED.value]
+            if revive_missed:
+                movable.append(OccurrenceState.MISSED.value)
             moved = conn.execute(
                 sa.update(occurrences)
-                .where(O.id == occ.id, O.state == OccurrenceState.PLANNED.value)
+                .where(O.id == occ.id, O.state.in_(movable))
                 .values(
                     state=OccurrenceState.FIRING.value,
                     late=late,
