@@ -125,6 +125,8 @@ def _fire(
             ledger.add_post_delivery(engine, occ.id, channel)
             report.new_rows += 1
     report.total = ledger.mark_fanned_out(engine, occ.id)
+    if report.new_rows > 1000:
+        ledger.refresh_statistics(engine)
     if on_total is not None:
         on_total(ledger.remaining(engine, occ.id))
     log.info(

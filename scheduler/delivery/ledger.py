@@ -216,6 +216,15 @@ def add_post_delivery(engine: Engine, occurrence_id: str, channel: str) -> None:
         conn.execute(insert)
 
 
+def refresh_statistics(engine: Engine) -> None:
+    """After a large fan-out, let PostgreSQL's planner see the new rows: with stale statistics
+    it plans the per-batch queries as if the tables were empty (seconds per batch, not ms)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE subscribers, memberships, suppressions, deliveries")
+
+
 def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
     """Record that every delivery row exists; returns how many there are."""
     with writer(engine).begin() as conn:
