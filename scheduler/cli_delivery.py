@@ -182,6 +182,8 @@ def send_command(
             f"{', '.join(occ.channels)}",
             2,
         )
+    if not dry_run:
+        _require_secrets(project, channels)
     ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
     try:
         if dry_run:
@@ -217,6 +219,28 @@ def send_command(
     finally:
         ctx.close()
     _summary(report, as_json, enqueue)
+
+
+def _require_secrets(project: Project, channels: list[str]) -> None:
+    """Refuse before anything is sent when a channel's `${VAR}` is unset: otherwise the
+    email would go out and the posts fail, half a campaign."""
+    from scheduler.config import secrets
+
+    missing: dict[str, list[str]] = {}
+    for name in channels:
+        for value in (project.config.channels[name].model_extra or {}).values():
+            if isinstance(value, str):
+                for var in secrets.missing(value):
+                    missing.setdefault(name, []).append(var)
+    if missing:
+        needs = "; ".join(f"{c} needs {', '.join(v)}" for c, v in missing.items())
+        ready = [c for c in channels if c not in missing]
+        hint = (
+            f" or send only to the ready ones: --channel {' --channel '.join(ready)}"
+            if ready
+            else ""
+        )
+        fail(f"nothing was sent: {needs}. Export the variables{hint}.")
 
 
 def _manual_note(engine: Engine, occ: calendar.Occurrence) -> str | None:
@@ -342,7 +366,7 @@ def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
     else:
         out.print(
             f"{report.occurrence_id}: sent {r.sent:,}, failed {r.failed:,}, skipped "
-            f"{r.skipped:,} (unsubscribed meanwhile), retried {r.retried:,}; state "
+            f"{r.skipped:,} (left the list meanwhile), retried {r.retried:,}; state "
             f"{report.state}.",
             markup=False,
         )

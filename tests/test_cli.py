@@ -177,3 +177,18 @@ def test_preview_fails_when_a_post_is_too_long(example: Path) -> None:
     # Long posts become threads within the limit, so nothing is over it.
     assert result.returncode == 0, result.stderr
     assert "part 1/" in result.stdout
+
+
+def test_send_refuses_before_anything_goes_out_when_a_channel_secret_is_unset(
+    example: Path,
+) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    refused = run("send", "may-day", cwd=example, env=env)
+    assert refused.returncode == 1
+    assert "nothing was sent" in refused.stderr and "MASTODON_TOKEN" in refused.stderr
+    assert "--channel email" in refused.stderr
+    assert not (example / "outbox").exists()
+    sent = run("send", "may-day", "--channel", "email", "--json", cwd=example, env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["sent"] == 5
+    assert len(list((example / "outbox").glob("*.eml"))) == 5
