@@ -14,6 +14,7 @@ from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.content.message import build_email
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
+from scheduler.delivery.posting import delivery_key, metadata_for
 from scheduler.errors import UnknownCampaignError
 
 PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo"}
@@ -212,7 +213,11 @@ def _post_item(
     rendered = renderer.post(occ, ch_name)
     parts = channel.split(rendered.text)
     requests = channel.requests(
-        parts, key=f"{occ.id}/{ch_name}", language=rendered.language, at=occ.instant
+        parts,
+        key=delivery_key(occ.id, ch_name),
+        language=rendered.language,
+        at=occ.instant,
+        metadata=metadata_for(occ, ch_name),
     )
     item = PreviewItem(
         occurrence=occ,

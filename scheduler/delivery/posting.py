@@ -163,7 +163,7 @@ def post_delivery(
         posted.append(ref)
         ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
 
-    metadata = _metadata(occ, channel_name)
+    metadata = metadata_for(occ, channel_name)
     attempt = delivery.attempts
     # A sender before us (a crash, an expired lease) may have been cut off right after the
     # platform took the next part: channels that can look it up do so first.
@@ -257,7 +257,8 @@ def _plan(ctx: DeliveryContext, occ: Occurrence, channel: AnyChannel, text: str)
     return parts
 
 
-def _metadata(occ: Occurrence, channel_name: str) -> Mapping[str, Any]:
+def metadata_for(occ: Occurrence, channel_name: str) -> Mapping[str, Any]:
+    """What a webhook body carries besides the text (previews show the same)."""
     return {
         "occurrence": {
             "id": occ.id,
