@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import email
+import email.policy
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -112,16 +115,21 @@ def main() -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-        # Occurrences are `gap` seconds apart: the first message at or after an instant and
-        # before the next one belongs to it.
-        arrivals = sorted(m.received_at for m in server.messages)
-        latencies = []
-        for i, instant in enumerate(instants):
-            t0 = instant.timestamp()
-            t1 = instants[i + 1].timestamp() if i + 1 < len(instants) else float("inf")
-            window = [a for a in arrivals if t0 - 0.5 <= a < t1]
-            if window:
-                latencies.append(window[0] - t0)
+        # Which occurrence a message belongs to: its "read online" link names the campaign.
+        first: dict[str, float] = {}
+        for message in server.messages:
+            parsed = email.message_from_bytes(message.data, policy=email.policy.default)
+            body = parsed.get_body(("plain",))
+            text = body.get_content() if body is not None else ""  # type: ignore[attr-defined]
+            found = re.search(r"/archive/(c\d\d)/", text)
+            if found:
+                cid = found[1]
+                first[cid] = min(first.get(cid, message.received_at), message.received_at)
+        latencies = [
+            first[f"c{i:02d}"] - instant.timestamp()
+            for i, instant in enumerate(instants)
+            if f"c{i:02d}" in first
+        ]
         if len(latencies) < len(instants):
             print(
                 f"only {len(latencies)} of {len(instants)} occurrences sent anything; see "
