@@ -192,3 +192,28 @@ def test_send_refuses_before_anything_goes_out_when_a_channel_secret_is_unset(
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["sent"] == 5
     assert len(list((example / "outbox").glob("*.eml"))) == 5
+
+
+def test_plan_counts_the_store_and_the_csv_once_each(example: Path) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    extra = example / "extra.csv"
+    # One address already in the CSV (counted once) and one new one.
+    extra.write_text("email,name,language\namina.diallo@example.org,A,en\nnew@example.org,N,es\n")
+    assert run("lists", "import", "press", str(extra), cwd=example, env=env).returncode == 0
+    gone = example / "gone.csv"
+    gone.write_text("email\nkwame.mensah@example.org\n")
+    assert run("lists", "import", "members", str(gone), cwd=example, env=env).returncode == 0
+    from scheduler.store.db import make_engine
+    from scheduler.store.subscribers import unsubscribe
+
+    engine = make_engine(env["SCHEDULER_DATABASE_URL"])
+    assert unsubscribe(engine, "kwame.mensah@example.org", "members")
+    engine.dispose()
+    result = run("plan", "--days", "400", "--json", cwd=example, env=env)
+    records = json.loads(result.stdout)
+    statement = next(
+        r for r in records if r["id"].startswith("may-day/") and r["step"] == "statement"
+    )
+    # 5 in lists/members.csv, minus Kwame who left, plus the new press address.
+    assert statement["audience"]["recipients"] == 5
+    assert "store" in statement["audience"]["source"]

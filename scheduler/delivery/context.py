@@ -23,6 +23,7 @@ from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel
 from scheduler.channels.http import DEFAULT_TIMEOUT
 from scheduler.config import secrets
+from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.content.render import Renderer
 from scheduler.delivery.emailing import EmailComposer
@@ -76,7 +77,7 @@ class DeliveryContext:
     _closing: bool = False
 
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def config(self) -> Config:
         return self.project.config
 
     @property
