@@ -217,3 +217,31 @@ def test_plan_counts_the_store_and_the_csv_once_each(example: Path) -> None:
     # 5 in lists/members.csv, minus Kwame who left, plus the new press address.
     assert statement["audience"]["recipients"] == 5
     assert "store" in statement["audience"]["source"]
+
+
+def test_pause_resume_and_cancel(example: Path) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    assert run("pause", "may-day", "--note", "strike", cwd=example, env=env).stdout.strip() == (
+        "may-day: paused"
+    )
+    assert "already paused" in run("pause", "may-day", cwd=example, env=env).stdout
+    assert json.loads(run("status", "--json", cwd=example, env=env).stdout)["paused"] == ["may-day"]
+    assert "resumed" in run("resume", "may-day", cwd=example, env=env).stdout
+    assert run("pause", "mayday", cwd=example, env=env).returncode == 2
+    cancelled = run("cancel", "may-day/2028/statement", cwd=example, env=env)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    again = run("cancel", "may-day/2028/statement", cwd=example, env=env)
+    assert again.returncode == 1 and "already cancelled" in again.stderr
+    refused = run(
+        "send",
+        "may-day",
+        "--occurrence",
+        "may-day/2028/statement",
+        "--channel",
+        "email",
+        cwd=example,
+        env=env,
+    )
+    assert refused.returncode == 1 and "cancelled: nothing was sent" in refused.stdout
+    rows = json.loads(run("status", "--json", cwd=example, env=env).stdout)["occurrences"]
+    assert [(r["id"], r["state"]) for r in rows] == [("may-day/2028/statement", "cancelled")]
