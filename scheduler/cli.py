@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scheduler import calendar, cli_delivery
+from scheduler import calendar, cli_delivery, cli_web
 from scheduler.audience.sizes import audience_sizes
 from scheduler.config.project import Project
 from scheduler.config.validate import validate_project
@@ -299,6 +299,7 @@ def preview(
 
 
 cli_delivery.register(app)
+cli_web.register(app)
 
 
 def main() -> None:

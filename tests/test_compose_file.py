@@ -36,8 +36,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 README = ROOT / "README.md"
 CAMPAIGNS = ROOT / "campaigns.yaml"
 
-SERVICES = {"redis", "postgres", "migrate", "clock", "worker", "mailpit"}
-APP_SERVICES = ("migrate", "clock", "worker")
+SERVICES = {"redis", "postgres", "migrate", "clock", "worker", "web", "mailpit"}
+APP_SERVICES = ("migrate", "clock", "worker", "web")
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -258,6 +258,16 @@ def test_clock_and_worker_wait_for_migrate_and_redis(name: str) -> None:
     # Both may run as several containers (--scale worker=4; two clocks for failover).
     assert "container_name" not in svc
     assert not svc.get("ports")
+
+
+def test_web_serves_on_port_8000_after_migrate() -> None:
+    web = service("web")
+    assert argv(web["command"]) == ["scheduler", "web", "--host", "0.0.0.0", "--port", "8000"]
+    assert depends_on(web)["migrate"] == "service_completed_successfully"
+    assert [str(p).rsplit(":", 1)[-1] for p in web["ports"]] == ["8000"]
+    assert "${WEB_PORT:-8000}" in str(web["ports"][0])
+    test = " ".join(argv(web["healthcheck"]["test"]))
+    assert "http://127.0.0.1:8000/healthz" in test
 
 
 def test_worker_health_is_a_celery_ping() -> None:

@@ -1,0 +1,175 @@
+"""Joining a public list: the form, the confirmation email, and following its link.
+
+Double opt-in without storing anything first: the confirmation link itself carries the
+sign-up (signed), so an address someone typed in is not kept anywhere unless its owner
+follows the link. The form answers the same whatever the address; a per-address limit keeps
+it from being used to flood someone's inbox, a per-IP limit from being scripted.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, render_template, request, url_for
+
+from scheduler.audience.address import address_key, address_problem, normalize_address
+from scheduler.config.model import MailingList
+from scheduler.tokens import BadToken
+from scheduler.web import links, memberships
+from scheduler.web.app import (
+    client_ip,
+    masked_address,
+    message_page,
+    render_page,
+    speaking,
+    t,
+    use_language,
+    web_state,
+)
+from scheduler.web.csrf import require_csrf
+from scheduler.web.mailer import Letter
+
+blueprint = Blueprint("signup", __name__)
+
+MAX_NAME = 200
+
+
+def public_lists() -> dict[str, MailingList]:
+    state = web_state()
+    if state.mailer is None:
+        return {}
+    return {name: lst for name, lst in state.config.lists.items() if lst.public}
+
+
+def list_title(name: str) -> str:
+    lst = web_state().config.lists.get(name)
+    return (lst.name if lst is not None and lst.name else None) or name
+
+
+def _public_list(name: str) -> MailingList:
+    found = public_lists().get(name)
+    if found is None:
+        abort(404)
+    return found
+
+
+@blueprint.get("/subscribe")
+def index() -> tuple[str, int]:
+    return render_page("subscribe_index.html", lists=public_lists())
+
+
+@blueprint.get("/subscribe/<list_name>")
+def form(list_name: str) -> tuple[str, int]:
+    mailing_list = _public_list(list_name)
+    return render_page(
+        "subscribe.html",
+        list_name=list_name,
+        mailing_list=mailing_list,
+        title=list_title(list_name),
+        values={"email": "", "name": "", "language": use_language()},
+        error=None,
+    )
+
+
+@blueprint.post("/subscribe/<list_name>")
+def submit(list_name: str) -> tuple[str, int]:
+    state = web_state()
+    mailing_list = _public_list(list_name)
+    require_csrf()
+    if not state.hits.hit(f"signup-ip:{client_ip()}", state.limits.signup_per_ip):
+        abort(429)
+    email = normalize_address(request.form.get("email", ""))
+    name = " ".join(request.form.get("name", "").split())[:MAX_NAME] or None
+    organization = state.config.organization
+    language = request.form.get("language", "")
+    if language not in organization.languages:
+        language = organization.default_language
+    if address_problem(email) is not None:
+        return render_page(
+            "subscribe.html",
+            400,
+            list_name=list_name,
+            mailing_list=mailing_list,
+            title=list_title(list_name),
+            values={"email": email, "name": name or "", "language": language},
+            error=t("invalid_email"),
+        )
+    # Counted before anything else is looked at, so the answer below is the same for every
+    # address: whether it is new, subscribed, suppressed or over its limit.
+    allowed = state.hits.hit(
+        f"signup-address:{address_key(email)}", state.limits.signup_per_address
+    )
+    if allowed and not memberships.is_suppressed(state.engine, email):
+        _send_confirmation(
+            links.SignUp(
+                email=email,
+                name=name,
+                language=language,
+                list_name=list_name,
+                requested_at=state.now(),
+            )
+        )
+    return message_page("check_inbox_title", "check_inbox_body", 200, note="check_inbox_spam")
+
+
+def _send_confirmation(signup: links.SignUp) -> None:
+    state = web_state()
+    assert state.mailer is not None  # public_lists() is empty without one
+    base = state.config.organization.public_url.rstrip("/")
+    url = base + url_for("signup.confirm_page", token=links.confirm_token(signup, state.key))
+    org = state.config.organization.name
+    list_name = list_title(signup.list_name)
+    context = {"url": url, "list_title": list_name, "org_name": org, "name": signup.name}
+    # The email speaks the language the person chose, whatever the page was in.
+    with speaking(signup.language):
+        letter = Letter(
+            to=signup.email,
+            name=signup.name,
+            subject=t("email_confirm_subject", list=list_name),
+            text=render_template("email/confirm.txt", **context),
+            html=render_template("email/confirm.html", **context),
+            language=signup.language,
+        )
+    state.mailer.send(letter)
+
+
+def _read(token: str) -> links.SignUp | None:
+    state = web_state()
+    try:
+        signup = links.read_confirm_token(token, state.key, now=state.now().timestamp())
+    except BadToken:
+        return None
+    return signup if signup.list_name in state.config.lists else None
+
+
+@blueprint.get("/confirm/<token>")
+def confirm_page(token: str) -> tuple[str, int]:
+    # A page with a button, not a change on GET: mail scanners and link previews open links
+    # by themselves, and must not subscribe anyone.
+    signup = _read(token)
+    if signup is None:
+        return message_page("bad_link_title", "bad_link_body", 400)
+    use_language(signup.language)
+    return render_page(
+        "confirm.html",
+        token=token,
+        title=list_title(signup.list_name),
+        email=masked_address(signup.email),
+    )
+
+
+@blueprint.post("/confirm/<token>")
+def confirm(token: str) -> tuple[str, int]:
+    require_csrf()
+    signup = _read(token)
+    if signup is None:
+        return message_page("bad_link_title", "bad_link_body", 400)
+    use_language(signup.language)
+    state = web_state()
+    result = memberships.confirm_subscription(
+        state.engine,
+        email=signup.email,
+        name=signup.name,
+        language=signup.language,
+        list_name=signup.list_name,
+        requested_at=signup.requested_at,
+    )
+    return render_page("confirmed.html", result=result.value, title=list_title(signup.list_name))
