@@ -7,8 +7,8 @@
 #   docker run -d -v "$PWD:/app/project:ro" -v scheduler-data:/app/data campaign-scheduler
 #
 # The default command is the embedded daemon (`scheduler run`: SQLite in /app/data/state, no
-# Redis). docker-compose.yml runs the same image as `scheduler migrate`, `scheduler clock`
-# and `scheduler worker`.
+# Redis). docker-compose.yml runs the same image as `scheduler migrate`, `scheduler clock`,
+# `scheduler worker` and `scheduler web`.
 #
 # No HEALTHCHECK here: one image plays several roles (a one-shot migration, the clock, Celery
 # workers, the embedded daemon), and a check written for one would mark the others unhealthy.

@@ -110,11 +110,17 @@ def overview() -> tuple[str, int]:
     now = state.now()
     paused = clock_state.paused(state.engine)
     upcoming = calendar.next_occurrences(config, now, limit=UPCOMING)
+    # One sent early by hand (or cancelled ahead) is not "upcoming" any more: say so.
+    settled = {
+        occ_id: row.state
+        for occ_id, row in clock_state.known(state.engine, [o.id for o in upcoming]).items()
+    }
     past = _past(ledger.list_occurrences(state.engine, limit=PAST))
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
         upcoming=upcoming,
+        settled=settled,
         past=past,
         paused=sorted(paused),
         campaign_name=lambda cid: (
