@@ -591,6 +591,7 @@ def _logging(level: str) -> None:
     )
     # APScheduler logs every run of the sweep at INFO; our own lines say what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _print_next(project: Project) -> None:
