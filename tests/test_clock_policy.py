@@ -162,3 +162,28 @@ def test_a_restart_fires_late_inside_the_window_and_records_missed_outside(
     again.ctx.close()
     assert again.fired == []
     assert state.last_seen(store_engine) == restart + dt.timedelta(minutes=1)
+
+
+def test_a_resumed_occurrence_is_not_resumed_again_at_the_next_sweep(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from dataclasses import replace
+
+    from scheduler.delivery import ledger
+
+    project = config_for(make_project)
+    occ = one(project)
+    _, row = ledger.claim_occurrence(store_engine, occ)
+    sweep = occ.instant + dt.timedelta(minutes=20)
+    stalled = replace(row, updated_at=sweep - dt.timedelta(minutes=10))
+    assert [d.action for d in decide(project.config, [occ], {occ.id: stalled}, set(), sweep)] == [
+        Action.RESUME
+    ]
+    # The clock touches the occurrence when it resumes it: the next sweeps leave it alone.
+    before = dt.datetime.now(UTC)
+    ledger.touch_occurrence(store_engine, occ.id)
+    touched = state.known(store_engine, [occ.id])[occ.id]
+    assert touched.updated_at >= before - dt.timedelta(seconds=1)
+    resumed = replace(row, updated_at=sweep)
+    next_sweep = sweep + dt.timedelta(seconds=5)
+    assert decide(project.config, [occ], {occ.id: resumed}, set(), next_sweep) == []

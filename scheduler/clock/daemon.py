@@ -265,6 +265,10 @@ class Clock:
                 self._waiting_logged.add(occ.id)
                 log.info("event=waiting occurrence=%s reason=campaign paused", occ.id)
             return
+        if d.action is Action.RESUME:
+            # At most one resume per stall window, however long the send takes.
+            ledger.touch_occurrence(self.engine, occ.id)
+            log.info("event=resume occurrence=%s", occ.id)
         try:
             self._fire(occ, late=d.action is Action.LATE, note=d.note)
         except Exception:

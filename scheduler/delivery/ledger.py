@@ -85,6 +85,15 @@ def _occurrence_row(row: Any) -> OccurrenceRow:
     return OccurrenceRow(**{f: m[f] for f in OccurrenceRow.__slots__})
 
 
+def touch_occurrence(engine: Engine, occurrence_id: str) -> None:
+    """Note activity on an occurrence (the clock resuming it), so that a long send is not
+    judged stalled again at every sweep."""
+    with writer(engine).begin() as conn:
+        conn.execute(
+            sa.update(occurrences).where(O.id == occurrence_id).values(updated_at=utcnow())
+        )
+
+
 def get_occurrence(engine: Engine, occurrence_id: str) -> OccurrenceRow | None:
     with engine.connect() as conn:
         row = conn.execute(sa.select(occurrences).where(O.id == occurrence_id)).first()
