@@ -147,7 +147,8 @@ def _require_aware(*values: dt.datetime) -> None:
             raise ValueError(f"{value.isoformat()} has no time zone; pass an aware datetime")
 
 
-def _campaign(config: Config, campaign_id: str) -> Campaign:
+def find_campaign(config: Config, campaign_id: str) -> Campaign:
+    """The campaign, or UnknownCampaignError with a did-you-mean and the known ids."""
     try:
         return config.campaigns[campaign_id]
     except KeyError:
@@ -171,7 +172,7 @@ def expand(
     ids = list(config.campaigns) if campaigns is None else list(campaigns)
     found: list[Occurrence] = []
     for campaign_id in ids:
-        campaign = _campaign(config, campaign_id)
+        campaign = find_campaign(config, campaign_id)
         zone = config.campaign_zone(campaign)
         deltas = [step.offset.delta for step in campaign.steps.values()]
         # A countdown step lies before its anchor and a follow-up after it: widen the search
@@ -197,7 +198,7 @@ def occurrence(config: Config, occurrence_id: str) -> Occurrence:
             "(CAMPAIGN/YYYY-MM-DD/STEP for rrule campaigns)"
         )
     campaign_id, key, step_id = parts
-    campaign = _campaign(config, campaign_id)
+    campaign = find_campaign(config, campaign_id)
     if step_id not in campaign.steps:
         known = ", ".join(campaign.steps)
         raise UnknownCampaignError(

@@ -53,15 +53,7 @@ def pick_occurrence(
     config = project.config
     if occurrence_id:
         return calendar.occurrence(config, occurrence_id)
-    if campaign_id not in config.campaigns:
-        raise UnknownCampaignError(
-            f"unknown campaign {campaign_id!r}; "
-            + (
-                did_you_mean(campaign_id, list(config.campaigns))
-                or f"campaigns: {', '.join(config.campaigns)}"
-            )
-        )
-    campaign = config.campaigns[campaign_id]
+    campaign = calendar.find_campaign(config, campaign_id)
     if step is None:
         if len(campaign.steps) == 1:
             step = next(iter(campaign.steps))

@@ -78,15 +78,7 @@ class PreviewItem:
 def preview_occurrence(project: Project, campaign_id: str, now: dt.datetime) -> list[Occurrence]:
     """The next occurrence of each step of the campaign, or its last one if all are past."""
     config = project.config
-    if campaign_id not in config.campaigns:
-        raise UnknownCampaignError(
-            f"unknown campaign {campaign_id!r}; "
-            + (
-                did_you_mean(campaign_id, list(config.campaigns))
-                or f"campaigns: {', '.join(config.campaigns)}"
-            )
-        )
-    campaign = config.campaigns[campaign_id]
+    campaign = calendar.find_campaign(config, campaign_id)
     found: dict[str, Occurrence] = {}
     for occ in calendar.next_occurrences(config, now):
         if occ.campaign_id == campaign_id and occ.step_id not in found:

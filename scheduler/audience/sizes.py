@@ -57,8 +57,9 @@ def audience_sizes(project: Project) -> AudienceSizes:
         if mlist.source:
             path = project.base_dir / mlist.source
             if path.is_file():
-                result = read_csv(path, languages=org.languages,
-                                  default_language=org.default_language)
+                result = read_csv(
+                    path, languages=org.languages, default_language=org.default_language
+                )
                 sizes.from_files[name] = {address_key(row.email) for row in result.rows}
     return sizes
 

@@ -159,13 +159,9 @@ def claim_occurrence(
     return claim, row
 
 
-def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Sequence[str]) -> int:
-    """Snapshot the audience into one pending delivery per subscriber, in one statement.
-
-    Active in any of the lists, minus suppressions; someone on two lists appears once (the
-    subscriber id is the recipient). Run again, it adds only people who were not there.
-    Returns the number of rows added.
-    """
+def _wanted(lists: Sequence[str]) -> sa.ColumnElement[bool]:
+    """Who gets a campaign's email: active in one of its lists and not suppressed. The same
+    test at fan-out and again just before each batch."""
     s, m = subscribers.c, memberships.c
     member = (
         sa.select(sa.literal(1))
@@ -177,6 +173,18 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
         .exists()
     )
     suppressed = sa.select(sa.literal(1)).where(suppressions.c.email_key == s.email_key).exists()
+    return sa.and_(member, ~suppressed)
+
+
+def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Sequence[str]) -> int:
+    """Snapshot the audience into one pending delivery per subscriber, in one statement.
+
+    Active in any of the lists, minus suppressions; someone on two lists appears once (the
+    subscriber id is the recipient). Run again, it adds only people who were not there.
+    Returns the number of rows added.
+    """
+    s = subscribers.c
+    wanted = _wanted(lists)
     audience = (
         sa.select(
             sa.literal(occurrence_id),
@@ -186,7 +194,7 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
             s.language,
             sa.literal(DeliveryState.PENDING.value),
         )
-        .where(member, ~suppressed)
+        .where(wanted)
         .order_by(s.id)
     )
     count = (
@@ -378,20 +386,9 @@ def still_wanted(
     fan-out still takes effect for every batch not yet sent."""
     if not subscriber_ids:
         return {}
-    s, m = subscribers.c, memberships.c
-    member = (
-        sa.select(sa.literal(1))
-        .where(
-            m.subscriber_id == s.id,
-            m.list_name.in_(list(lists)),
-            m.status == MembershipStatus.ACTIVE.value,
-        )
-        .exists()
-    )
-    suppressed = sa.select(sa.literal(1)).where(suppressions.c.email_key == s.email_key).exists()
-    query = sa.select(s.id, s.email, s.name).where(
-        s.id.in_(list(subscriber_ids)), member, ~suppressed
-    )
+    s = subscribers.c
+    wanted = _wanted(lists)
+    query = sa.select(s.id, s.email, s.name).where(s.id.in_(list(subscriber_ids)), wanted)
     with engine.connect() as conn:
         return {int(i): (e, n) for i, e, n in conn.execute(query)}
 
