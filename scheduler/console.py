@@ -8,10 +8,13 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import Engine
 
+from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.config.validate import require_valid
 from scheduler.errors import ConfigError
+from scheduler.store.db import database_url, make_engine, migrate
 
 # Piped output has no terminal width; 80 columns would cut occurrence ids in tables.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -47,3 +50,28 @@ def valid_project() -> Project:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def store() -> Engine:
+    """The store, migrated to the current schema."""
+    engine = make_engine()
+    migrate(engine)
+    return engine
+
+
+def safe_url() -> str:
+    """The database URL without its credentials, for messages."""
+    url = database_url()
+    return url.split("@")[-1] if "@" in url else url
+
+
+def known_campaign(project: Project, campaign: str) -> None:
+    if campaign not in project.config.campaigns:
+        fail(
+            f"unknown campaign {campaign!r}; "
+            + (
+                did_you_mean(campaign, list(project.config.campaigns))
+                or f"campaigns: {', '.join(project.config.campaigns)}"
+            ),
+            2,
+        )

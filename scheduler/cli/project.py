@@ -1,49 +1,22 @@
-"""The command line: `scheduler validate | calendar | plan | preview | send | status | lists`.
-
-Exit codes: 0 success, 1 validation or delivery failure, 2 usage error.
-"""
+"""`validate`, `calendar`, `plan`, `preview`: commands that read the project and send nothing."""
 
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from scheduler import calendar, cli_delivery, cli_web
+from scheduler import calendar
 from scheduler.audience.sizes import audience_sizes
 from scheduler.config.project import Project
 from scheduler.config.validate import validate_project
 from scheduler.console import err, fail, out, print_json, state, valid_project
-from scheduler.errors import ConfigError, SchedulerError, TemplateError, UnknownCampaignError
+from scheduler.errors import ConfigError, TemplateError, UnknownCampaignError
 from scheduler.ics import to_ics
 from scheduler.preview import build_preview
-
-app = typer.Typer(
-    name="scheduler",
-    help="Plan campaign days in campaigns.yaml; email subscribers and post to social platforms "
-    "on the day.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _global(
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "-c",
-            "--config",
-            help="campaigns.yaml to use [env: SCHEDULER_CONFIG; default: ./campaigns.yaml]",
-        ),
-    ] = None,
-) -> None:
-    state.config = config
 
 
 def _parse_day(value: str | None, option: str) -> dt.date | None:
@@ -77,7 +50,6 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
 # --- validate ------------------------------------------------------------------------------
 
 
-@app.command()
 def validate(
     strict: Annotated[
         bool, typer.Option(help="also fail when a secret a channel needs is unset")
@@ -127,7 +99,6 @@ def validate(
 # --- calendar and plan ---------------------------------------------------------------------
 
 
-@app.command("calendar")
 def calendar_command(
     from_: Annotated[
         str | None, typer.Option("--from", help="first day, YYYY-MM-DD [default: today]")
@@ -177,7 +148,6 @@ def calendar_command(
     out.print(f"{len(occurrences)} occurrences", markup=False)
 
 
-@app.command()
 def plan(
     days: Annotated[int, typer.Option(min=1, max=3660, help="how far ahead to look")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
@@ -240,7 +210,6 @@ def plan(
 # --- preview -------------------------------------------------------------------------------
 
 
-@app.command()
 def preview(
     campaign: Annotated[str, typer.Argument(help="campaign id from campaigns.yaml")],
     step: Annotated[str | None, typer.Option(help="only this step")] = None,
@@ -298,17 +267,8 @@ def preview(
     out.print(f"{len(items)} message(s) previewed; nothing was sent.", markup=False)
 
 
-cli_delivery.register(app)
-cli_web.register(app)
-
-
-def main() -> None:
-    try:
-        app()
-    except SchedulerError as e:
-        err.print(f"error: {e}", markup=False)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
+    app.command("calendar")(calendar_command)
+    app.command("plan")(plan)
+    app.command("preview")(preview)

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Serve subscribe, unsubscribe, preferences, the archive and the dashboard."""
-        from scheduler.cli_delivery import store
+        from scheduler.console import store
         from scheduler.delivery.context import broker_url
         from scheduler.web import create_app, make_hit_counter
         from scheduler.web.auth import DashboardAuth

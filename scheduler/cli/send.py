@@ -1,0 +1,357 @@
+"""`send`: fire one occurrence now, in this process or through the workers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.engine import Engine
+
+from scheduler import calendar
+from scheduler.channels import get_channel_class
+from scheduler.config.diagnostics import did_you_mean
+from scheduler.config.project import Project
+from scheduler.console import err, fail, out, print_json, store, valid_project
+from scheduler.delivery import ledger
+from scheduler.delivery.batch import BatchReport
+from scheduler.delivery.context import DeliveryContext, broker_url
+from scheduler.delivery.emailing import EmailComposer
+from scheduler.delivery.fire import FireReport, fire
+from scheduler.delivery.ledger import Claim
+from scheduler.errors import UnknownCampaignError
+from scheduler.store import subscribers
+
+# --- send ----------------------------------------------------------------------------------
+
+
+def pick_occurrence(
+    project: Project,
+    campaign_id: str,
+    step: str | None,
+    occurrence_id: str | None,
+    now: dt.datetime,
+    engine: Engine | None = None,
+) -> calendar.Occurrence:
+    config = project.config
+    if occurrence_id:
+        return calendar.occurrence(config, occurrence_id)
+    campaign = calendar.find_campaign(config, campaign_id)
+    if step is None:
+        if len(campaign.steps) == 1:
+            step = next(iter(campaign.steps))
+        elif "statement" in campaign.steps:
+            step = "statement"
+        else:
+            raise UnknownCampaignError(
+                f"campaign {campaign_id!r} has several steps; choose one with --step "
+                f"({', '.join(campaign.steps)})"
+            )
+    if step not in campaign.steps:
+        raise UnknownCampaignError(
+            f"campaign {campaign_id!r} has no step {step!r}; "
+            + (did_you_mean(step, list(campaign.steps)) or f"steps: {', '.join(campaign.steps)}")
+        )
+    # One due in the last day that has not gone out (sent by hand after a failure or a
+    # missed instant) comes first; then the step's next occurrence; for a campaign that
+    # will not come again (a past one-off), its last one.
+    recent = [
+        o
+        for o in calendar.expand(config, now - dt.timedelta(days=1), now, campaigns=[campaign_id])
+        if o.step_id == step
+    ]
+    if recent and engine is not None:
+        row = ledger.get_occurrence(engine, recent[-1].id)
+        if row is None or row.state not in ("done", "cancelled"):
+            return recent[-1]
+    upcoming = [
+        o
+        for o in calendar.next_occurrences(config, now)
+        if o.campaign_id == campaign_id and o.step_id == step
+    ]
+    if upcoming:
+        return upcoming[0]
+    past = calendar.expand(
+        config, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), now, campaigns=[campaign_id]
+    )
+    matching = [o for o in past if o.step_id == step]
+    if not matching:
+        raise UnknownCampaignError(f"{campaign_id}/{step} has no occurrence")
+    return matching[-1]
+
+
+class _SendProgress:
+    """A live bar: sent / failed / skipped and the sending rate, on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.bar = Progress(
+            TextColumn("[bold]sending"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("send", total=None, detail="")
+
+    def __enter__(self) -> _SendProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def total(self, n: int) -> None:
+        self.bar.update(self.task, total=max(n, 1))
+
+    def update(self, report: BatchReport) -> None:
+        done = report.sent + report.failed + report.skipped
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.bar.update(
+            self.task,
+            completed=done,
+            detail=f"sent {report.sent:,} · failed {report.failed:,} · skipped "
+            f"{report.skipped:,} · {report.sent / elapsed:,.0f}/s",
+        )
+
+
+def send_command(
+    campaign: Annotated[str, typer.Argument(help="campaign id")],
+    step: Annotated[
+        str | None, typer.Option(help="the step [default: the only one, or 'statement']")
+    ] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="only these channels (repeatable)")
+    ] = None,
+    occurrence_id: Annotated[
+        str | None,
+        typer.Option("--occurrence", help="an exact occurrence id, e.g. may-day/2027/statement"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="render and count; send nothing")
+    ] = False,
+    enqueue: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue", help="hand the batches to Celery workers instead of sending here"
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Fire one occurrence now. Idempotent: run again, it sends nothing already sent."""
+    project = valid_project()
+    now = dt.datetime.now(dt.UTC)
+    engine = store()
+    try:
+        occ = pick_occurrence(project, campaign, step, occurrence_id, now, engine)
+    except UnknownCampaignError as e:
+        fail(str(e), 2)
+    channels = list(channel or occ.channels)
+    unknown = [c for c in channels if c not in occ.channels]
+    if unknown:
+        fail(
+            f"{occ.id} does not go to {', '.join(unknown)}; its channels: "
+            f"{', '.join(occ.channels)}",
+            2,
+        )
+    if not dry_run:
+        _require_secrets(project, channels)
+    ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
+    try:
+        if dry_run:
+            _dry_run(ctx, occ, channels, as_json)
+            return
+        if not as_json:
+            err.print(
+                f"firing {occ.id} ({occ.local:%Y-%m-%d %H:%M %Z}) on {', '.join(channels)}",
+                markup=False,
+            )
+        if enqueue:
+            from scheduler.tasks import enqueue_batch
+
+            report = fire(
+                ctx,
+                occ,
+                channels=channels,
+                dispatch=enqueue_batch,
+                revive_missed=True,
+                note=_manual_note(engine, occ),
+            )
+        else:
+            with _SendProgress(not as_json) as bar:
+                report = fire(
+                    ctx,
+                    occ,
+                    channels=channels,
+                    progress=bar.update,
+                    on_total=bar.total,
+                    revive_missed=True,
+                    note=_manual_note(engine, occ),
+                )
+    finally:
+        ctx.close()
+    _summary(report, as_json, enqueue)
+
+
+def _require_secrets(project: Project, channels: list[str]) -> None:
+    """Refuse before anything is sent when a channel's `${VAR}` is unset: otherwise the
+    email would go out and the posts fail, half a campaign."""
+    from scheduler.config import secrets
+
+    missing: dict[str, list[str]] = {}
+    for name in channels:
+        for value in (project.config.channels[name].model_extra or {}).values():
+            if isinstance(value, str):
+                for var in secrets.missing(value):
+                    missing.setdefault(name, []).append(var)
+    if missing:
+        needs = "; ".join(f"{c} needs {', '.join(v)}" for c, v in missing.items())
+        ready = [c for c in channels if c not in missing]
+        hint = (
+            f" or send only to the ready ones: --channel {' --channel '.join(ready)}"
+            if ready
+            else ""
+        )
+        fail(f"nothing was sent: {needs}. Export the variables{hint}.")
+
+
+def _manual_note(engine: Engine, occ: calendar.Occurrence) -> str | None:
+    row = ledger.get_occurrence(engine, occ.id)
+    if row is not None and row.state == "missed":
+        return f"sent by hand after being missed ({row.note})"
+    return None
+
+
+def _dry_run(
+    ctx: DeliveryContext, occ: calendar.Occurrence, channels: list[str], as_json: bool
+) -> None:
+    campaign = ctx.config.campaigns[occ.campaign_id]
+    audience = list(subscribers.active_audience(ctx.engine, campaign.audience))
+    by_language: dict[str, int] = {}
+    for r in audience:
+        lang = ctx.renderer.email_language(campaign, r.language)
+        by_language[lang] = by_language.get(lang, 0) + 1
+    rendered: dict[str, Any] = {}
+    for c in channels:
+        kind = get_channel_class(ctx.config.channels[c].type).kind
+        if kind == "email":
+            composer = EmailComposer(ctx.renderer, occ, c, date=occ.instant)
+            sizes = {}
+            for r in {
+                ctx.renderer.email_language(campaign, r.language): r for r in audience
+            }.values():
+                data = composer.compose(
+                    subscriber_id=r.subscriber_id,
+                    email_address=r.email,
+                    name=r.name,
+                    language=r.language,
+                )
+                sizes[ctx.renderer.email_language(campaign, r.language)] = len(data)
+            rendered[c] = {
+                "type": "smtp",
+                "recipients": len(audience),
+                "by_language": by_language,
+                "message_bytes": sizes,
+            }
+        else:
+            post = ctx.renderer.post(occ, c)
+            rendered[c] = {
+                "type": ctx.config.channels[c].type,
+                "posts": 1,
+                "language": post.language,
+                "characters": len(post.text),
+            }
+    sources = {
+        name: ctx.config.lists[name].source
+        for name in campaign.audience
+        if name in ctx.config.lists and ctx.config.lists[name].source
+    }
+    if as_json:
+        print_json(
+            {
+                "occurrence": occ.id,
+                "dry_run": True,
+                "channels": rendered,
+                "synced_before_sending": sources,
+            }
+        )
+        return
+    out.print(
+        f"dry run of {occ.id} at {occ.local:%Y-%m-%d %H:%M %Z} — nothing was sent", markup=False
+    )
+    for c, info in rendered.items():
+        if info["type"] == "smtp":
+            langs = ", ".join(f"{k}: {v:,}" for k, v in sorted(info["by_language"].items()))
+            out.print(f"  {c}: {info['recipients']:,} emails ({langs or 'nobody'})", markup=False)
+        else:
+            out.print(f"  {c}: 1 post in {info['language']}", markup=False)
+    for name, source in sources.items():
+        out.print(
+            f"  (list {name} is synced from {source} before sending; counts above are "
+            "the store's now)",
+            markup=False,
+        )
+
+
+def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
+    r = report.result
+    data = {
+        "occurrence": report.occurrence_id,
+        "claim": report.claim.value,
+        "state": report.state,
+        "deliveries": report.total,
+        "new_deliveries": report.new_rows,
+        "batches": report.batches,
+        "enqueued": enqueued,
+        "sent": r.sent,
+        "failed": r.failed,
+        "skipped": r.skipped,
+        "retried": r.retried,
+        "already_done": report.already_final,
+        "failures": r.reasons,
+        "held_by_others": report.held,
+    }
+    if as_json:
+        print_json(data)
+    elif report.claim is Claim.REFUSED:
+        out.print(f"{report.occurrence_id} is {report.state}: nothing was sent.", markup=False)
+    elif enqueued:
+        out.print(
+            f"{report.occurrence_id}: {report.batches} batches handed to the workers "
+            f"({report.total:,} deliveries). `scheduler status` shows progress.",
+            markup=False,
+        )
+    elif r.sent == r.failed == r.skipped == 0 and report.held:
+        until = f"{report.held_until:%H:%M:%S} UTC" if report.held_until else "soon"
+        out.print(
+            f"{report.occurrence_id}: {report.held:,} deliveries are held by another "
+            f"sender, or were left by one that stopped; they can be sent again from "
+            f"{until} (run this command again then).",
+            markup=False,
+        )
+    elif r.sent == r.failed == r.skipped == 0:
+        out.print(
+            f"{report.occurrence_id}: nothing new to send — {report.already_final:,} "
+            f"deliveries were already done (state: {report.state}).",
+            markup=False,
+        )
+    else:
+        out.print(
+            f"{report.occurrence_id}: sent {r.sent:,}, failed {r.failed:,}, skipped "
+            f"{r.skipped:,} (left the list meanwhile), retried {r.retried:,}; state "
+            f"{report.state}.",
+            markup=False,
+        )
+        for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
+            out.print(f"  {n:,} × {reason}", markup=False)
+    if report.claim is Claim.REFUSED or r.failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send_command)
