@@ -35,7 +35,9 @@ class TransientPostError(TransientSendError):
     """The platform did not take the post this time; retry, after `retry_after` if given.
 
     `maybe_accepted` is true when the request reached the platform and its answer was lost
-    (a read timeout, a dropped connection): the post may exist already.
+    (a read timeout, a dropped connection): the post may exist already. `unreachable` is true
+    when the platform itself is down (no connection, or its gateway says 502/504): the
+    channel waits for it as a whole instead of counting attempts against the post.
     """
 
     def __init__(
@@ -45,11 +47,13 @@ class TransientPostError(TransientSendError):
         retry_after: float | None = None,
         status: int | None = None,
         maybe_accepted: bool = False,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
         self.maybe_accepted = maybe_accepted
+        self.unreachable = unreachable
 
 
 class PermanentPostError(PermanentSendError):
@@ -175,7 +179,8 @@ class HttpClient:
             )
         except requests.ConnectTimeout:
             raise TransientPostError(
-                f"{self.what}: {action}: could not connect within {self.timeout[0]:g}s"
+                f"{self.what}: {action}: could not connect within {self.timeout[0]:g}s",
+                unreachable=True,
             ) from None
         except requests.ReadTimeout:
             raise TransientPostError(
@@ -188,6 +193,7 @@ class HttpClient:
             raise TransientPostError(
                 f"{self.what}: {action}: connection failed ({type(e).__name__})",
                 maybe_accepted=True,
+                unreachable=True,
             ) from None
         except requests.RequestException as e:
             raise PermanentPostError(
@@ -212,7 +218,9 @@ class HttpClient:
             wait = retry_after(response)
             if wait is not None:
                 message += f" (asked to wait {wait:g}s)"
-            raise TransientPostError(message, retry_after=wait, status=status)
+            raise TransientPostError(
+                message, retry_after=wait, status=status, unreachable=status in (502, 504)
+            )
         hint = (hints or {}).get(status) or _GENERIC_HINTS.get(status)
         if hint:
             message += f"; {hint}"

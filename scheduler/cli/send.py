@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,7 @@ from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.emailing import EmailComposer
 from scheduler.delivery.fire import FireReport, fire
 from scheduler.delivery.ledger import Claim
+from scheduler.delivery.retry import wait_for_held
 from scheduler.errors import UnknownCampaignError
 from scheduler.store import subscribers
 
@@ -142,6 +144,13 @@ def send_command(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="do not wait for deliveries another (or a stopped) sender holds; say so, exit 1",
+        ),
+    ] = False,
 ) -> None:
     """Fire one occurrence now. Idempotent: run again, it sends nothing already sent."""
     project = valid_project()
@@ -193,9 +202,29 @@ def send_command(
                     revive_missed=True,
                     note=_manual_note(engine, occ),
                 )
+                if not no_wait:
+                    # What a stopped sender left is sent in this run, once its lease ends.
+                    report = wait_for_held(
+                        report,
+                        lambda: fire(ctx, occ, channels=channels, progress=bar.update),
+                        on_wait=_say_waiting(report.occurrence_id),
+                    )
     finally:
         ctx.close()
     _summary(report, as_json, enqueue)
+
+
+def _say_waiting(occurrence_id: str) -> Callable[[int, dt.datetime | None], None]:
+    def say(held: int, until: dt.datetime | None) -> None:
+        when = f"{until:%H:%M:%S} UTC" if until else "soon"
+        err.print(
+            f"{occurrence_id}: {held:,} deliveries are held by another sender, or were left "
+            f"by one that stopped; waiting until {when} for their lease to end, then sending "
+            "them (Ctrl-C leaves them for a later run).",
+            markup=False,
+        )
+
+    return say
 
 
 def _require_secrets(project: Project, channels: list[str]) -> None:
@@ -331,7 +360,7 @@ def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
         out.print(
             f"{report.occurrence_id}: {report.held:,} deliveries are held by another "
             f"sender, or were left by one that stopped; they can be sent again from "
-            f"{until} (run this command again then).",
+            f"{until} (run this command again then, without --no-wait).",
             markup=False,
         )
     elif r.sent == r.failed == r.skipped == 0:
@@ -349,7 +378,13 @@ def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
         )
         for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
             out.print(f"  {n:,} × {reason}", markup=False)
-    if report.claim is Claim.REFUSED or r.failed:
+        if report.held:
+            out.print(
+                f"  {report.held:,} deliveries are still held by another sender (or one "
+                "that stopped); run this command again to send them once it lets go.",
+                markup=False,
+            )
+    if report.claim is Claim.REFUSED or r.failed or report.held:
         raise typer.Exit(1)
 
 

@@ -23,9 +23,10 @@ from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel
 from scheduler.channels.http import DEFAULT_TIMEOUT
 from scheduler.config import secrets
-from scheduler.config.model import Config
+from scheduler.config.model import Config, parse_duration
 from scheduler.config.project import Project
 from scheduler.content.render import Renderer
+from scheduler.delivery.breaker import Breaker
 from scheduler.delivery.emailing import EmailComposer
 from scheduler.mail.dkim import DkimSigner
 from scheduler.mail.ratelimit import RateLimiter, make_limiter
@@ -52,11 +53,12 @@ class DeliveryContext:
     project: Project
     engine: Engine
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    # How long a sender owns the deliveries it claimed; renewed while it works. A sender
-    # that dies releases them when the lease runs out.
+    # How long a sender owns the deliveries it claimed; renewed at half-time while it works
+    # (and while it waits for a server). A sender that dies releases them when the lease
+    # runs out: a re-run waits at most this long for a crashed run's remainder.
     lease: dt.timedelta = field(
         default_factory=lambda: dt.timedelta(
-            seconds=float(os.environ.get("SCHEDULER_LEASE_SECONDS", "120"))
+            seconds=float(os.environ.get("SCHEDULER_LEASE_SECONDS", "60"))
         )
     )
     # Rate limits are shared through Redis when a URL is given (distributed mode).
@@ -72,6 +74,7 @@ class DeliveryContext:
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
     _pools: dict[str, TransportPool] = field(default_factory=dict)
     _signers: dict[str, DkimSigner | None] = field(default_factory=dict)
+    _breakers: dict[str, Breaker] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _users: int = 0
     _closing: bool = False
@@ -145,6 +148,19 @@ class DeliveryContext:
                     signer = DkimSigner(str(selector), domain, path.read_bytes())
                 self._signers[channel] = signer
             return self._signers[channel]
+
+    def retry_window(self, channel: str) -> dt.timedelta:
+        """How long the channel's messages wait for an unreachable server (`retry_window`)."""
+        return parse_duration(str(self.channel_setting(channel, "retry_window", "6h")))
+
+    def breaker(self, channel: str) -> Breaker:
+        """The channel's circuit breaker, shared by every batch of this process (and through
+        Redis by every process, in distributed mode)."""
+        with self._lock:
+            if channel not in self._breakers:
+                window = self.retry_window(channel).total_seconds()
+                self._breakers[channel] = Breaker(channel, window=window, redis_url=self.redis_url)
+            return self._breakers[channel]
 
     @contextmanager
     def in_use(self) -> Iterator[None]:

@@ -32,7 +32,7 @@ from scheduler.config.secrets import is_reference, redact, resolve
 from scheduler.errors import PermanentSendError
 from scheduler.mail.ratelimit import RateLimiter
 
-Status = Literal["sent", "transient", "permanent", "bounced"]
+Status = Literal["sent", "transient", "permanent", "bounced", "unavailable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,9 @@ class Outcome:
 
     `bounced` means the server refused the recipient's address itself (5.1.x on RCPT): the
     caller marks the address bounced. `transient` is worth retrying later; `permanent` is not.
+    `unavailable` says nothing about the message: the server could not be reached or is
+    closing the connection (refused, timed out, TLS failed, `421`), and nothing was sent; the
+    caller waits for the server, without counting it against the message.
     """
 
     key: int
@@ -299,7 +302,7 @@ class TransportPool:
                 try:
                     wait = self._limiter.reserve()
                 except Exception as e:  # e.g. Redis is down: do not send unthrottled
-                    done.put(Outcome(item.key, "transient", f"rate limiter unavailable: {e}"))
+                    done.put(Outcome(item.key, "unavailable", f"rate limiter unavailable: {e}"))
                     continue
                 if wait > 0 and stop.wait(wait):
                     return
