@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from scheduler import calendar
+from scheduler.audience.address import wire_address
 from scheduler.channels import get_channel_class
 from scheduler.delivery import ledger
 from scheduler.delivery.breaker import Breaker
@@ -182,7 +183,10 @@ def _send_email(
     # Composed once: a retry sends the very same bytes (same Message-ID, same Date).
     messages: dict[int, Outgoing] = {}
     for d in todo:
-        email_address, name = wanted[d.subscriber_id or 0]
+        stored_address, name = wanted[d.subscriber_id or 0]
+        # An internationalized domain goes out in its IDNA (xn--) form, which every server
+        # takes; only a non-ASCII part before '@' needs SMTPUTF8 (the transport checks).
+        email_address = wire_address(stored_address)
         try:
             data = composer.compose(
                 subscriber_id=d.subscriber_id or 0,

@@ -82,6 +82,10 @@ class EmailComposer:
             subscriber_id=subscriber_id,
             list_name=self.list_name,
         )
+        if not email_address.isascii():
+            # A non-ASCII part before '@' (the domain is IDNA by now): an RFC 6532 message
+            # with UTF-8 headers, for a server that offers SMTPUTF8. Rare: the plain path.
+            return self._plain(recipient, utf8=True)
         lang = self.renderer.email_language(self.campaign, language)
         key = (lang, bool(name and name.strip()))
         variant = self._variants.get(key)
@@ -141,7 +145,7 @@ class EmailComposer:
             tokens=TOKENS,
         )
 
-    def _plain(self, recipient: Recipient) -> bytes:
+    def _plain(self, recipient: Recipient, *, utf8: bool = False) -> bytes:
         rendered = self.renderer.email(self.occ, recipient)
         msg = build_email(
             rendered=rendered,
@@ -154,6 +158,8 @@ class EmailComposer:
         )
         if self.custom_list_id:
             msg.replace_header("List-Id", self.custom_list_id)
+        if utf8:
+            return msg.as_bytes(policy=msg.policy.clone(utf8=True))
         return msg.as_bytes()
 
 
