@@ -159,7 +159,7 @@ class EmailComposer:
         if self.custom_list_id:
             msg.replace_header("List-Id", self.custom_list_id)
         if utf8:
-            return msg.as_bytes(policy=msg.policy.clone(utf8=True))
+            return msg.as_bytes(policy=email.policy.SMTPUTF8.clone(max_line_length=998))
         return msg.as_bytes()
 
 
