@@ -10,13 +10,12 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
-from scheduler import calendar
+from scheduler import calendar, settings
 from scheduler.config.project import load_project
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.context import DeliveryContext, broker_url
@@ -25,14 +24,14 @@ from scheduler.store.db import make_engine, migrate
 
 log = logging.getLogger(__name__)
 
-QUEUE = os.environ.get("SCHEDULER_QUEUE", "scheduler")
-# Two minutes: a killed worker's batch is handed to another within about that (plus the
-# 10 s restore sweep), and by then the dead worker's 60 s leases have ended, so recovery
-# takes ~2 minutes instead of 10. A batch that runs longer (a slow server, an outage being
-# waited out) is handed out a second time meanwhile; the copy finds its deliveries held
-# (their lease is renewed) and retries after the lease, never sending one twice. Keep it
-# above the lease (SCHEDULER_LEASE_SECONDS), since a held batch is retried after the lease.
-VISIBILITY_TIMEOUT = int(os.environ.get("SCHEDULER_VISIBILITY_TIMEOUT", "120"))
+QUEUE = settings.queue()
+# Two minutes by default (settings.py): a killed worker's batch is handed to another within
+# about that (plus the 10 s restore sweep), and by then the dead worker's 60 s leases have
+# ended, so recovery takes ~2 minutes instead of 10. A batch that runs longer (a slow server,
+# an outage being waited out) is handed out a second time meanwhile; the copy finds its
+# deliveries held (their lease is renewed) and retries after the lease, never sending one
+# twice. Keep it above the lease (SCHEDULER_LEASE_SECONDS): a held batch retries after it.
+VISIBILITY_TIMEOUT = settings.visibility_timeout()
 
 app = Celery("scheduler")
 app.conf.update(
@@ -63,7 +62,7 @@ def context() -> DeliveryContext:
     """One per worker process: config, engine, SMTP connections and rendered messages."""
     global _context
     if _context is None:
-        project = load_project(os.environ.get("SCHEDULER_CONFIG"))
+        project = load_project(settings.CONFIG.raw())
         engine = make_engine()
         migrate(engine)
         _context = DeliveryContext(project, engine, redis_url=broker_url())

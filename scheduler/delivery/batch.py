@@ -19,7 +19,7 @@ from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.delivery.posting import post_delivery
 from scheduler.delivery.reasons import reason_key
-from scheduler.mail.transport import Outcome, Outgoing
+from scheduler.mail.envelope import Outcome, Outgoing
 from scheduler.store.schema import DeliveryState
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import contextlib
 import smtplib
 import ssl
 
-from scheduler.mail.transport import parse_smtp_url
+from scheduler.mail.urls import parse_smtp_url
 
 
 def offers_smtputf8(url: str, *, timeout: float = 10) -> bool | None:
