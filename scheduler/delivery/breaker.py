@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
+# An outage nobody has reported for this long is over as far as we know (its senders gave
+# up, were cancelled or stopped): the next failure starts a new one, with a whole window.
+STALE_AFTER = 5 * MAX_BACKOFF
 _KEY = "scheduler:breaker:{channel}"
 
 
@@ -38,6 +41,7 @@ class Outage:
     since: float  # wall clock (time.time()) of the first failure
     failures: int  # consecutive failed probes
     reason: str  # the last failure, for logs and the ledger
+    last: float = 0.0  # wall clock of the latest failure
 
 
 class Breaker:
@@ -72,14 +76,19 @@ class Breaker:
         """A connection-level failure: open the breaker (or keep it open)."""
         now = self._clock()
         with self._lock:
-            shared = self._shared()
-            current = self._outage or shared
+            current = self._outage
+            if self._redis is not None:
+                with contextlib.suppress(Exception):
+                    current = self._read_shared()  # what every process saw, when it answers
+            if current is not None and now - max(current.last, current.since) > STALE_AFTER:
+                current = None
             if current is None:
                 log.warning("channel %s unreachable: %s; waiting it out", self.channel, reason)
-                outage = Outage(since=now, failures=1, reason=reason)
+                outage = Outage(since=now, failures=1, reason=reason, last=now)
             else:
-                since = min(current.since, shared.since) if shared else current.since
-                outage = Outage(since=since, failures=current.failures + 1, reason=reason)
+                outage = Outage(
+                    since=current.since, failures=current.failures + 1, reason=reason, last=now
+                )
             self._outage = outage
             self._share(outage)
             return outage
@@ -101,7 +110,12 @@ class Breaker:
     @property
     def outage(self) -> Outage | None:
         with self._lock:
-            return self._outage or self._shared()
+            if self._redis is not None:
+                # Shared state wins: a success in any process closes the breaker for all.
+                # When Redis is down, go on with what this process saw.
+                with contextlib.suppress(Exception):
+                    self._outage = self._read_shared()
+            return self._outage
 
     def backoff(self) -> float:
         """How long to wait before the next probe (full jitter over a doubling, capped)."""
@@ -121,13 +135,10 @@ class Breaker:
 
     # --- Redis -------------------------------------------------------------------------------
 
-    def _shared(self) -> Outage | None:
+    def _read_shared(self) -> Outage | None:
         if self._redis is None:
             return None
-        try:
-            raw = self._redis.hgetall(self._key)
-        except Exception:
-            return None
+        raw = self._redis.hgetall(self._key)
         if not raw:
             return None
         try:
@@ -136,6 +147,7 @@ class Breaker:
                 since=float(raw[b"since"]),
                 failures=int(raw[b"failures"]),
                 reason=reason.decode("utf-8", "replace") if isinstance(reason, bytes) else "",
+                last=float(raw.get(b"last", raw[b"since"])),
             )
         except (KeyError, ValueError):
             return None
@@ -149,6 +161,7 @@ class Breaker:
                 self._key,
                 mapping={
                     "since": repr(outage.since),
+                    "last": repr(outage.last),
                     "failures": outage.failures,
                     "reason": outage.reason[:500],
                 },
