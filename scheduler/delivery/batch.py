@@ -358,7 +358,7 @@ def _give_up_waiting(
             )
         recorder.flush()
         return
-    window = ctx.channel_setting(channel, "retry_window", "6h")
+    window = ctx.retry_window_text(channel)
     error = f"server unreachable for the whole retry window ({window}): {reason}"
     if not breaker.expired():
         error = f"cancelled while the server was unreachable: {reason}"

@@ -31,8 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
-from scheduler.channels import AnyChannel, PostRef
-from scheduler.channels.http import TransientPostError
+from scheduler.channels import AnyChannel, Post, PostRef
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
@@ -163,7 +162,12 @@ def post_delivery(
         posted.append(ref)
         ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
 
-    metadata = metadata_for(occ, channel_name)
+    post = Post(
+        key=key,
+        language=rendered.language,
+        parts=tuple(parts),
+        metadata=metadata_for(occ, channel_name),
+    )
     attempt = delivery.attempts
     # A sender before us (a crash, an expired lease) may have been cut off right after the
     # platform took the next part: channels that can look it up do so first.
@@ -173,20 +177,14 @@ def post_delivery(
     while True:
         try:
             refs = channel.send(
-                parts,
-                key=key,
-                language=rendered.language,
-                posted=list(posted),
-                on_posted=on_posted,
-                maybe_posted=maybe_posted,
-                metadata=metadata,
+                post, posted=list(posted), on_posted=on_posted, maybe_posted=maybe_posted
             )
         except (PermanentSendError, SecretError) as e:
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
-            wait = e.retry_after if isinstance(e, TransientPostError) else None
-            lost_answer = isinstance(e, TransientPostError) and e.maybe_accepted
-            if isinstance(e, TransientPostError) and e.unreachable:
+            wait = e.retry_after
+            lost_answer = e.maybe_accepted
+            if e.unreachable:
                 # The platform is down, not this post: the channel waits for it as a whole
                 # and the post's attempts do not move (see delivery/breaker.py).
                 breaker = ctx.breaker(channel_name)
@@ -202,7 +200,7 @@ def post_delivery(
                         Result(delivery.id, DeliveryState.PENDING, error=error), None, retries
                     )
                 if breaker.expired() or ledger.is_cancelled(engine, occ.id):
-                    window_text = ctx.channel_setting(channel_name, "retry_window", "6h")
+                    window_text = ctx.retry_window_text(channel_name)
                     why = (
                         f"{channel.type} unreachable for the whole retry window ({window_text})"
                         if breaker.expired()
