@@ -211,7 +211,9 @@ def test_a_rerun_after_a_killed_sender_waits_for_its_lease_and_sends_the_rest(
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "held by another sender, or were left by one that stopped; waiting" in rerun.stderr
-    assert _one_message_each(smtp_server, emails) <= 4
+    # Copies only of what the killed sender had sent but not yet written down (outcomes are
+    # written every 0.2 s), each with the same Message-ID.
+    assert _one_message_each(smtp_server, emails) <= 20
     assert ledger.counts(engine, OCC)[OCC]["email"] == {"sent": 200}
     engine.dispose()
 
