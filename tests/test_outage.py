@@ -271,10 +271,10 @@ def test_failure_reasons_are_grouped_without_addresses(
 
 def test_reason_keys_drop_addresses_and_stages() -> None:
     assert reason_key("bounced: 550 5.1.1 <a@b.org>: User unknown (after RCPT)") == (
-        "bounced: 550 5.1.1 user unknown"
+        "bounced: 550 5.1.1 User unknown"
     )
     assert reason_key("permanent: 550 Mailbox a.b@c.org is full (after DATA)") == (
-        "permanent: 550 mailbox is full"
+        "permanent: 550 Mailbox is full"
     )
     assert reason_key("cannot compose: recipient address 'x@ex.org' is bad") == (
         "cannot compose: recipient address is bad"
@@ -343,5 +343,5 @@ def test_a_server_that_keeps_closing_with_421_is_an_outage_not_the_messages_faul
     assert {r.attempts for r in _rows(store_engine)} == {1}
     (reason,) = report.result.reasons
     assert reason == (
-        "server unreachable for the whole retry window (0m): 421 4.7.0 too busy, closing"
+        "server unreachable for the whole retry window (0m): 421 4.7.0 Too busy, closing"
     )

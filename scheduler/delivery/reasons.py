@@ -4,8 +4,8 @@ Servers echo the recipient in their replies (Postfix: `550 5.1.1 <ana@example.or
 Recipient address rejected: User unknown in virtual mailbox table`), and our own messages
 quote the address (`cannot compose: recipient address 'ana@example' ...`). `reason_key`
 removes the addresses, the stage suffix and queue-specific noise, so that
-`status` and the dashboard can show `50 × bounced: 550 5.1.1 recipient address rejected:
-user unknown in virtual mailbox table`. The full reply stays in the delivery's row.
+`status` and the dashboard can show `50 × bounced: 550 5.1.1 Recipient address rejected:
+User unknown in virtual mailbox table`. The full reply stays in the delivery's row.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def reason_key(error: str) -> str:
 
 
 def _reply(reply: str) -> str:
-    """`550 5.1.1 : Recipient address rejected: User unknown` -> `550 5.1.1 recipient
-    address rejected: user unknown` (lower-cased: servers differ only in capitals)."""
+    """`550 5.1.1 : Recipient address rejected: User unknown` -> `550 5.1.1 Recipient
+    address rejected: User unknown`."""
     m = _CODE.match(reply)
     if m is None:  # pragma: no cover - callers checked
         return reply
     rest = _EMPTY_LEAD.sub("", m["rest"]).strip()
     head = m["code"] + (f" {m['enh']}" if m["enh"] else "")
-    return f"{head} {rest.lower()}".strip()
+    return f"{head} {rest}".strip()
