@@ -241,11 +241,15 @@ class Clock:
     def handle(self, occurrences: list[Occurrence], *, now: dt.datetime | None = None) -> None:
         now = now or self.now()
         with self._lock:
-            known = state.known(self.engine, [o.id for o in occurrences])
+            ids = [o.id for o in occurrences]
+            known = state.known(self.engine, ids)
+            channels = state.channels_of(self.engine, [i for i in ids if i in known])
             paused = state.paused(self.engine)
             decisions = [
                 d
-                for d in decide(self.project.config, occurrences, known, paused, now)
+                for d in decide(
+                    self.project.config, occurrences, known, paused, now, channels=channels
+                )
                 if d.occurrence.id not in self._in_flight
             ]
             for d in decisions:
@@ -256,9 +260,15 @@ class Clock:
 
     def act(self, d: Decision) -> None:
         occ = d.occurrence
+        only = list(d.channels) or None
         if d.action is Action.MISSED:
-            if state.record_missed(self.engine, occ, d.note or "missed"):
-                log.warning("event=missed occurrence=%s note=%r", occ.id, d.note)
+            if state.record_missed(self.engine, occ, d.note or "missed", only):
+                log.warning(
+                    "event=missed occurrence=%s channels=%s note=%r",
+                    occ.id,
+                    ",".join(d.channels or occ.channels),
+                    d.note,
+                )
             return
         if d.action is Action.WAIT:
             if occ.id not in self._waiting_logged:
@@ -270,39 +280,47 @@ class Clock:
             ledger.touch_occurrence(self.engine, occ.id)
             log.info("event=resume occurrence=%s", occ.id)
         try:
-            self._fire(occ, late=d.action is Action.LATE, note=d.note)
+            self._fire(occ, late=d.action is Action.LATE, note=d.note, channels=only)
         except Exception:
             log.exception("event=fire_failed occurrence=%s", occ.id)
         finally:
             with self._lock:
                 self._in_flight.discard(occ.id)
 
-    def _fire(self, occ: Occurrence, *, late: bool, note: str | None) -> None:
+    def _fire(
+        self, occ: Occurrence, *, late: bool, note: str | None, channels: list[str] | None
+    ) -> None:
+        """Fire `channels` (None: the whole step) of the occurrence."""
         started = self.now()
+        shown = ",".join(channels or occ.channels)
         if self.distributed:
             from scheduler.tasks import fire_occurrence_task
 
-            claim, _row = ledger.claim_occurrence(self.engine, occ, late=late, note=note)
+            claim, _row = ledger.claim_occurrence(
+                self.engine, occ, channels=channels, late=late, note=note
+            )
             if claim is Claim.REFUSED:
                 return
-            fire_occurrence_task.delay(occ.id, late, note)
+            fire_occurrence_task.delay(occ.id, late, note, channels)
             self.fired.append(occ.id)
             log.info(
-                "event=enqueued occurrence=%s claim=%s late=%s delay_s=%.3f",
+                "event=enqueued occurrence=%s channels=%s claim=%s late=%s delay_s=%.3f",
                 occ.id,
+                shown,
                 claim.value,
                 late,
                 (started - occ.instant).total_seconds(),
             )
             return
-        report = fire(self.ctx, occ, late=late, note=note)
+        report = fire(self.ctx, occ, channels=channels, late=late, note=note)
         if report.claim is not Claim.REFUSED:
             self.fired.append(occ.id)
         r = report.result
         log.info(
-            "event=fired occurrence=%s claim=%s late=%s state=%s sent=%d failed=%d skipped=%d "
-            "delay_s=%.3f",
+            "event=fired occurrence=%s channels=%s claim=%s late=%s state=%s sent=%d failed=%d "
+            "skipped=%d delay_s=%.3f",
             occ.id,
+            shown,
             report.claim.value,
             late,
             report.state,
