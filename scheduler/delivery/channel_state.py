@@ -181,9 +181,7 @@ def rows(engine: Engine, occurrence_ids: Iterable[str]) -> dict[str, dict[str, C
 def still_planned(channels: Sequence[str], known: Mapping[str, ChannelRow]) -> list[str]:
     """The step's channels nobody has fired yet (no row counts as planned: a channel added
     to the step after an earlier claim)."""
-    return [
-        c for c in channels if c not in known or known[c].state == ChannelState.PLANNED.value
-    ]
+    return [c for c in channels if c not in known or known[c].state == ChannelState.PLANNED.value]
 
 
 def mark_fanned_out(engine: Engine, occurrence_id: str, channel: str) -> None:
@@ -305,7 +303,9 @@ def progress(
     for occ_id in ids:
         by_channel = known.get(occ_id, {})
         names = list((step_channels or {}).get(occ_id, ()))
-        names += [c for c in sorted(set(by_channel) | set(counts.get(occ_id, {}))) if c not in names]
+        names += [
+            c for c in sorted(set(by_channel) | set(counts.get(occ_id, {}))) if c not in names
+        ]
         items = []
         for channel in names:
             row = by_channel.get(channel)
@@ -333,6 +333,4 @@ def occurrence_progress(
     engine: Engine, occurrence_id: str, channels: Sequence[str] = ()
 ) -> list[ChannelProgress]:
     """The per-channel progress of one occurrence; `channels` are its step's channels."""
-    return progress(engine, [occurrence_id], step_channels={occurrence_id: channels})[
-        occurrence_id
-    ]
+    return progress(engine, [occurrence_id], step_channels={occurrence_id: channels})[occurrence_id]
