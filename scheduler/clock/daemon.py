@@ -35,10 +35,12 @@ from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim
+from scheduler.timefmt import local_time
 
 log = logging.getLogger("scheduler.clock")
 
 JOB_PREFIX = "occurrence:"
+NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
 
 
 def _now() -> dt.datetime:
@@ -79,6 +81,10 @@ class Clock:
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self.fired: list[str] = []  # occurrence ids this process fired (for tests and logs)
+        # The occurrences with a timer, in order: what the start lists and the log counts.
+        self.scheduled: list[Occurrence] = []
+        # Called once the schedule is built, before the start is logged (the CLI's briefing).
+        self.on_start: Callable[[Clock], None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -91,6 +97,8 @@ class Clock:
         )
         self.scheduler.add_job(self.watch, IntervalTrigger(seconds=2), id="watch")
         self.rebuild()
+        if self.on_start is not None:
+            self.on_start(self)
         self.scheduler.start()
         log.info("event=start mode=%s occurrences_scheduled=%d", self.mode, len(self.jobs()))
 
@@ -137,10 +145,14 @@ class Clock:
     # --- schedule -------------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """One date job per occurrence in the coming `horizon`; the sweep covers the rest."""
+        """One date job per occurrence in the coming `horizon`, and for the next few however
+        far (the ones the start lists); the sweep covers the rest."""
         now = self.now()
-        upcoming = calendar.expand(self.project.config, now, now + self.horizon)
-        wanted = {JOB_PREFIX + o.id: o for o in upcoming}
+        config = self.project.config
+        upcoming = calendar.expand(config, now, now + self.horizon)
+        upcoming += calendar.next_occurrences(config, now, limit=NEXT_LISTED)
+        wanted = {JOB_PREFIX + o.id: o for o in sorted(upcoming, key=lambda o: (o.instant, o.id))}
+        self.scheduled = list(wanted.values())
         for job in self.scheduler.get_jobs():
             if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
                 job.remove()
@@ -335,7 +347,7 @@ def describe_next(project: Project, now: dt.datetime, limit: int = 10) -> list[d
     return [
         {
             "id": o.id,
-            "local": o.local.strftime("%Y-%m-%d %H:%M %Z"),
+            "local": local_time(o.local),
             "timezone": o.timezone,
             "channels": list(o.channels),
         }
