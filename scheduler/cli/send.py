@@ -12,7 +12,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from sqlalchemy.engine import Engine
 
 from scheduler import calendar
-from scheduler.audience.sizes import audience_sizes
 from scheduler.channels import get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
@@ -27,6 +26,7 @@ from scheduler.delivery.ledger import Claim
 from scheduler.delivery.readiness import unset_variables
 from scheduler.errors import UnknownCampaignError
 from scheduler.store import subscribers
+from scheduler.store.sizes import audience_sizes
 from scheduler.timefmt import local_time, plural
 
 # --- send ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from scheduler.config import secrets
 from scheduler.config.project import Project
 from scheduler.delivery.readiness import not_ready_reason, unset_variables
 from scheduler.errors import SchedulerError
-from scheduler.mail.transport import file_directory, parse_smtp_url
+from scheduler.mail.urls import file_directory, parse_smtp_url
 from scheduler.timefmt import local_time, plural
 
 SHOWN = 20

@@ -16,8 +16,8 @@ from scheduler.delivery import channel_state, ledger
 from scheduler.delivery.channel_state import ChannelProgress
 from scheduler.store import subscribers
 from scheduler.timefmt import local_time
-from scheduler.web.app import client_ip, message_page, render_page, t, web_state
 from scheduler.web.csrf import require_csrf
+from scheduler.web.pages import client_ip, message_page, render_page, t, web_state
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
