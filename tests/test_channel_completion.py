@@ -79,7 +79,7 @@ def test_a_hand_send_of_email_leaves_the_posts_to_the_running_clock(
     project_env: Callable[[str], dict[str, str]], httpserver: HTTPServer, tmp_path: Path
 ) -> None:
     masto = FakeMastodon(httpserver).install()
-    when = at(12)
+    when = at(30)  # the hand send below must finish before it, on a busy machine too
     env = project_env(campaign(origin(httpserver), when))
     env["MASTODON_TOKEN"] = TOKEN
     occ = f"rapid/{when.year}/statement"
@@ -147,7 +147,7 @@ def test_a_channel_whose_secret_is_unset_fails_with_the_reason(
     project_env: Callable[[str], dict[str, str]], httpserver: HTTPServer, tmp_path: Path
 ) -> None:
     masto = FakeMastodon(httpserver).install()
-    when = at(6)
+    when = at(20)  # still ahead when the clock has started, on a busy machine too
     env = project_env(campaign(origin(httpserver), when))  # no MASTODON_TOKEN
     occ = f"rapid/{when.year}/statement"
     log = tmp_path / "run.log"
