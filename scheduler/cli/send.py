@@ -290,7 +290,8 @@ def _dry_run(
                 )
                 sizes[ctx.renderer.email_language(campaign, r.language)] = len(data)
             rendered[c] = {
-                "type": "smtp",
+                "type": ctx.config.channels[c].type,
+                "kind": "email",
                 "recipients": expected,
                 "in_store": len(audience),
                 "from_sources": expected - len(audience),
@@ -322,7 +323,7 @@ def _dry_run(
         return
     out.print(f"dry run of {occ.id} at {local_time(occ.local)} — nothing was sent", markup=False)
     for c, info in rendered.items():
-        if info["type"] == "smtp":
+        if info.get("kind") == "email":
             langs = [f"{k}: {v:,}" for k, v in sorted(info["by_language"].items())]
             if info["from_sources"]:
                 langs.append(f"{info['from_sources']:,} more from the lists' CSV sources")
