@@ -259,7 +259,7 @@ def test_failure_reasons_are_grouped_without_addresses(
     ctx.close()
     assert (report.result.sent, report.result.failed) == (10, 50)
     expected = (
-        "bounced: 550 5.1.1 recipient address rejected: user unknown in virtual mailbox table"
+        "bounced: 550 5.1.1 Recipient address rejected: User unknown in virtual mailbox table"
     )
     assert report.result.reasons == {expected: 50}
     status = _cli(project.path, db_url, "status")
