@@ -158,10 +158,8 @@ def _email_item(
         language=lang,
         subscriber_id=0,
     )
-    rendered = renderer.email(occ, recipient)
-    settings = dict(config.channels[ch_name].model_extra or {})
-    sender_name = str(campaign.sender or settings.get("sender") or next(iter(config.senders)))
-    sender = config.senders[sender_name]
+    rendered = renderer.email(occ, recipient, channel=ch_name)
+    sender = renderer.sender(campaign, ch_name)
     list_name = campaign.audience[0] if campaign.audience else "list"
     msg = build_email(
         rendered=rendered,
@@ -169,7 +167,7 @@ def _email_item(
         recipient=recipient,
         delivery_key=f"{occ.id}/{ch_name}/preview-{lang}",
         list_name=list_name,
-        unsubscribe_mailto=config.organization.unsubscribe_mailto,
+        unsubscribe_mailto=config.campaign_voice(campaign).unsubscribe_mailto,
         date=occ.instant,
     )
     item = PreviewItem(

@@ -43,7 +43,8 @@ def example(tmp_path: Path) -> Path:
 def test_shipped_example_validates(example: Path) -> None:
     result = run("validate", cwd=example)
     assert result.returncode == 0, result.stderr
-    assert "ok — 4 campaigns" in result.stdout
+    assert "ok — 6 campaigns" in result.stdout
+    assert "chapters usa, philippines" in result.stdout
 
 
 def test_validate_reports_errors_with_positions_and_exit_1(make_project: ProjectFactory) -> None:
@@ -110,8 +111,10 @@ def test_calendar_ics_file_parses_with_stable_uids(example: Path) -> None:
     uids = [[str(e["UID"]) for e in c.walk("VEVENT")] for c in cals]
     assert uids[0] == uids[1]
     assert "may-day/2027/statement@migrant-alliance.example.org" in uids[0]
-    # 2027: women's day 2 steps, may day 3, migrants day 2, the one-off rapid response 1.
-    assert len(uids[0]) == 8
+    # 2027: women's day 2 steps, may day 3, migrants day 2, the one-off rapid response 1,
+    # and the chapters' joined days: usa's May Day and the Philippines' Migrants Day.
+    assert len(uids[0]) == 10
+    assert "usa/may-day/2027/statement@migrant-alliance.example.org" in uids[0]
     events = {str(e["UID"]): e for e in cals[0].walk("VEVENT")}
     may_day = events["may-day/2027/statement@migrant-alliance.example.org"]
     assert may_day.decoded("DTSTART").isoformat() == "2027-05-01T05:00:00+00:00"

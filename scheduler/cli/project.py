@@ -88,10 +88,11 @@ def validate(
     assert report.project is not None
     config = report.project.config
     steps = sum(len(c.steps) for c in config.campaigns.values())
+    chapters = f", chapters {', '.join(config.chapters)}" if config.chapters else ""
     out.print(
         f"{report.project.display}: ok — {len(config.campaigns)} campaigns, {steps} steps, "
         f"{len(config.channels)} channels, {len(config.lists)} lists, languages "
-        f"{', '.join(config.organization.languages)}",
+        f"{', '.join(config.all_languages)}{chapters}",
         markup=False,
     )
 

@@ -50,10 +50,7 @@ class EmailComposer:
         config = renderer.config
         self.campaign = config.campaigns[occ.campaign_id]
         settings = dict(config.channels[channel].model_extra or {})
-        sender_name = str(
-            self.campaign.sender or settings.get("sender") or next(iter(config.senders))
-        )
-        self.sender: Sender = config.senders[sender_name]
+        self.sender: Sender = renderer.sender(self.campaign, channel)
         self.list_name = ",".join(self.campaign.audience) or "list"
         domain = domain_of(self.sender.address)
         self.first_list = self.campaign.audience[0] if self.campaign.audience else "list"
@@ -61,7 +58,7 @@ class EmailComposer:
         self.custom_list_id = f"<{str(custom).strip('<>')}>" if custom else None
         self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
         self.domain = domain
-        self.unsubscribe_mailto = config.organization.unsubscribe_mailto
+        self.unsubscribe_mailto = config.campaign_voice(self.campaign).unsubscribe_mailto
         self.date = date or dt.datetime.now(dt.UTC)
         self._variants: dict[tuple[str, bool], _Variant] = {}
         self.fallbacks = 0
@@ -126,7 +123,9 @@ class EmailComposer:
             subscriber_id=0,
             list_name=self.list_name,
         )
-        rendered = self.renderer.email(self.occ, placeholder, links=(UNSUBSCRIBE, PREFERENCES))
+        rendered = self.renderer.email(
+            self.occ, placeholder, links=(UNSUBSCRIBE, PREFERENCES), channel=self.channel
+        )
         if any(token in rendered.subject for token in TOKENS):
             return None  # a personalized subject: every message is composed in full
         return MessageFactory(
@@ -142,7 +141,7 @@ class EmailComposer:
         )
 
     def _plain(self, recipient: Recipient) -> bytes:
-        rendered = self.renderer.email(self.occ, recipient)
+        rendered = self.renderer.email(self.occ, recipient, channel=self.channel)
         msg = build_email(
             rendered=rendered,
             sender=self.sender,
