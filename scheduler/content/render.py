@@ -84,16 +84,18 @@ class Renderer:
         return self._statements[key]
 
     def sender(self, campaign: Campaign, channel: str) -> Sender:
-        """The campaign's sender, else its chapter's, else the channel's, else the first."""
+        """The campaign's sender, else its chapter's, else the channel's, else the first.
+        (An unknown name is passed over here: `validate` reports it, and refuses to send.)"""
         settings = dict(self.config.channels[channel].model_extra or {})
         chapter = self.config.chapter_of(campaign)
-        name = (
-            campaign.sender
-            or (chapter.sender if chapter else None)
-            or settings.get("sender")
-            or next(iter(self.config.senders))
+        names = (
+            campaign.sender,
+            chapter.sender if chapter else None,
+            settings.get("sender"),
+            *self.config.senders,
         )
-        return self.config.senders[str(name)]
+        name = next(str(n) for n in names if n is not None and str(n) in self.config.senders)
+        return self.config.senders[name]
 
     # --- language choice ------------------------------------------------------------------
 
