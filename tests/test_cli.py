@@ -248,3 +248,35 @@ def test_pause_resume_and_cancel(example: Path) -> None:
     assert refused.returncode == 1 and "cancelled: nothing was sent" in refused.stdout
     rows = json.loads(run("status", "--json", cwd=example, env=env).stdout)["occurrences"]
     assert [(r["id"], r["state"]) for r in rows] == [("may-day/2028/statement", "cancelled")]
+
+
+def test_status_of_one_chapter_shows_only_that_chapter(example: Path) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    for campaign, occurrence in (
+        ("usa/may-day", "usa/may-day/2027/statement"),
+        ("may-day", "may-day/2027/statement"),
+    ):
+        sent = run(
+            "send", campaign, "--occurrence", occurrence, "--channel", "email", cwd=example, env=env
+        )
+        assert sent.returncode == 0, sent.stderr
+    assert run("pause", "may-day", cwd=example, env=env).returncode == 0
+    assert run("pause", "usa/may-day", cwd=example, env=env).returncode == 0
+
+    usa = json.loads(run("status", "--json", "--chapter", "usa", cwd=example, env=env).stdout)
+    assert usa["chapter"] == "usa" and usa["paused"] == ["usa/may-day"]
+    assert [(r["id"], r["deliveries"]) for r in usa["occurrences"]] == [
+        ("usa/may-day/2027/statement", {"email": {"sent": 2}})  # lists/usa-members.csv
+    ]
+    everyone = json.loads(run("status", "--json", cwd=example, env=env).stdout)
+    assert {r["id"] for r in everyone["occurrences"]} == {
+        "usa/may-day/2027/statement",
+        "may-day/2027/statement",
+    }
+    assert everyone["paused"] == ["may-day", "usa/may-day"]
+    other = json.loads(
+        run("status", "--json", "--chapter", "philippines", cwd=example, env=env).stdout
+    )
+    assert (other["occurrences"], other["paused"]) == ([], [])
+    wrong = run("status", "--json", "--chapter", "usx", cwd=example, env=env)
+    assert wrong.returncode == 2 and "did you mean 'usa'?" in wrong.stderr
