@@ -35,6 +35,7 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
     return {
         "id": occ.id,
         "campaign": occ.campaign_id,
+        "chapter": occ.chapter,
         "campaign_name": campaign.display_name(),
         "step": occ.step_id,
         "date": occ.anchor.isoformat(),
