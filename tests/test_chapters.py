@@ -323,3 +323,9 @@ def test_the_shipped_chapters_validate_and_preview_every_step(example: Path) -> 
     assert tagalog.email_headers["From"].startswith("Migrant Workers Alliance Philippines")
     usa = build_preview(project, "usa/may-day", now=now)
     assert {i.channel for i in usa} == {"email", "mastodon-usa"}
+
+
+def test_a_campaign_cannot_claim_a_chapter_by_itself(make_project: ProjectFactory) -> None:
+    text = CHAPTERS_YAML.replace('    date: "05-01"\n', '    date: "05-01"\n    chapter: usa\n')
+    d = only(problems(make_project, text), "under chapters.usa.campaigns")
+    assert d.line == line_of(text, 'date: "05-01"') + 1

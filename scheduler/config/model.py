@@ -265,6 +265,16 @@ class Campaign(Strict):
     # Set when the config is read, never written: the chapter a campaign belongs to.
     chapter: Identifier | None = Field(default=None, exclude=True)
 
+    @field_validator("chapter")
+    @classmethod
+    def _not_written(cls, v: str | None) -> None:
+        # Config sets it (model_copy skips validators); a campaign file never does.
+        if v is not None:
+            raise ValueError(
+                f"write a chapter's campaigns under chapters.{v}.campaigns, not 'chapter: {v}'"
+            )
+        return None
+
     @field_validator("date", mode="before")
     @classmethod
     def _date(cls, v: object) -> object:
