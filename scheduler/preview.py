@@ -17,7 +17,7 @@ from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.delivery.posting import delivery_key, metadata_for
 from scheduler.errors import UnknownCampaignError
 
-PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo"}
+PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo", "tl": "Ana Halimbawa"}
 
 
 @dataclass

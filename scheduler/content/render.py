@@ -134,7 +134,9 @@ class Renderer:
         archive = f"{base}/{campaign.chapter}/archive" if campaign.chapter else f"{base}/archive"
         alliance = voice_context(self.config.voice(None), language)
         chapter = voice_context(voice, language) if campaign.chapter else None
-        sender = self.sender(campaign, channel) if channel else None
+        # Email has a From; a post speaks with the voice's name (sender_context).
+        is_email = channel is not None and self.config.channels[channel].type == "smtp"
+        sender = self.sender(campaign, channel) if channel and is_email else None
         ctx: dict[str, Any] = {
             "organization": alliance,
             "chapter": chapter,
