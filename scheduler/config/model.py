@@ -18,9 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from dateutil.rrule import rrulestr
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNEL_TYPES = ("smtp", "mastodon", "bluesky", "discord", "slack", "telegram", "webhook")
-ChannelType = Literal["smtp", "mastodon", "bluesky", "discord", "slack", "telegram", "webhook"]
-
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 Identifier = Annotated[str, Field(pattern=_ID, max_length=64)]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
@@ -196,10 +193,27 @@ class Channel(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    type: ChannelType
+    type: str = Field(description="a type from the registry in scheduler.channels")
     language: LanguageCode | None = None
     chapter: Identifier | None = Field(default=None, description="the chapter owning the channel")
     shared: bool = Field(default=False, description="an alliance channel chapters may use too")
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        # The registry is the one list of channel types; imported here, when a file is
+        # read, because the channel modules themselves use this module's types.
+        from scheduler.channels import CHANNEL_CLASSES
+
+        if v not in CHANNEL_CLASSES:
+            close = difflib.get_close_matches(v, list(CHANNEL_CLASSES), n=1)
+            known = ", ".join(CHANNEL_CLASSES)
+            raise ValueError(
+                f"unknown channel type {v!r}; "
+                + (f"did you mean {close[0]!r}? " if close else "")
+                + f"types: {known}"
+            )
+        return v
 
 
 class Step(Strict):
@@ -545,6 +559,22 @@ class Config(Strict):
             logo=chapter.logo or org.logo,
             accent=chapter.accent or org.accent,
         )
+
+    def sender_of(self, campaign: Campaign | None, channel_sender: str | None) -> Sender:
+        """Who a campaign's mail comes from: its `sender:`, else its chapter's, else the email
+        channel's, else the first sender. A name not under senders: is passed over here
+        (`validate` reports it and refuses to send)."""
+        chapter = self.chapter_of(campaign) if campaign else None
+        names = (
+            campaign.sender if campaign else None,
+            chapter.sender if chapter else None,
+            channel_sender,
+            *self.senders,
+        )
+        for name in names:
+            if name is not None and name in self.senders:
+                return self.senders[name]
+        raise KeyError("campaigns.yaml has no senders: an email channel needs one")
 
     def campaign_voice(self, campaign: Campaign) -> Voice:
         return self.voice(campaign.chapter)

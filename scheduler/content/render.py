@@ -84,18 +84,9 @@ class Renderer:
         return self._statements[key]
 
     def sender(self, campaign: Campaign, channel: str) -> Sender:
-        """The campaign's sender, else its chapter's, else the channel's, else the first.
-        (An unknown name is passed over here: `validate` reports it, and refuses to send.)"""
-        settings = dict(self.config.channels[channel].model_extra or {})
-        chapter = self.config.chapter_of(campaign)
-        names = (
-            campaign.sender,
-            chapter.sender if chapter else None,
-            settings.get("sender"),
-            *self.config.senders,
-        )
-        name = next(str(n) for n in names if n is not None and str(n) in self.config.senders)
-        return self.config.senders[name]
+        """The sender of the campaign's mail on `channel` (`Config.sender_of`)."""
+        channel_sender = dict(self.config.channels[channel].model_extra or {}).get("sender")
+        return self.config.sender_of(campaign, str(channel_sender) if channel_sender else None)
 
     # --- language choice ------------------------------------------------------------------
 

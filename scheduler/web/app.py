@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from scheduler.channels import sends_email
 from scheduler.config.project import Project
 from scheduler.content.dates import install_date_filters
 from scheduler.delivery.context import DeliveryContext
@@ -92,7 +93,7 @@ def create_app(
     app.jinja_env.undefined = StrictUndefined
     install_date_filters(app.jinja_env)  # `| date`: dates in the page's language
     key = secret_key or env_secret_key()
-    if mailer is None and any(c.type == "smtp" for c in project.config.channels.values()):
+    if mailer is None and any(map(sends_email, project.config.channels.values())):
         mailer = Mailer(DeliveryContext(project, engine))
     state = WebState(
         project=project,
