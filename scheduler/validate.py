@@ -156,6 +156,8 @@ class _Checker:
             for campaign_id, campaign in chapter.campaigns.items():
                 if campaign.joins is None:
                     continue
+                if ("campaigns", campaign.joins) in self.project.set_aside:
+                    continue  # the joined campaign has errors of its own, reported there
                 joined = self.config.campaigns.get(campaign.joins)
                 if joined is None or joined.chapter is not None:
                     alliance = [c for c, v in self.config.campaigns.items() if v.chapter is None]

@@ -329,3 +329,11 @@ def test_a_campaign_cannot_claim_a_chapter_by_itself(make_project: ProjectFactor
     text = CHAPTERS_YAML.replace('    date: "05-01"\n', '    date: "05-01"\n    chapter: usa\n')
     d = only(problems(make_project, text), "under chapters.usa.campaigns")
     assert d.line == line_of(text, 'date: "05-01"') + 1
+
+
+def test_joining_a_broken_campaign_reports_the_break_once(make_project: ProjectFactory) -> None:
+    text = CHAPTERS_YAML.replace('    time: "09:00"\n', '    time: "9 o\'clock"\n')
+    found = problems(make_project, text)
+    d = only(found, "cannot read time")
+    assert d.line == line_of(text, "9 o'clock")
+    assert not [x for x in found if "is not a campaign of the alliance" in x.message]

@@ -18,6 +18,7 @@ from scheduler.web.csrf import require_csrf
 from scheduler.web.pages import (
     masked_address,
     message_page,
+    page_voice,
     render_page,
     use_chapter,
     use_language,
@@ -124,7 +125,8 @@ def preferences_page(token: str) -> tuple[str, int]:
         token=token,
         email=masked_address(who.email),
         language=who.language,
-        languages=web_state().config.all_languages,
+        # The speaker's languages, and the person's own even if it offers it no longer.
+        languages=list(dict.fromkeys([*page_voice().languages, who.language])),
         lists=[(n, list_title(n), who.memberships.get(n) == "active") for n in shown],
         suppressed=who.suppressed,
         saved=request.args.get("saved") == "1",
