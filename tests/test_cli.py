@@ -280,3 +280,18 @@ def test_status_of_one_chapter_shows_only_that_chapter(example: Path) -> None:
     assert (other["occurrences"], other["paused"]) == ([], [])
     wrong = run("status", "--json", "--chapter", "usx", cwd=example, env=env)
     assert wrong.returncode == 2 and "did you mean 'usa'?" in wrong.stderr
+
+
+def test_plan_counts_a_chapter_list_in_the_chapter_languages(example: Path) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    records = json.loads(run("plan", "--days", "400", "--json", cwd=example, env=env).stdout)
+    manila = next(r for r in records if r["id"].startswith("philippines/migrants-day/"))
+    assert manila["chapter"] == "philippines" and manila["timezone"] == "Asia/Manila"
+    # lists/philippines-members.csv: one reader in Tagalog, one in English.
+    assert manila["audience"] == {
+        "lists": ["philippines-members"],
+        "recipients": 2,
+        "source": manila["audience"]["source"],
+    }
+    alliance = next(r for r in records if r["id"].startswith("migrants-day/"))
+    assert alliance["chapter"] is None
