@@ -282,7 +282,17 @@ def voice_context(voice: Voice, language: str) -> dict[str, Any]:
 
 
 def sender_context(sender: Sender | None, voice: Voice, language: str) -> dict[str, Any]:
-    """The sender as templates see it; a post has no sender, so the speaker stands in."""
+    """The sender as templates see it, with the website, logo and postal address of the voice
+    it speaks for; a post has no sender, so the voice's name stands in."""
+    speaks_for = {
+        "website": voice.website,
+        "logo": voice.logo,
+        "postal_address": voice.postal_address,
+    }
     if sender is None:
-        return {"name": voice.display_name(language), "address": None, "reply_to": None}
-    return {"name": sender.name, "address": sender.address, "reply_to": sender.reply_to}
+        return {"name": voice.display_name(language), "address": None, "reply_to": None} | (
+            speaks_for
+        )
+    return {"name": sender.name, "address": sender.address, "reply_to": sender.reply_to} | (
+        speaks_for
+    )
