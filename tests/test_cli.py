@@ -191,7 +191,7 @@ def test_send_refuses_before_anything_goes_out_when_a_channel_secret_is_unset(
     assert "nothing was sent" in refused.stderr and "MASTODON_TOKEN" in refused.stderr
     assert "--channel email" in refused.stderr
     assert not (example / "outbox").exists()
-    sent = run("send", "may-day", "--channel", "email", "--json", cwd=example, env=env)
+    sent = run("send", "may-day", "--channel", "email", "--now", "--json", cwd=example, env=env)
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["sent"] == 5
     assert len(list((example / "outbox").glob("*.eml"))) == 5
@@ -257,7 +257,15 @@ def test_status_of_one_chapter_shows_only_that_chapter(example: Path) -> None:
         ("may-day", "may-day/2027/statement"),
     ):
         sent = run(
-            "send", campaign, "--occurrence", occurrence, "--channel", "email", cwd=example, env=env
+            "send",
+            campaign,
+            "--occurrence",
+            occurrence,
+            "--channel",
+            "email",
+            "--now",
+            cwd=example,
+            env=env,
         )
         assert sent.returncode == 0, sent.stderr
     assert run("pause", "may-day", cwd=example, env=env).returncode == 0
