@@ -45,6 +45,27 @@ class Occurrence:
     template: str
     note: str | None = None
 
+    @property
+    def day_key(self) -> str:
+        """The year (or the date, for rrule campaigns) in the id: `2027` in
+        `may-day/2027/statement` and in `usa/may-day/2027/statement`."""
+        return self.id.rsplit("/", 2)[1]
+
+    @property
+    def chapter(self) -> str | None:
+        """The chapter of a chapter campaign's occurrence (`usa`), None for the alliance's."""
+        return self.campaign_id.split("/")[0] if "/" in self.campaign_id else None
+
+
+def split_occurrence_id(occurrence_id: str) -> tuple[str, str, str] | None:
+    """'may-day/2027/statement' or 'usa/may-day/2027/statement' -> (campaign, key, step)."""
+    parts = occurrence_id.split("/")
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    if len(parts) == 4:
+        return f"{parts[0]}/{parts[1]}", parts[2], parts[3]
+    return None
+
 
 def resolve_local(naive: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, str | None]:
     """Attach `zone` to a wall-clock time, applying the gap and fold rules above."""
@@ -217,12 +238,13 @@ def _close_occurrence_ids(config: Config, occurrence_id: str) -> list[str]:
 
 
 def _occurrence(config: Config, occurrence_id: str) -> Occurrence:
-    parts = occurrence_id.split("/")
-    if len(parts) != 3:
+    parts = split_occurrence_id(occurrence_id)
+    if parts is None:
         raise UnknownCampaignError(
             f"cannot read occurrence id {occurrence_id!r}; "
             "write CAMPAIGN/YEAR/STEP, e.g. 'may-day/2027/statement' "
-            "(CAMPAIGN/YYYY-MM-DD/STEP for rrule campaigns)"
+            "(CHAPTER/CAMPAIGN/YEAR/STEP for a chapter's, "
+            "CAMPAIGN/YYYY-MM-DD/STEP for rrule campaigns)"
         )
     campaign_id, key, step_id = parts
     campaign = find_campaign(config, campaign_id)

@@ -46,7 +46,7 @@ def to_ics(
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("method", "PUBLISH")
-    cal.add("x-wr-calname", config.organization.name)
+    cal.add("x-wr-calname", config.organization.display_name())
     for occ in occurrences:
         start = occ.instant.astimezone(dt.UTC)
         event = Event()

@@ -18,7 +18,7 @@ from scheduler.delivery.emailing import email_settings, sender_for
 from scheduler.delivery.posting import delivery_key, metadata_for
 from scheduler.errors import UnknownCampaignError
 
-PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo"}
+PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo", "tl": "Ana Halimbawa"}
 
 
 @dataclass
@@ -160,7 +160,7 @@ def _email_item(
         language=lang,
         subscriber_id=0,
     )
-    rendered = renderer.email(occ, recipient)
+    rendered = renderer.email(occ, recipient, channel=ch_name)
     sender = sender_for(config, campaign, email_settings(config, ch_name))
     list_name = campaign.audience[0] if campaign.audience else "list"
     msg = build_email(
@@ -169,7 +169,7 @@ def _email_item(
         recipient=recipient,
         delivery_key=f"{occ.id}/{ch_name}/preview-{lang}",
         list_name=list_name,
-        unsubscribe_mailto=config.organization.unsubscribe_mailto,
+        unsubscribe_mailto=config.campaign_voice(campaign).unsubscribe_mailto,
         date=occ.instant,
     )
     item = PreviewItem(

@@ -22,6 +22,7 @@ from scheduler.calendar import Occurrence
 from scheduler.channels import CHANNEL_CLASSES, ProjectFacts, get_channel_class, sends_email
 from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
+from scheduler.config.model import RESERVED_CHAPTER_IDS
 from scheduler.config.project import Project, load_project_partially
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.content.templates import Templates
@@ -102,7 +103,15 @@ class _Checker:
         line, col = self.doc.key_position(loc) if key else self.doc.position(loc)
         self.diagnostics.append(Diagnostic(self.doc.path, line, col, message, hint, severity))
 
+    def campaign_loc(self, campaign_id: str) -> tuple[str, ...]:
+        """Where a campaign is written: `campaigns.X`, or `chapters.C.campaigns.X`."""
+        if "/" in campaign_id:
+            chapter, name = campaign_id.split("/", 1)
+            return ("chapters", chapter, "campaigns", name)
+        return ("campaigns", campaign_id)
+
     def run(self) -> None:
+        self.check_chapters()
         self.check_channels()
         self.check_senders()
         self.check_lists()
@@ -121,6 +130,95 @@ class _Checker:
                     f"export {SECRET_ENV}=$(python -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))')",
                 )
+            )
+
+    # --- chapters -------------------------------------------------------------------------
+
+    def check_chapters(self) -> None:
+        chapters = self.config.chapters
+        for chapter_id, chapter in chapters.items():
+            loc = ("chapters", chapter_id)
+            if chapter_id in RESERVED_CHAPTER_IDS:
+                self.error(
+                    loc,
+                    f"{chapter_id!r} cannot name a chapter: it is the name of a web page or "
+                    "a templates folder",
+                    "rename the chapter, e.g. after its country ('usa', 'philippines')",
+                    key=True,
+                )
+            if chapter.sender and not self.known("senders", chapter.sender):
+                self.error(
+                    (*loc, "sender"),
+                    f"unknown sender {chapter.sender!r}",
+                    did_you_mean(chapter.sender, list(self.config.senders))
+                    or "define it under senders:",
+                )
+            for campaign_id, campaign in chapter.campaigns.items():
+                if campaign.joins is None:
+                    continue
+                if ("campaigns", campaign.joins) in self.project.set_aside:
+                    continue  # the joined campaign has errors of its own, reported there
+                joined = self.config.campaigns.get(campaign.joins)
+                if joined is None or joined.chapter is not None:
+                    alliance = [c for c, v in self.config.campaigns.items() if v.chapter is None]
+                    self.error(
+                        (*loc, "campaigns", campaign_id, "joins"),
+                        f"{campaign.joins!r} is not a campaign of the alliance",
+                        did_you_mean(campaign.joins, alliance)
+                        or f"a chapter joins one of: {', '.join(alliance) or 'none'}",
+                    )
+        for i, chapter_id in enumerate(self.config.organization.archive_chapters):
+            if chapter_id not in chapters:
+                self.error(
+                    ("organization", "archive_chapters", i),
+                    f"unknown chapter {chapter_id!r}",
+                    did_you_mean(chapter_id, list(chapters)) or "define it under chapters:",
+                )
+        for section in ("lists", "channels"):
+            for name, entry in getattr(self.config, section).items():
+                owner = entry.chapter
+                if owner is not None and owner not in chapters:
+                    self.error(
+                        (section, name, "chapter"),
+                        f"unknown chapter {owner!r}",
+                        did_you_mean(owner, list(chapters)) or "define it under chapters:",
+                    )
+                if owner is not None and entry.shared:
+                    self.error(
+                        (section, name, "shared"),
+                        f"{section}.{name} belongs to chapter {owner!r}: only the alliance's "
+                        f"{section} can be shared",
+                        "remove 'shared: true', or move the entry to the alliance",
+                    )
+
+    def check_owner(
+        self, loc: tuple[str | int, ...], section: str, name: str, chapter: str | None
+    ) -> None:
+        """The rule: an alliance campaign uses the alliance's lists and channels; a chapter's
+        campaign uses its own, and the alliance's that say `shared: true`."""
+        entry = getattr(self.config, section).get(name)
+        if entry is None or entry.chapter == chapter:
+            return
+        kind = section.removesuffix("s")
+        if chapter is None:
+            self.error(
+                loc,
+                f"the alliance's campaign uses {kind} {name!r} of chapter {entry.chapter!r}",
+                f"a chapter's {section} are its own; join the day from chapters.{entry.chapter} "
+                "instead, or use an alliance " + kind,
+            )
+        elif entry.chapter is not None:
+            self.error(
+                loc,
+                f"chapter {chapter!r} uses {kind} {name!r} of chapter {entry.chapter!r}",
+                f"give {chapter!r} its own {kind} (with 'chapter: {chapter}')",
+            )
+        elif not entry.shared:
+            self.error(
+                loc,
+                f"chapter {chapter!r} uses the alliance's {kind} {name!r}, which is not shared",
+                f"set 'shared: true' on {section}.{name} if the alliance allows it, or give "
+                f"the chapter its own {kind}",
             )
 
     # --- channels -------------------------------------------------------------------------
@@ -176,8 +274,8 @@ class _Checker:
     # --- lists ----------------------------------------------------------------------------
 
     def check_lists(self) -> None:
-        org = self.config.organization
         for name, mlist in self.config.lists.items():
+            voice = self.config.list_voice(name)
             if mlist.source is None:
                 continue
             path = self.project.base_dir / mlist.source
@@ -188,7 +286,9 @@ class _Checker:
                     "the path is relative to campaigns.yaml; create the CSV or fix the path",
                 )
                 continue
-            result = read_csv(path, languages=org.languages, default_language=org.default_language)
+            result = read_csv(
+                path, languages=list(voice.languages), default_language=voice.default_language
+            )
             shown = self.project.relative(path)
             for problem in result.problems:
                 self.diagnostics.append(
@@ -201,7 +301,7 @@ class _Checker:
         statements_ok = True
         known_templates = self._template_names()
         for cid, campaign in self.config.campaigns.items():
-            base = ("campaigns", cid)
+            base = self.campaign_loc(cid)
             for i, list_name in enumerate(campaign.audience):
                 if not self.known("lists", list_name):
                     self.error(
@@ -210,18 +310,22 @@ class _Checker:
                         did_you_mean(list_name, list(self.config.lists))
                         or "define it under lists:",
                     )
+                self.check_owner((*base, "audience", i), "lists", list_name, campaign.chapter)
             if campaign.sender and not self.known("senders", campaign.sender):
                 self.error(
                     (*base, "sender"),
                     f"unknown sender {campaign.sender!r}",
                     did_you_mean(campaign.sender, list(self.config.senders)),
                 )
+            voice = self.config.campaign_voice(campaign)
             for lang_i, lang in enumerate(campaign.languages or []):
-                if lang not in self.config.organization.languages:
+                if lang not in voice.languages:
+                    where = f"chapters.{campaign.chapter}" if campaign.chapter else "organization"
                     self.error(
                         (*base, "languages", lang_i),
-                        f"language {lang!r} is not offered by the organization",
-                        "add it to organization.languages",
+                        f"language {lang!r} is not offered by the "
+                        + ("chapter" if campaign.chapter else "organization"),
+                        f"add it to {where}.languages",
                     )
             for sid, step in campaign.steps.items():
                 sloc = (*base, "steps", sid)
@@ -235,6 +339,7 @@ class _Checker:
                         )
                     if ch not in self.config.channels:
                         continue
+                    self.check_owner((*sloc, "channels", i), "channels", ch, campaign.chapter)
                     kind = get_channel_class(self.config.channels[ch].type).kind
                     if kind == "email" and not campaign.audience:
                         self.error(
@@ -243,7 +348,7 @@ class _Checker:
                             f"add 'audience: [{next(iter(self.config.lists), 'LIST')}]' "
                             "to the campaign",
                         )
-                    if not self._has_template(step.template, ch, known_templates):
+                    if not self._has_template(step.template, ch, known_templates, campaign.chapter):
                         self.unrenderable.add((cid, sid, ch))
                         wanted = (
                             f"email/{step.template}.html and email/{step.template}.txt"
@@ -257,7 +362,7 @@ class _Checker:
                         )
             for lang in self.config.campaign_languages(campaign):
                 try:
-                    self.renderer.statement(campaign.statement, lang)
+                    self.renderer.statement(campaign.statement, lang, campaign.chapter)
                 except ConfigError as e:
                     statements_ok = False
                     for d in e.diagnostics:
@@ -275,9 +380,14 @@ class _Checker:
     def _template_names(self) -> set[str]:
         return set(self.renderer.templates.all_files())
 
-    def _has_template(self, template: str, channel: str, known: set[str]) -> bool:
+    def _has_template(
+        self, template: str, channel: str, known: set[str], chapter: str | None = None
+    ) -> bool:
         ch = self.config.channels[channel]
-        langs = self.config.organization.languages
+        langs = self.config.all_languages
+        if chapter is not None:
+            # templates/<chapter>/… stands in for templates/…
+            known = known | {n.removeprefix(f"{chapter}/") for n in known}
         if get_channel_class(ch.type).kind == "email":
             return all(
                 any(
@@ -353,7 +463,7 @@ class _Checker:
         if channel.fits(text):
             return
         self.error(
-            ("campaigns", cid, "steps", sid, "template"),
+            (*self.campaign_loc(cid), "steps", sid, "template"),
             f"the post for channel {ch!r} is {channel.count(text)} characters, over "
             f"{channel.type}'s limit of {channel.limit}, and the step sets overflow: error",
             "shorten the post template, or set 'overflow: thread' to post it as a thread",

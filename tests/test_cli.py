@@ -43,7 +43,8 @@ def example(tmp_path: Path) -> Path:
 def test_shipped_example_validates(example: Path) -> None:
     result = run("validate", cwd=example)
     assert result.returncode == 0, result.stderr
-    assert "ok — 4 campaigns" in result.stdout
+    assert "ok — 6 campaigns" in result.stdout
+    assert "chapters usa, philippines" in result.stdout
 
 
 def test_validate_reports_errors_with_positions_and_exit_1(make_project: ProjectFactory) -> None:
@@ -110,8 +111,10 @@ def test_calendar_ics_file_parses_with_stable_uids(example: Path) -> None:
     uids = [[str(e["UID"]) for e in c.walk("VEVENT")] for c in cals]
     assert uids[0] == uids[1]
     assert "may-day/2027/statement@migrant-alliance.example.org" in uids[0]
-    # 2027: women's day 2 steps, may day 3, migrants day 2, the one-off rapid response 1.
-    assert len(uids[0]) == 8
+    # 2027: women's day 2 steps, may day 3, migrants day 2, the one-off rapid response 1,
+    # and the chapters' joined days: usa's May Day and the Philippines' Migrants Day.
+    assert len(uids[0]) == 10
+    assert "usa/may-day/2027/statement@migrant-alliance.example.org" in uids[0]
     events = {str(e["UID"]): e for e in cals[0].walk("VEVENT")}
     may_day = events["may-day/2027/statement@migrant-alliance.example.org"]
     assert may_day.decoded("DTSTART").isoformat() == "2027-05-01T05:00:00+00:00"
@@ -245,3 +248,58 @@ def test_pause_resume_and_cancel(example: Path) -> None:
     assert refused.returncode == 1 and "cancelled: nothing was sent" in refused.stdout
     rows = json.loads(run("status", "--json", cwd=example, env=env).stdout)["occurrences"]
     assert [(r["id"], r["state"]) for r in rows] == [("may-day/2028/statement", "cancelled")]
+
+
+def test_status_of_one_chapter_shows_only_that_chapter(example: Path) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    for campaign, occurrence in (
+        ("usa/may-day", "usa/may-day/2027/statement"),
+        ("may-day", "may-day/2027/statement"),
+    ):
+        sent = run(
+            "send",
+            campaign,
+            "--occurrence",
+            occurrence,
+            "--channel",
+            "email",
+            "--now",
+            cwd=example,
+            env=env,
+        )
+        assert sent.returncode == 0, sent.stderr
+    assert run("pause", "may-day", cwd=example, env=env).returncode == 0
+    assert run("pause", "usa/may-day", cwd=example, env=env).returncode == 0
+
+    usa = json.loads(run("status", "--json", "--chapter", "usa", cwd=example, env=env).stdout)
+    assert usa["chapter"] == "usa" and usa["paused"] == ["usa/may-day"]
+    assert [(r["id"], r["deliveries"]) for r in usa["occurrences"]] == [
+        ("usa/may-day/2027/statement", {"email": {"sent": 2}})  # lists/usa-members.csv
+    ]
+    everyone = json.loads(run("status", "--json", cwd=example, env=env).stdout)
+    assert {r["id"] for r in everyone["occurrences"]} == {
+        "usa/may-day/2027/statement",
+        "may-day/2027/statement",
+    }
+    assert everyone["paused"] == ["may-day", "usa/may-day"]
+    other = json.loads(
+        run("status", "--json", "--chapter", "philippines", cwd=example, env=env).stdout
+    )
+    assert (other["occurrences"], other["paused"]) == ([], [])
+    wrong = run("status", "--json", "--chapter", "usx", cwd=example, env=env)
+    assert wrong.returncode == 2 and "did you mean 'usa'?" in wrong.stderr
+
+
+def test_plan_counts_a_chapter_list_in_the_chapter_languages(example: Path) -> None:
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{example / 'state.db'}"}
+    records = json.loads(run("plan", "--days", "400", "--json", cwd=example, env=env).stdout)
+    manila = next(r for r in records if r["id"].startswith("philippines/migrants-day/"))
+    assert manila["chapter"] == "philippines" and manila["timezone"] == "Asia/Manila"
+    # lists/philippines-members.csv: one reader in Tagalog, one in English.
+    assert manila["audience"] == {
+        "lists": ["philippines-members"],
+        "recipients": 2,
+        "source": manila["audience"]["source"],
+    }
+    alliance = next(r for r in records if r["id"].startswith("migrants-day/"))
+    assert alliance["chapter"] is None

@@ -121,7 +121,12 @@ def test_every_page_string_is_translated() -> None:
     assert {"en.json", "es.json"} <= set(catalogs)
     english = set(catalogs["en.json"])
     for name, strings in catalogs.items():
-        assert set(strings) == english, name
+        if name in ("en.json", "es.json"):
+            assert set(strings) == english, name
+        else:
+            # A chapter's language (tl.json) may translate the subscriber pages only: the
+            # organizers' pages fall back to English key by key. No key of its own, though.
+            assert set(strings) <= english, name
         assert all(v.strip() for v in strings.values()), name
 
 

@@ -47,8 +47,10 @@ def lists_import(
         fail("--status must be 'active' or 'unconfirmed'", 2)
     if not file.is_file():
         fail(f"{file}: file not found", 2)
-    org = project.config.organization
-    result = read_csv(file, languages=org.languages, default_language=org.default_language)
+    voice = project.config.list_voice(list_name)
+    result = read_csv(
+        file, languages=list(voice.languages), default_language=voice.default_language
+    )
     result = refuse_undeliverable(project, result)
     for problem in result.problems:
         err.print(problem.to_diagnostic(str(file)).format(), markup=False)

@@ -37,6 +37,7 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
     return {
         "id": occ.id,
         "campaign": occ.campaign_id,
+        "chapter": occ.chapter,
         "campaign_name": campaign.display_name(),
         "step": occ.step_id,
         "date": occ.anchor.isoformat(),
@@ -90,11 +91,12 @@ def validate(
     assert report.project is not None
     config = report.project.config
     steps = sum(len(c.steps) for c in config.campaigns.values())
+    chapters = f", chapters {', '.join(config.chapters)}" if config.chapters else ""
     out.print(
         f"{report.project.display}: ok — {plural(len(config.campaigns), 'campaign')}, "
         f"{plural(steps, 'step')}, {plural(len(config.channels), 'channel')}, "
         f"{plural(len(config.lists), 'list')}, languages "
-        f"{', '.join(config.organization.languages)}",
+        f"{', '.join(config.all_languages)}{chapters}",
         markup=False,
     )
 

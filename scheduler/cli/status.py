@@ -7,8 +7,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scheduler.console import out, print_json, safe_url, store
+from scheduler.config.diagnostics import did_you_mean
+from scheduler.config.project import load_project
+from scheduler.console import fail, out, print_json, safe_url, state, store
 from scheduler.delivery import channel_state, ledger
+from scheduler.errors import ConfigError
 from scheduler.timefmt import local_time
 
 # --- status --------------------------------------------------------------------------------
@@ -17,10 +20,15 @@ from scheduler.timefmt import local_time
 def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     limit: Annotated[int, typer.Option(min=1, help="how many occurrences")] = 20,
+    chapter: Annotated[
+        str | None, typer.Option("--chapter", help="only this chapter's occurrences")
+    ] = None,
 ) -> None:
     """Occurrences with their delivery counts per channel, and why deliveries failed."""
+    if chapter is not None:
+        known_chapter(chapter)
     engine = store()
-    rows = ledger.list_occurrences(engine, limit=limit)
+    rows = ledger.list_occurrences(engine, limit=limit, chapter=chapter)
     all_counts = ledger.counts(engine)
     progress = channel_state.progress(engine, [r.id for r in rows])
     records: list[dict[str, Any]] = []
@@ -47,12 +55,15 @@ def status_command(
         )
     from scheduler.clock import state as clock_state
 
-    paused = sorted(clock_state.paused(engine))
+    paused = sorted(
+        c for c in clock_state.paused(engine) if chapter is None or c.startswith(f"{chapter}/")
+    )
     seen = clock_state.last_seen(engine)
     if as_json:
         print_json(
             {
                 "database": safe_url(),
+                "chapter": chapter,
                 "paused": paused,
                 "clock_last_seen": seen,
                 "occurrences": records,
@@ -82,6 +93,20 @@ def status_command(
     for rec in records:
         for f in rec["failures"]:
             out.print(f"{rec['id']} {f['channel']}: {f['count']:,} × {f['reason']}", markup=False)
+
+
+def known_chapter(chapter: str) -> None:
+    """A misspelt --chapter would show an empty, reassuring status: refuse it instead."""
+    try:
+        chapters = list(load_project(state.config).config.chapters)
+    except ConfigError:
+        return  # the store alone can still answer; `validate` tells what is wrong
+    if chapter not in chapters:
+        fail(
+            f"unknown chapter {chapter!r}; "
+            + (did_you_mean(chapter, chapters) or f"chapters: {', '.join(chapters) or 'none'}"),
+            2,
+        )
 
 
 def _channel_text(p: channel_state.ChannelProgress) -> str:

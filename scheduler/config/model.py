@@ -21,6 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 Identifier = Annotated[str, Field(pattern=_ID, max_length=64)]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+# A name people read: one string, or one per language ({en: May Day, es: Primero de Mayo}).
+Text = str | dict[LanguageCode, str]
+Colour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
+
+
+def localized(text: Text, language: str | None = None, fallback: str | None = None) -> str:
+    """`text` in `language`, else in `fallback`, else its first language."""
+    if isinstance(text, str):
+        return text
+    for lang in (language, fallback):
+        if lang is not None and lang in text:
+            return text[lang]
+    return next(iter(text.values()))
 
 
 class Strict(BaseModel):
@@ -113,7 +126,7 @@ def parse_offset(value: object) -> Offset:
 
 
 class Organization(Strict):
-    name: str = Field(min_length=1)
+    name: Text = Field(description="one name, or one per language")
     website: str = Field(pattern=r"^https?://")
     postal_address: str = Field(min_length=5, description="required in every bulk-mail footer")
     timezone: str = "UTC"
@@ -125,8 +138,17 @@ class Organization(Strict):
         description="base URL of `scheduler web`: unsubscribe, preferences and archive links",
     )
     unsubscribe_mailto: str | None = None
+    logo: str | None = Field(default=None, description="URL of the logo shown in emails")
+    accent: Colour = "#7a1f2b"
+    archive_chapters: list[Identifier] = Field(
+        default_factory=list,
+        description="chapters whose statements the alliance's archive and feed also show",
+    )
 
     _tz = field_validator("timezone")(check_timezone)
+
+    def display_name(self, language: str | None = None) -> str:
+        return localized(self.name, language, self.default_language)
 
     @model_validator(mode="after")
     def _default_language_offered(self) -> Organization:
@@ -151,11 +173,19 @@ class Sender(Strict):
 
 
 class MailingList(Strict):
-    name: str | None = None
-    description: str | None = None
+    name: Text | None = None
+    description: Text | None = None
     source: str | None = Field(default=None, description="CSV file, relative to campaigns.yaml")
     double_opt_in: bool = True
     public: bool = False
+    chapter: Identifier | None = Field(default=None, description="the chapter owning the list")
+    shared: bool = Field(default=False, description="an alliance list chapters may use too")
+
+    def title(self, list_id: str, language: str | None = None) -> str:
+        return localized(self.name, language) if self.name else list_id
+
+    def blurb(self, language: str | None = None) -> str | None:
+        return localized(self.description, language) if self.description else None
 
 
 class Channel(Strict):
@@ -165,6 +195,8 @@ class Channel(Strict):
 
     type: str = Field(description="a type from the registry in scheduler.channels")
     language: LanguageCode | None = None
+    chapter: Identifier | None = Field(default=None, description="the chapter owning the channel")
+    shared: bool = Field(default=False, description="an alliance channel chapters may use too")
 
     @field_validator("type")
     @classmethod
@@ -220,8 +252,9 @@ def parse_time(v: object) -> object:
 
 
 class Campaign(Strict):
-    name: str | dict[LanguageCode, str] = Field(
-        description="one name, or one per language: {en: May Day, es: Primero de Mayo}"
+    name: Text | None = Field(
+        default=None,
+        description="one name, or one per language: {en: May Day, es: Primero de Mayo}",
     )
     date: str | None = Field(default=None, description="'MM-DD' every year, or 'YYYY-MM-DD' once")
     rrule: str | None = Field(default=None, description="RFC 5545 RRULE for anything else")
@@ -239,6 +272,22 @@ class Campaign(Strict):
     first_year: int | None = Field(default=None, ge=1970, le=9999)
     last_year: int | None = Field(default=None, ge=1970, le=9999)
     steps: dict[Identifier, Step] = Field(min_length=1)
+    joins: Identifier | None = Field(
+        default=None,
+        description="a chapter campaign on an alliance campaign's days (its date rule)",
+    )
+    # Set when the config is read, never written: the chapter a campaign belongs to.
+    chapter: Identifier | None = Field(default=None, exclude=True)
+
+    @field_validator("chapter")
+    @classmethod
+    def _not_written(cls, v: str | None) -> None:
+        # Config sets it (model_copy skips validators); a campaign file never does.
+        if v is not None:
+            raise ValueError(
+                f"write a chapter's campaigns under chapters.{v}.campaigns, not 'chapter: {v}'"
+            )
+        return None
 
     @field_validator("date", mode="before")
     @classmethod
@@ -290,6 +339,15 @@ class Campaign(Strict):
 
     @model_validator(mode="after")
     def _one_rule(self) -> Campaign:
+        if self.joins is not None:
+            if self.date is not None or self.rrule is not None:
+                raise ValueError(
+                    f"a campaign that joins {self.joins!r} takes its days from it: "
+                    "remove 'date' and 'rrule'"
+                )
+            return self
+        if self.name is None:
+            raise ValueError("give the campaign a name: 'name: May Day' or {en: ..., es: ...}")
         if (self.date is None) == (self.rrule is None):
             raise ValueError(
                 "give exactly one of 'date' ('05-01' every year, '2027-10-27' once) or 'rrule'"
@@ -297,11 +355,8 @@ class Campaign(Strict):
         return self
 
     def display_name(self, language: str | None = None) -> str:
-        if isinstance(self.name, str):
-            return self.name
-        if language in self.name:
-            return self.name[language]
-        return next(iter(self.name.values()))
+        # A joining campaign without a name of its own has the joined one's (see Config).
+        return localized(self.name or "", language)
 
     @property
     def is_one_off(self) -> bool:
@@ -347,16 +402,199 @@ class Settings(Strict):
     batch_size: int = Field(default=250, ge=1, le=5000)
 
 
+# --- chapters ------------------------------------------------------------------------------
+
+# Chapter ids are the first segment of a chapter's web pages (/usa/subscribe): never a page's.
+RESERVED_CHAPTER_IDS = frozenset(
+    {
+        "subscribe",
+        "confirm",
+        "unsubscribe",
+        "preferences",
+        "archive",
+        "dashboard",
+        "static",
+        "healthz",
+        "login",
+        "logout",
+        "api",
+        "webhooks",
+        "email",
+        "post",
+    }
+)
+
+
+class Chapter(Strict):
+    """A national chapter: its own voice, lists, channels and campaigns. Whatever it does not
+    set is the alliance's (`Config.voice`)."""
+
+    name: Text
+    website: str | None = Field(default=None, pattern=r"^https?://")
+    postal_address: str | None = Field(
+        default=None, min_length=5, description="the chapter's own address for its mail footers"
+    )
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    unsubscribe_mailto: str | None = None
+    timezone: str | None = None
+    languages: list[LanguageCode] | None = Field(default=None, min_length=1)
+    default_language: LanguageCode | None = None
+    sender: Identifier | None = Field(default=None, description="the chapter's default sender")
+    logo: str | None = None
+    accent: Colour | None = None
+    campaigns: dict[Identifier, Campaign] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else check_timezone(v)
+
+    @model_validator(mode="after")
+    def _default_language_offered(self) -> Chapter:
+        if self.default_language and self.languages and self.default_language not in self.languages:
+            raise ValueError(
+                f"default_language {self.default_language!r} is not in languages {self.languages}"
+            )
+        return self
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Voice:
+    """Who speaks: the alliance, or one chapter with the alliance's settings filled in."""
+
+    chapter: str | None
+    name: Text
+    website: str
+    postal_address: str
+    public_url: str
+    unsubscribe_mailto: str | None
+    timezone: str
+    languages: tuple[str, ...]
+    default_language: str
+    sender: str | None
+    logo: str | None
+    accent: str
+
+    def display_name(self, language: str | None = None) -> str:
+        return localized(self.name, language, self.default_language)
+
+
+def chapter_campaign_id(chapter: str, campaign: str) -> str:
+    """`usa/may-day`: a chapter's campaigns sit beside the alliance's under this key, so
+    their occurrence ids read `usa/may-day/2027/statement`."""
+    return f"{chapter}/{campaign}"
+
+
 class Config(Strict):
     organization: Organization
+    chapters: dict[Identifier, Chapter] = Field(default_factory=dict)
     senders: dict[Identifier, Sender] = Field(default_factory=dict)
     lists: dict[Identifier, MailingList] = Field(default_factory=dict)
     channels: dict[Identifier, Channel] = Field(default_factory=dict)
     campaigns: dict[Identifier, Campaign] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
 
+    @model_validator(mode="after")
+    def _chapter_campaigns(self) -> Config:
+        # A chapter's campaigns join `campaigns` under `chapter/campaign`, so every part of the
+        # system that looks a campaign up by id finds them. A join naming no alliance campaign
+        # is left out here and reported with its line by `validate`.
+        for chapter_id, chapter in self.chapters.items():
+            for campaign_id, campaign in chapter.campaigns.items():
+                key = chapter_campaign_id(chapter_id, campaign_id)
+                update: dict[str, object] = {"chapter": chapter_id}
+                if campaign.joins is not None:
+                    joined = self.campaigns.get(campaign.joins)
+                    if joined is None or joined.chapter is not None:
+                        continue
+                    update |= {
+                        "date": joined.date,
+                        "rrule": joined.rrule,
+                        "first_year": campaign.first_year or joined.first_year,
+                        "last_year": campaign.last_year or joined.last_year,
+                        "name": campaign.name or joined.name,
+                    }
+                    for inherited in ("time", "catch_up"):
+                        if inherited not in campaign.model_fields_set:
+                            update[inherited] = getattr(joined, inherited)
+                self.campaigns[key] = campaign.model_copy(update=update)
+        return self
+
+    def chapter_of(self, campaign: Campaign) -> Chapter | None:
+        return self.chapters.get(campaign.chapter) if campaign.chapter else None
+
+    def voice(self, chapter_id: str | None = None) -> Voice:
+        org = self.organization
+        chapter = self.chapters.get(chapter_id) if chapter_id else None
+        if chapter is None:
+            return Voice(
+                chapter=None,
+                name=org.name,
+                website=org.website,
+                postal_address=org.postal_address,
+                public_url=org.public_url,
+                unsubscribe_mailto=org.unsubscribe_mailto,
+                timezone=org.timezone,
+                languages=tuple(org.languages),
+                default_language=org.default_language,
+                sender=None,
+                logo=org.logo,
+                accent=org.accent,
+            )
+        languages = tuple(chapter.languages or org.languages)
+        default = chapter.default_language or (
+            org.default_language if org.default_language in languages else languages[0]
+        )
+        return Voice(
+            chapter=chapter_id,
+            name=chapter.name,
+            website=chapter.website or org.website,
+            postal_address=chapter.postal_address or org.postal_address,
+            public_url=chapter.public_url or org.public_url,
+            unsubscribe_mailto=chapter.unsubscribe_mailto or org.unsubscribe_mailto,
+            timezone=chapter.timezone or org.timezone,
+            languages=languages,
+            default_language=default,
+            sender=chapter.sender,
+            logo=chapter.logo or org.logo,
+            accent=chapter.accent or org.accent,
+        )
+
+    def sender_of(self, campaign: Campaign | None, channel_sender: str | None) -> Sender:
+        """Who a campaign's mail comes from: its `sender:`, else its chapter's, else the email
+        channel's, else the first sender. A name not under senders: is passed over here
+        (`validate` reports it and refuses to send)."""
+        chapter = self.chapter_of(campaign) if campaign else None
+        names = (
+            campaign.sender if campaign else None,
+            chapter.sender if chapter else None,
+            channel_sender,
+            *self.senders,
+        )
+        for name in names:
+            if name is not None and name in self.senders:
+                return self.senders[name]
+        raise KeyError("campaigns.yaml has no senders: an email channel needs one")
+
+    def campaign_voice(self, campaign: Campaign) -> Voice:
+        return self.voice(campaign.chapter)
+
+    def list_voice(self, list_id: str) -> Voice:
+        mailing_list = self.lists.get(list_id)
+        return self.voice(mailing_list.chapter if mailing_list else None)
+
+    @property
+    def all_languages(self) -> list[str]:
+        """Every language someone can subscribe in: the alliance's and its chapters'."""
+        found = list(self.organization.languages)
+        for chapter in self.chapters.values():
+            found += chapter.languages or []
+        return list(dict.fromkeys(found))
+
     def campaign_zone(self, campaign: Campaign) -> ZoneInfo:
-        return ZoneInfo(campaign.timezone or self.organization.timezone)
+        chapter = self.chapter_of(campaign)
+        chapter_zone = chapter.timezone if chapter else None
+        return ZoneInfo(campaign.timezone or chapter_zone or self.organization.timezone)
 
     def campaign_languages(self, campaign: Campaign) -> list[str]:
-        return list(campaign.languages or self.organization.languages)
+        return list(campaign.languages or self.campaign_voice(campaign).languages)

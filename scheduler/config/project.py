@@ -63,7 +63,7 @@ def load_project(option: str | Path | None = None) -> Project:
 
 
 # Sections whose entries can be set aside one by one when they fail the schema.
-_NAMED_SECTIONS = ("senders", "lists", "channels", "campaigns")
+_NAMED_SECTIONS = ("senders", "lists", "channels", "campaigns", "chapters")
 
 
 def load_project_partially(
@@ -101,6 +101,14 @@ def load_project_partially(
     set_aside: set[tuple[str, str]] = set()
     for err in errors:
         loc = err["loc"]
+        if len(loc) >= 4 and loc[0] == "chapters" and loc[2] == "campaigns":
+            # A chapter's broken campaign is set aside alone, not the whole chapter.
+            chapter = data.get("chapters", {}).get(loc[1])
+            section = chapter.get("campaigns") if isinstance(chapter, dict) else None
+            if isinstance(section, dict) and loc[3] in section:
+                del section[loc[3]]
+                set_aside.add(("campaigns", f"{loc[1]}/{loc[3]}"))
+            continue
         if len(loc) >= 2 and loc[0] in _NAMED_SECTIONS:
             section = data.get(loc[0])
             if isinstance(section, dict) and loc[1] in section:

@@ -10,9 +10,10 @@ from typing import Any
 from markupsafe import Markup
 
 from scheduler.calendar import Occurrence
-from scheduler.config.model import Campaign
+from scheduler.config.model import Campaign, Sender, Voice
 from scheduler.config.project import Project
-from scheduler.content.statements import Statement, load_statement
+from scheduler.content.dates import localized_date
+from scheduler.content.statements import Statement, load_statement, statement_folder
 from scheduler.content.templates import Templates
 from scheduler.errors import TemplateError
 from scheduler.tokens import sign
@@ -58,31 +59,43 @@ class Renderer:
     def __init__(self, project: Project) -> None:
         self.project = project
         self.config = project.config
-        self._statements: dict[tuple[str, str], Statement] = {}
+        self._statements: dict[tuple[str, str, str | None], Statement] = {}
+        self._chapter_templates: dict[str, Templates] = {}
 
     @cached_property
     def templates(self) -> Templates:
         return Templates(self.project.templates_dir)
 
-    def statement(self, slug: str, language: str) -> Statement:
-        key = (slug, language)
+    def templates_for(self, chapter: str | None) -> Templates:
+        """The alliance's templates, with `templates/<chapter>/` in front for a chapter."""
+        if chapter is None:
+            return self.templates
+        if chapter not in self._chapter_templates:
+            self._chapter_templates[chapter] = Templates(self.project.templates_dir, chapter)
+        return self._chapter_templates[chapter]
+
+    def statement(self, slug: str, language: str, chapter: str | None = None) -> Statement:
+        key = (slug, language, chapter)
         if key not in self._statements:
+            folder = statement_folder(self.project.statements_dir, slug, chapter)
             self._statements[key] = load_statement(
-                self.project.statements_dir,
-                slug,
-                language,
-                display_dir=self.project.relative(self.project.statements_dir),
+                folder, slug, language, display_dir=self.project.relative(folder)
             )
         return self._statements[key]
+
+    def sender(self, campaign: Campaign, channel: str) -> Sender:
+        """The sender of the campaign's mail on `channel` (`Config.sender_of`)."""
+        channel_sender = dict(self.config.channels[channel].model_extra or {}).get("sender")
+        return self.config.sender_of(campaign, str(channel_sender) if channel_sender else None)
 
     # --- language choice ------------------------------------------------------------------
 
     def email_language(self, campaign: Campaign, wanted: str | None) -> str:
-        """The recipient's language when the campaign has it, else the organization default."""
+        """The recipient's language when the campaign has it, else the speaker's default."""
         offered = self.config.campaign_languages(campaign)
         if wanted in offered:
             return str(wanted)
-        default = self.config.organization.default_language
+        default = self.config.campaign_voice(campaign).default_language
         return default if default in offered else offered[0]
 
     def post_language(self, campaign: Campaign, channel_name: str) -> str:
@@ -92,9 +105,9 @@ class Renderer:
     # --- context --------------------------------------------------------------------------
 
     def archive_url(self, occ: Occurrence, language: str) -> str:
-        key = occ.id.split("/")[1]
-        base = self.config.organization.public_url.rstrip("/")
-        return f"{base}/archive/{occ.campaign_id}/{key}/{language}"
+        campaign = self.config.campaigns[occ.campaign_id]
+        base = self.config.campaign_voice(campaign).public_url.rstrip("/")
+        return f"{base}{archive_path(occ.campaign_id, occ.day_key, language)}"
 
     def context(
         self,
@@ -102,24 +115,32 @@ class Renderer:
         language: str,
         recipient: Recipient | None = None,
         links: tuple[str, str] | None = None,
+        channel: str | None = None,
     ) -> dict[str, Any]:
-        org = self.config.organization
         campaign = self.config.campaigns[occ.campaign_id]
-        statement = self.statement(campaign.statement, language)
+        voice = self.config.campaign_voice(campaign)
+        statement = self.statement(campaign.statement, language, campaign.chapter)
         read_online = statement.canonical_url or self.archive_url(occ, language)
-        base = org.public_url.rstrip("/")
+        base = voice.public_url.rstrip("/")
+        archive = f"{base}/{campaign.chapter}/archive" if campaign.chapter else f"{base}/archive"
+        alliance = voice_context(self.config.voice(None), language)
+        chapter = voice_context(voice, language) if campaign.chapter else None
+        # Email has a From; a post speaks with the voice's name (sender_context).
+        is_email = channel is not None and self.config.channels[channel].type == "smtp"
+        sender = self.sender(campaign, channel) if channel and is_email else None
         ctx: dict[str, Any] = {
-            "organization": {
-                "name": org.name,
-                "website": org.website,
-                "postal_address": org.postal_address,
-                "languages": list(org.languages),
-            },
+            "organization": alliance,
+            "chapter": chapter,
+            # Who speaks: the chapter when there is one, else the alliance. The shipped
+            # templates sign, brand and address the footer with it.
+            "voice": chapter or alliance,
+            "sender": sender_context(sender, voice, language),
             "campaign": {"id": occ.campaign_id, "name": campaign.display_name(language)},
             "occurrence": {
                 "id": occ.id,
                 "step": occ.step_id,
                 "date": occ.anchor,
+                "date_text": localized_date(occ.anchor, language),
                 "year": occ.anchor.year,
                 "local": occ.local,
                 "instant": occ.instant,
@@ -140,8 +161,8 @@ class Renderer:
             "lang": language,
             "links": {
                 "read_online": read_online,
-                "archive": f"{base}/archive",
-                "website": org.website,
+                "archive": archive,
+                "website": voice.website,
             },
         }
         if recipient is not None:
@@ -153,11 +174,12 @@ class Renderer:
             unsubscribe_url, preferences_url = links or self.recipient_links(campaign, recipient)
             ctx["unsubscribe_url"] = unsubscribe_url
             ctx["preferences_url"] = preferences_url
+            ctx["unsubscribe_mailto"] = voice.unsubscribe_mailto
         return ctx
 
     def recipient_links(self, campaign: Campaign, recipient: Recipient) -> tuple[str, str]:
         """The signed unsubscribe and preferences URLs of one recipient."""
-        base = self.config.organization.public_url.rstrip("/")
+        base = self.config.campaign_voice(campaign).public_url.rstrip("/")
         list_name = recipient.list_name or ",".join(campaign.audience)
         data = {"s": recipient.subscriber_id, "e": recipient.email.lower(), "l": list_name}
         return (
@@ -168,20 +190,30 @@ class Renderer:
     # --- rendering ------------------------------------------------------------------------
 
     def email(
-        self, occ: Occurrence, recipient: Recipient, links: tuple[str, str] | None = None
+        self,
+        occ: Occurrence,
+        recipient: Recipient,
+        links: tuple[str, str] | None = None,
+        channel: str | None = None,
     ) -> RenderedEmail:
         """Render the email for one recipient. `links` replaces the signed unsubscribe and
         preferences URLs (the fast path renders once with placeholders there)."""
         campaign = self.config.campaigns[occ.campaign_id]
         step = campaign.steps[occ.step_id]
         language = self.email_language(campaign, recipient.language)
-        ctx = self.context(occ, language, recipient, links)
-        html_name = self.templates.pick(
-            self.templates.email_candidates(step.template, "html", language)
-        )
-        text_name = self.templates.pick(
-            self.templates.email_candidates(step.template, "txt", language)
-        )
+        if channel is None:  # preview and validate: the step's first email channel
+            channel = next(
+                (
+                    c
+                    for c in occ.channels
+                    if getattr(self.config.channels.get(c), "type", "") == "smtp"
+                ),
+                None,
+            )
+        ctx = self.context(occ, language, recipient, links, channel)
+        templates = self.templates_for(campaign.chapter)
+        html_name = templates.pick(templates.email_candidates(step.template, "html", language))
+        text_name = templates.pick(templates.email_candidates(step.template, "txt", language))
         if html_name is None or text_name is None:
             missing = "html" if html_name is None else "txt"
             raise TemplateError(
@@ -189,7 +221,7 @@ class Renderer:
                 f"email/{step.template}.{missing} for step {occ.step_id!r} of {occ.campaign_id!r}"
             )
         subject_source = step.subject or DEFAULT_SUBJECT
-        subject = self.templates.render_string(
+        subject = templates.render_string(
             subject_source,
             ctx,
             what=f"subject of step {occ.step_id!r} in campaign {occ.campaign_id!r}",
@@ -197,8 +229,8 @@ class Renderer:
         return RenderedEmail(
             # A subject is one line whatever the statement title holds: no header injection.
             subject=re.sub(r"\s+", " ", subject).strip(),
-            html=self.templates.inline_css(self.templates.render(html_name, ctx)),
-            text=self.templates.render(text_name, ctx).strip() + "\n",
+            html=templates.inline_css(templates.render(html_name, ctx)),
+            text=templates.render(text_name, ctx).strip() + "\n",
             language=language,
             html_template=html_name,
             text_template=text_name,
@@ -210,17 +242,57 @@ class Renderer:
         step = campaign.steps[occ.step_id]
         platform = self.config.channels[channel_name].type
         language = self.post_language(campaign, channel_name)
-        name = self.templates.pick(
-            self.templates.post_candidates(step.template, platform, language)
-        )
+        templates = self.templates_for(campaign.chapter)
+        name = templates.pick(templates.post_candidates(step.template, platform, language))
         if name is None:
             raise TemplateError(
                 f"no post template {self.project.relative(self.project.templates_dir)}/"
                 f"post/{step.template}.txt for step {occ.step_id!r} of {occ.campaign_id!r}"
             )
-        text = self.templates.render(name, self.context(occ, language)).strip()
+        text = templates.render(name, self.context(occ, language, channel=channel_name)).strip()
         # Collapse the blank-line runs template logic leaves behind; posts are short.
         text = re.sub(r"\n{3,}", "\n\n", text)
         return RenderedPost(
             channel=channel_name, platform=platform, language=language, template=name, text=text
         )
+
+
+def archive_path(campaign_id: str, key: str, language: str) -> str:
+    """`/archive/may-day/2027/es`; a chapter's: `/usa/archive/may-day/2027/es`."""
+    if "/" in campaign_id:
+        chapter, name = campaign_id.split("/", 1)
+        return f"/{chapter}/archive/{name}/{key}/{language}"
+    return f"/archive/{campaign_id}/{key}/{language}"
+
+
+def voice_context(voice: Voice, language: str) -> dict[str, Any]:
+    """What templates see of the alliance (`organization`) or a chapter (`chapter`)."""
+    return {
+        "id": voice.chapter,
+        "name": voice.display_name(language),
+        "website": voice.website,
+        "postal_address": voice.postal_address,
+        "address": voice.postal_address,
+        "public_url": voice.public_url,
+        "logo": voice.logo,
+        "accent": voice.accent,
+        "languages": list(voice.languages),
+        "timezone": voice.timezone,
+    }
+
+
+def sender_context(sender: Sender | None, voice: Voice, language: str) -> dict[str, Any]:
+    """The sender as templates see it, with the website, logo and postal address of the voice
+    it speaks for; a post has no sender, so the voice's name stands in."""
+    speaks_for = {
+        "website": voice.website,
+        "logo": voice.logo,
+        "postal_address": voice.postal_address,
+    }
+    if sender is None:
+        return {"name": voice.display_name(language), "address": None, "reply_to": None} | (
+            speaks_for
+        )
+    return {"name": sender.name, "address": sender.address, "reply_to": sender.reply_to} | (
+        speaks_for
+    )

@@ -47,6 +47,17 @@ def statement_path(directory: Path, slug: str, language: str) -> Path:
     return directory / f"{slug}.{language}.md"
 
 
+def statement_folder(directory: Path, slug: str, chapter: str | None) -> Path:
+    """Where a chapter's statement `slug` lives: `statements/<chapter>/` when the chapter wrote
+    one there (in any language), else the alliance's `statements/` (a chapter relaying the
+    alliance's words). Decided per statement, never per language, so no email mixes the two."""
+    if chapter:
+        own = directory / chapter
+        if any(own.glob(f"{slug}.*.md")):
+            return own
+    return directory
+
+
 def load_statement(
     directory: Path, slug: str, language: str, *, display_dir: str = ""
 ) -> Statement:

@@ -8,7 +8,12 @@ Layout of `templates/`:
     post/<template>.<type>.txt   a per-platform override (e.g. post/statement.bluesky.txt)
 
 Any of them may also exist per language (`email/statement.es.html`,
-`post/countdown.mastodon.es.txt`); the most specific file wins.
+`post/countdown.mastodon.es.txt`); the most specific file wins. A chapter's folder
+`templates/<chapter>/` holds its overrides: any file there wins over the alliance's file of the
+same name, also where another template extends or includes it (`email/base.html`).
+
+Filters `date`, `datetime` and `time` format with Babel in the rendered language
+(`{{ occurrence.date | date }}` is `8 de marzo de 2027` in Spanish).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import css_inline
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from scheduler.content.dates import install_date_filters
 from scheduler.errors import TemplateError
 
 
@@ -32,10 +38,13 @@ def _autoescape(name: str | None) -> bool:
 class Templates:
     """All templates of one project directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, chapter: str | None = None) -> None:
         self.directory = directory
+        self.chapter = chapter
+        # The chapter's folder first: its files stand in for the alliance's of the same name.
+        self.search = [directory / chapter, directory] if chapter else [directory]
         self.env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(directory)),
+            loader=jinja2.FileSystemLoader([str(d) for d in self.search]),
             undefined=jinja2.StrictUndefined,
             autoescape=_autoescape,
             trim_blocks=True,
@@ -44,6 +53,8 @@ class Templates:
         )
         # Subjects and other one-line strings are never HTML.
         self.string_env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        install_date_filters(self.env)
+        install_date_filters(self.string_env)
         self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
     # --- lookup ---------------------------------------------------------------------------
@@ -62,7 +73,7 @@ class Templates:
         ]
 
     def exists(self, name: str) -> bool:
-        return (self.directory / name).is_file()
+        return any((d / name).is_file() for d in self.search)
 
     def pick(self, candidates: list[str]) -> str | None:
         return next((c for c in candidates if self.exists(c)), None)

@@ -39,9 +39,9 @@ def email_settings(config: Config, channel: str) -> SmtpChannel:
 
 
 def sender_for(config: Config, campaign: Campaign | None, channel: SmtpChannel) -> Sender:
-    """Who the mail comes from: the campaign's sender, else the channel's."""
-    name = (campaign.sender if campaign else None) or channel.sender
-    return config.senders[name]
+    """Who the mail comes from: the campaign's sender, else its chapter's, else the
+    channel's (`Config.sender_of`)."""
+    return config.sender_of(campaign, channel.sender)
 
 
 @dataclass
@@ -69,7 +69,7 @@ class EmailComposer:
         self.custom_list_id = settings.list_id
         self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
         self.domain = domain
-        self.unsubscribe_mailto = config.organization.unsubscribe_mailto
+        self.unsubscribe_mailto = config.campaign_voice(self.campaign).unsubscribe_mailto
         # None: every message carries the time it is composed, i.e. really sent (a retry in
         # the same batch resends the same bytes). A fixed date is for previews and tests.
         self.fixed_date = date
@@ -142,7 +142,9 @@ class EmailComposer:
             subscriber_id=0,
             list_name=self.list_name,
         )
-        rendered = self.renderer.email(self.occ, placeholder, links=(UNSUBSCRIBE, PREFERENCES))
+        rendered = self.renderer.email(
+            self.occ, placeholder, links=(UNSUBSCRIBE, PREFERENCES), channel=self.channel
+        )
         if any(token in rendered.subject for token in TOKENS):
             return None  # a personalized subject: every message is composed in full
         return MessageFactory(
@@ -164,7 +166,7 @@ class EmailComposer:
     def _plain(
         self, recipient: Recipient, date: dt.datetime | None = None, *, utf8: bool = False
     ) -> bytes:
-        rendered = self.renderer.email(self.occ, recipient)
+        rendered = self.renderer.email(self.occ, recipient, channel=self.channel)
         msg = build_email(
             rendered=rendered,
             sender=self.sender,

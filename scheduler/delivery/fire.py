@@ -55,14 +55,16 @@ class FireReport:
 
 def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, int]:
     """Import each list's CSV `source` (upsert; never resurrects an unsubscribe)."""
-    org = ctx.config.organization
     synced: dict[str, int] = {}
     for name in list_names:
         mlist = ctx.config.lists.get(name)
         if mlist is None or mlist.source is None:
             continue
         path = ctx.project.base_dir / mlist.source
-        result = read_csv(path, languages=org.languages, default_language=org.default_language)
+        voice = ctx.config.list_voice(name)
+        result = read_csv(
+            path, languages=list(voice.languages), default_language=voice.default_language
+        )
         result = refuse_undeliverable(ctx.project, result)
         report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
         synced[name] = report.total

@@ -529,10 +529,15 @@ def counts(
     return out
 
 
-def list_occurrences(engine: Engine, *, limit: int = 50) -> list[OccurrenceRow]:
+def list_occurrences(
+    engine: Engine, *, limit: int = 50, chapter: str | None = None
+) -> list[OccurrenceRow]:
+    """The newest occurrences; only one chapter's (`usa/…` campaigns) when given."""
+    query = sa.select(occurrences).order_by(O.instant.desc(), O.id).limit(limit)
+    if chapter is not None:
+        query = query.where(O.campaign.startswith(f"{chapter}/", autoescape=True))
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(occurrences).order_by(O.instant.desc(), O.id).limit(limit))
-        return [_occurrence_row(r) for r in rows]
+        return [_occurrence_row(r) for r in conn.execute(query)]
 
 
 # Distinct error texts read to group failures: more than any real occurrence has once the

@@ -40,7 +40,6 @@ class AudienceSizes:
 
 
 def audience_sizes(project: Project) -> AudienceSizes:
-    org = project.config.organization
     engine = _existing_store()
     sizes = AudienceSizes(source="the lists' CSV sources (no store yet)")
     if engine is not None:
@@ -57,8 +56,9 @@ def audience_sizes(project: Project) -> AudienceSizes:
         if mlist.source:
             path = project.base_dir / mlist.source
             if path.is_file():
+                voice = project.config.list_voice(name)  # a chapter's list: its languages
                 result = read_csv(
-                    path, languages=org.languages, default_language=org.default_language
+                    path, languages=list(voice.languages), default_language=voice.default_language
                 )
                 sizes.from_files[name] = {address_key(row.email) for row in result.rows}
     return sizes

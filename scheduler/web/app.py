@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response
 
 from scheduler.channels import sends_email
 from scheduler.config.project import Project
+from scheduler.content.dates import install_date_filters
 from scheduler.delivery.context import DeliveryContext
 from scheduler.tokens import secret_key as env_secret_key
 from scheduler.web import archive, i18n, signup, subscriber
@@ -32,7 +33,17 @@ from scheduler.web import dashboard as dashboard_views
 from scheduler.web.auth import DashboardAuth
 from scheduler.web.csrf import csrf_token
 from scheduler.web.mailer import Mailer
-from scheduler.web.pages import EXTENSION, WebState, message_page, t, use_language
+from scheduler.web.pages import (
+    EXTENSION,
+    WebState,
+    message_page,
+    page_chapter,
+    page_voice,
+    t,
+    use_chapter,
+    use_language,
+    voice_for_page,
+)
 from scheduler.web.ratelimit import HitCounter, Limits, MemoryHits
 
 log = logging.getLogger(__name__)
@@ -80,6 +91,7 @@ def create_app(
     app = Flask(__name__)
     # A misspelt variable in a page template fails the test suite instead of showing nothing.
     app.jinja_env.undefined = StrictUndefined
+    install_date_filters(app.jinja_env)  # `| date`: dates in the page's language
     key = secret_key or env_secret_key()
     if mailer is None and any(map(sends_email, project.config.channels.values())):
         mailer = Mailer(DeliveryContext(project, engine))
@@ -117,6 +129,8 @@ def create_app(
 
     @app.before_request
     def _language() -> None:
+        chapter = (request.view_args or {}).get("chapter")
+        use_chapter(str(chapter) if chapter else None)
         use_language()
 
     @app.context_processor
@@ -124,7 +138,11 @@ def create_app(
         return {
             "t": t,
             "lang": g.get("lang", i18n.FALLBACK),
-            "org": state.config.organization,
+            # Who speaks on this page: a chapter under /<chapter>/ (or reached by a link to its
+            # list), else the alliance. `alliance` is always the alliance.
+            "org": voice_for_page(page_voice(), g.get("lang", i18n.FALLBACK)),
+            "alliance": voice_for_page(state.config.voice(None), g.get("lang", i18n.FALLBACK)),
+            "chapter": page_chapter(),
             "page_languages": state.languages,
             "language_name": lambda code: i18n.translate(code, "language_name"),
             "lang_url": _lang_url,

@@ -1,7 +1,10 @@
 """The public archive: each campaign day's statement, in each language, once it went out.
 
 URLs are the ones emails and posts already link to (`Renderer.archive_url`):
-`/archive/<campaign>/<year, or date for rrule campaigns>/<lang>`. A campaign day is
+`/archive/<campaign>/<year, or date for rrule campaigns>/<lang>`, and for a chapter's campaigns
+`/<chapter>/archive/<campaign>/<key>/<lang>`. Each chapter has its archive and feed
+(`/<chapter>/archive`, `/<chapter>/archive/feed.atom`); the alliance's show its own statements
+and those of the chapters named in `organization.archive_chapters`. A campaign day is
 published once a delivery of one of its occurrences was really sent (a post or email that
 links here has gone out), and dated then. Only the statement is shown; nothing about who
 received it.
@@ -18,12 +21,12 @@ from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Response
 
 from scheduler import calendar
-from scheduler.config.model import Config
+from scheduler.config.model import Config, chapter_campaign_id
 from scheduler.config.project import Project
-from scheduler.content.statements import Statement, load_statement
+from scheduler.content.statements import Statement, load_statement, statement_folder
 from scheduler.errors import ConfigError, UnknownCampaignError
 from scheduler.store.schema import occurrence_channels, occurrences
-from scheduler.web.pages import web_state
+from scheduler.web.pages import page_chapter, page_voice, web_state
 
 blueprint = Blueprint("archive", __name__)
 
@@ -36,16 +39,28 @@ PUBLIC_CACHE = "public, max-age=300"
 class Published:
     """One campaign day that went out."""
 
-    campaign: str
+    campaign: str  # the campaign's id: `may-day`, or `usa/may-day` for a chapter's
     key: str  # the year, or the date for rrule campaigns
     day: dt.date  # the campaign day (the URL's key)
     published_at: dt.datetime  # when its first message really went out
     languages: tuple[str, ...]
+    chapter: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The campaign's id within its chapter (`may-day`): the URL's campaign part."""
+        return self.campaign.split("/", 1)[-1]
 
 
-def published(engine: Engine, config: Config, campaign: str | None = None) -> list[Published]:
+def published(
+    engine: Engine,
+    config: Config,
+    campaign: str | None = None,
+    chapters: frozenset[str | None] | None = None,
+) -> list[Published]:
     """Campaign days of which something really went out, newest first, each dated when it
-    first did (a hand send months early is dated then; one planned for later is not here)."""
+    first did (a hand send months early is dated then; one planned for later is not here);
+    only those of `chapters` (None in it: the alliance's own) when given."""
     o, c = occurrences.c, occurrence_channels.c
     first_sent = sa.func.min(c.first_sent_at)
     query = (
@@ -63,7 +78,10 @@ def published(engine: Engine, config: Config, campaign: str | None = None) -> li
     for occurrence_id, campaign_id, at in rows:
         if campaign_id not in config.campaigns:
             continue  # removed from campaigns.yaml since
-        key = str(occurrence_id).split("/")[1]
+        owner = config.campaigns[campaign_id].chapter
+        if chapters is not None and owner not in chapters:
+            continue
+        key = str(occurrence_id).rsplit("/", 2)[1]
         try:
             occ = calendar.occurrence(config, occurrence_id)
         except UnknownCampaignError:
@@ -73,17 +91,33 @@ def published(engine: Engine, config: Config, campaign: str | None = None) -> li
         earlier = found.get((campaign_id, key))
         if earlier is not None and earlier.published_at <= when:
             continue
-        found[(campaign_id, key)] = Published(campaign_id, key, occ.anchor, when, tuple(languages))
+        found[(campaign_id, key)] = Published(
+            campaign_id, key, occ.anchor, when, tuple(languages), owner
+        )
     return sorted(found.values(), key=lambda p: (p.published_at, p.campaign), reverse=True)
 
 
 def statement_of(project: Project, campaign: str, language: str) -> Statement | None:
-    slug = project.config.campaigns[campaign].statement
+    found = project.config.campaigns[campaign]
+    folder = statement_folder(project.statements_dir, found.statement, found.chapter)
     try:
         # Read on each request: a long-running web process shows corrections to the file.
-        return load_statement(project.statements_dir, slug, language)
+        return load_statement(folder, found.statement, language)
     except ConfigError:
         return None
+
+
+def shown_chapters() -> frozenset[str | None]:
+    """Whose statements this archive shows: a chapter's own, or the alliance's and the
+    chapters it chose."""
+    chapter = page_chapter()
+    if chapter is not None:
+        return frozenset({chapter})
+    return frozenset({None, *web_state().config.organization.archive_chapters})
+
+
+def _campaign_id(chapter: str | None, campaign: str) -> str:
+    return chapter_campaign_id(chapter, campaign) if chapter else campaign
 
 
 def _entry(campaign: str, key: str) -> Published:
@@ -105,10 +139,11 @@ def _cached(
 
 
 @blueprint.get("/archive")
-def index() -> Response:
+@blueprint.get("/<chapter>/archive")
+def index(chapter: str | None = None) -> Response:
     state = web_state()
     items = []
-    for entry in published(state.engine, state.config):
+    for entry in published(state.engine, state.config, chapters=shown_chapters()):
         lang = request_lang(entry)
         statement = statement_of(state.project, entry.campaign, lang)
         if statement is None:
@@ -125,16 +160,25 @@ def request_lang(entry: Published) -> str:
 
 
 @blueprint.get("/archive/<campaign>/<key>")
-def campaign_day(campaign: str, key: str) -> Response:
-    entry = _entry(campaign, key)
+@blueprint.get("/<chapter>/archive/<campaign>/<key>")
+def campaign_day(campaign: str, key: str, chapter: str | None = None) -> Response:
+    entry = _entry(_campaign_id(chapter, campaign), key)
     return redirect(
-        url_for("archive.statement", campaign=campaign, key=key, lang=request_lang(entry))
+        url_for(
+            "archive.statement",
+            chapter=chapter,
+            campaign=campaign,
+            key=key,
+            lang=request_lang(entry),
+        )
     )
 
 
 @blueprint.get("/archive/<campaign>/<key>/<lang>")
-def statement(campaign: str, key: str, lang: str) -> Response:
+@blueprint.get("/<chapter>/archive/<campaign>/<key>/<lang>")
+def statement(campaign: str, key: str, lang: str, chapter: str | None = None) -> Response:
     state = web_state()
+    campaign = _campaign_id(chapter, campaign)
     entry = _entry(campaign, key)
     if lang not in entry.languages:
         abort(404)
@@ -157,11 +201,12 @@ def statement(campaign: str, key: str, lang: str) -> Response:
 
 
 @blueprint.get("/archive/feed.atom")
-def feed() -> Response:
+@blueprint.get("/<chapter>/archive/feed.atom")
+def feed(chapter: str | None = None) -> Response:
     state = web_state()
     wanted = request.args.get("lang")
     items = []
-    for entry in published(state.engine, state.config):
+    for entry in published(state.engine, state.config, chapters=shown_chapters()):
         for lang in entry.languages:
             if wanted and lang != wanted:
                 continue
@@ -170,7 +215,7 @@ def feed() -> Response:
                 items.append((entry, lang, found))
         if len(items) >= FEED_ENTRIES:
             break
-    base = state.config.organization.public_url.rstrip("/")
+    base = page_voice().public_url.rstrip("/")
     updated = max(
         (e.published_at for e, _, _ in items), default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     )

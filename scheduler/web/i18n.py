@@ -1,8 +1,10 @@
 """Page strings in each language (translations/*.json) and which language a page speaks.
 
 A page's language is, first match wins: `?lang=` on the URL, the subscriber's stored language
-(pages reached through a signed link), the browser's Accept-Language, the organization's
-default. Only languages the organization offers *and* that have a translation are chosen.
+(pages reached through a signed link), the browser's Accept-Language, the default of whoever
+speaks on the page (a chapter's under /<chapter>/, else the alliance's). Only languages that
+speaker offers *and* that have a translation are chosen; a translation may be partial (a
+chapter's language for the subscriber pages only): a missing key is shown in English.
 """
 
 from __future__ import annotations

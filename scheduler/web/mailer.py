@@ -38,6 +38,7 @@ class Letter:
     text: str
     html: str
     language: str
+    sender: Sender | None = None  # a chapter's own; the channel's sender otherwise
 
 
 def email_channel(ctx: DeliveryContext) -> str:
@@ -147,10 +148,11 @@ class Mailer:
 
     def _deliver(self, letter: Letter) -> None:
         try:
-            data = build_letter(letter, self.sender)
+            sender = letter.sender or self.sender
+            data = build_letter(letter, sender)
             message = Outgoing(
                 key=self._next_key(),
-                envelope_from=self.sender.address,
+                envelope_from=sender.address,
                 recipient=letter.to,
                 data=data,
             )

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app, g, render_template, request
+from flask import abort, current_app, g, render_template, request
 from sqlalchemy.engine import Engine
 
-from scheduler.config.model import Config
+from scheduler.config.model import Config, Voice
 from scheduler.config.project import Project
 from scheduler.web import i18n
 from scheduler.web.auth import DashboardAuth
@@ -40,12 +40,60 @@ class WebState:
 
     @property
     def languages(self) -> list[str]:
-        return i18n.page_languages(self.config.organization.languages)
+        """The languages the current page can speak: its chapter's, or the alliance's."""
+        return i18n.page_languages(page_voice().languages)
 
 
 def web_state() -> WebState:
     state: WebState = current_app.extensions[EXTENSION]
     return state
+
+
+# --- whose page: the alliance's, or a chapter's ---------------------------------------------
+
+
+def use_chapter(chapter: str | None) -> None:
+    """Speak for `chapter` on this page (404 for an unknown one). Pages under `/<chapter>/`
+    get it from their URL; pages reached by a link, from the list the link names."""
+    if chapter is not None and chapter not in web_state().config.chapters:
+        abort(404)
+    g.chapter = chapter
+
+
+def page_chapter() -> str | None:
+    chapter = g.get("chapter")
+    return str(chapter) if chapter else None
+
+
+def page_voice() -> Voice:
+    return web_state().config.voice(page_chapter())
+
+
+@dataclass(frozen=True, slots=True)
+class PageVoice:
+    """The speaker as page templates see it (`org`), with its name in the page's language."""
+
+    chapter: str | None
+    name: str
+    website: str
+    postal_address: str
+    languages: tuple[str, ...]
+    default_language: str
+    logo: str | None
+    accent: str
+
+
+def voice_for_page(voice: Voice, language: str) -> PageVoice:
+    return PageVoice(
+        chapter=voice.chapter,
+        name=voice.display_name(language),
+        website=voice.website,
+        postal_address=voice.postal_address,
+        languages=voice.languages,
+        default_language=voice.default_language,
+        logo=voice.logo,
+        accent=voice.accent,
+    )
 
 
 def t(key: str, **values: object) -> str:
@@ -59,7 +107,7 @@ def use_language(stored: str | None = None) -> str:
     usable = state.languages
     g.lang = i18n.choose(
         usable,
-        state.config.organization.default_language,
+        page_voice().default_language,
         asked=request.args.get("lang"),
         stored=stored,
         accepted=request.accept_languages.best_match(usable),

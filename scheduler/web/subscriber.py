@@ -15,8 +15,16 @@ from scheduler.store.schema import MembershipStatus
 from scheduler.tokens import BadToken, sign
 from scheduler.web import links, memberships
 from scheduler.web.csrf import require_csrf
-from scheduler.web.pages import masked_address, message_page, render_page, use_language, web_state
-from scheduler.web.signup import list_title
+from scheduler.web.pages import (
+    masked_address,
+    message_page,
+    page_voice,
+    render_page,
+    use_chapter,
+    use_language,
+    web_state,
+)
+from scheduler.web.signup import list_chapter, list_title
 
 blueprint = Blueprint("subscriber", __name__)
 
@@ -36,6 +44,12 @@ def _person(purpose: str, token: str) -> tuple[links.SubscriberLink, memberships
     return None if who is None else (link, who)
 
 
+def _speak_for(link: links.SubscriberLink) -> None:
+    """The page speaks for whoever sent the email: the chapter owning the link's list."""
+    first = link.lists[0] if link.lists else None
+    use_chapter(list_chapter(first) if first else None)
+
+
 def _titles(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(list_title(n) for n in names)
 
@@ -46,6 +60,7 @@ def unsubscribe_page(token: str) -> tuple[str, int]:
     if found is None:
         return message_page("bad_link_title", "bad_link_body", 400)
     link, who = found
+    _speak_for(link)
     use_language(who.language)
     return render_page(
         "unsubscribe.html",
@@ -66,6 +81,7 @@ def unsubscribe(token: str) -> tuple[str, int]:
     if found is None:
         return message_page("bad_link_title", "bad_link_body", 400)
     link, who = found
+    _speak_for(link)
     use_language(who.language)
     engine = web_state().engine
     for list_name in link.lists:
@@ -101,6 +117,7 @@ def preferences_page(token: str) -> tuple[str, int]:
     if found is None:
         return message_page("bad_link_title", "bad_link_body", 400)
     link, who = found
+    _speak_for(link)
     use_language(who.language)
     shown = _shown_lists(link, who)
     return render_page(
@@ -108,7 +125,8 @@ def preferences_page(token: str) -> tuple[str, int]:
         token=token,
         email=masked_address(who.email),
         language=who.language,
-        languages=web_state().config.organization.languages,
+        # The speaker's languages, and the person's own even if it offers it no longer.
+        languages=list(dict.fromkeys([*page_voice().languages, who.language])),
         lists=[(n, list_title(n), who.memberships.get(n) == "active") for n in shown],
         suppressed=who.suppressed,
         saved=request.args.get("saved") == "1",
@@ -124,7 +142,7 @@ def preferences(token: str) -> Response | tuple[str, int]:
     link, who = found
     state = web_state()
     language = request.form.get("language", who.language)
-    if language not in state.config.organization.languages:
+    if language not in state.config.all_languages:
         language = who.language
     shown = set(_shown_lists(link, who))
     memberships.update_preferences(
