@@ -9,13 +9,13 @@ from typing import Any
 
 from scheduler import calendar
 from scheduler.calendar import Occurrence
-from scheduler.channels import Post, get_channel_class
+from scheduler.channels import get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.content.message import build_email
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.delivery.emailing import email_settings, sender_for
-from scheduler.delivery.posting import delivery_key, metadata_for
+from scheduler.delivery.posting import delivery_key, post_for
 from scheduler.errors import UnknownCampaignError
 
 PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo"}
@@ -205,15 +205,10 @@ def _post_item(
     channel = get_channel_class(ch_config.type).from_config(ch_name, ch_config)
     rendered = renderer.post(occ, ch_name)
     parts = channel.split(rendered.text)
-    requests = channel.requests(
-        Post(
-            key=delivery_key(occ.id, ch_name),
-            language=rendered.language,
-            parts=tuple(parts),
-            at=occ.instant,
-            metadata=metadata_for(occ, ch_name),
-        )
-    )
+    post = post_for(
+        renderer, occ, ch_name, delivery_key(occ.id, ch_name), rendered.language, parts
+    ).replace(at=occ.instant)
+    requests = channel.requests(post)
     item = PreviewItem(
         occurrence=occ,
         channel=ch_name,

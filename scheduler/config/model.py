@@ -16,11 +16,23 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dateutil.rrule import rrulestr
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 Identifier = Annotated[str, Field(pattern=_ID, max_length=64)]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+
+
+def _check_hashtag(tag: str) -> str:
+    # As platforms detect a tag: letters, digits and '_', not digits alone, no '#'.
+    if not re.fullmatch(r"\w{1,64}", tag) or tag.isdigit():
+        raise ValueError(
+            f"{tag!r} is not a hashtag; write letters, digits or '_' without '#', e.g. MayDay"
+        )
+    return tag
+
+
+Hashtag = Annotated[str, AfterValidator(_check_hashtag)]
 
 
 class Strict(BaseModel):
@@ -233,6 +245,9 @@ class Campaign(Strict):
     )
     audience: list[Identifier] = Field(default_factory=list)
     sender: Identifier | None = None
+    hashtags: dict[LanguageCode, list[Hashtag]] = Field(
+        default_factory=dict, description="per language, without '#': {en: [MayDay]}"
+    )
     catch_up: str = Field(
         default="6h", description="how late a missed occurrence may still be sent"
     )

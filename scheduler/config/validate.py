@@ -108,6 +108,8 @@ class _Checker:
         self.check_lists()
         templates_ok = self.check_templates_compile()
         statements_ok = self.check_campaigns()
+        if statements_ok:
+            self.check_images()
         if templates_ok and statements_ok:
             self.check_rendering()
         if self.strict and not os.environ.get(SECRET_ENV):
@@ -271,6 +273,61 @@ class _Checker:
                         else:
                             self.diagnostics.append(d)
         return statements_ok
+
+    def check_images(self) -> None:
+        """Every language names the same images (each with its alt text), and every post
+        channel of every step would take them."""
+        for campaign in self.config.campaigns.values():
+            languages = self.config.campaign_languages(campaign)
+            versions = {
+                lang: self.renderer.statement(campaign.statement, lang) for lang in languages
+            }
+            counts = {lang: len(v.images) for lang, v in versions.items()}
+            most = max(counts.values(), default=0)
+            for lang, statement in versions.items():
+                if counts[lang] < most:
+                    other = next(lg for lg, n in counts.items() if n == most)
+                    self.diagnostics.append(
+                        Diagnostic(
+                            statement.path,
+                            1,
+                            1,
+                            f"the {other!r} version names {most} image(s) and this one "
+                            f"{counts[lang]}: followers reading {lang!r} would get no alt text",
+                            f"add the same images to the front matter with alt text in {lang}",
+                        )
+                    )
+            channels_used = {ch for step in campaign.steps.values() for ch in step.channels}
+            for ch in sorted(channels_used):
+                if ch not in self.config.channels:
+                    continue
+                cls = get_channel_class(self.config.channels[ch].type)
+                limits = cls.image_limits
+                if limits is None:
+                    continue
+                for statement in versions.values():
+                    if len(statement.images) > limits.max_images:
+                        self.diagnostics.append(
+                            Diagnostic(
+                                statement.path,
+                                statement.images[limits.max_images].line,
+                                statement.images[limits.max_images].column,
+                                f"{cls.type} takes at most {limits.max_images} images "
+                                f"(channel {ch!r})",
+                                "name fewer images",
+                            )
+                        )
+                    for image in statement.images:
+                        for problem in limits.problems(image.info):
+                            self.diagnostics.append(
+                                Diagnostic(
+                                    statement.path,
+                                    image.line,
+                                    image.column,
+                                    f"{cls.type} would refuse {image.file}: {problem}",
+                                    "resize or convert the image, or use another one",
+                                )
+                            )
 
     def _template_names(self) -> set[str]:
         return set(self.renderer.templates.all_files())

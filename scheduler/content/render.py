@@ -96,6 +96,10 @@ class Renderer:
         base = self.config.organization.public_url.rstrip("/")
         return f"{base}/archive/{occ.campaign_id}/{key}/{language}"
 
+    def media_url(self, file: str) -> str:
+        """Where `scheduler web` serves a statement's image."""
+        return f"{self.config.organization.public_url.rstrip('/')}/media/{file}"
+
     def context(
         self,
         occ: Occurrence,
@@ -136,7 +140,17 @@ class Renderer:
                 "html": Markup(statement.html),
                 "text": statement.text,
                 "url": read_online,
+                "images": [
+                    {
+                        "url": self.media_url(image.file),
+                        "alt": image.alt,
+                        "width": image.info.width,
+                        "height": image.info.height,
+                    }
+                    for image in statement.images
+                ],
             },
+            "hashtags": ["#" + tag for tag in campaign.hashtags.get(language, [])],
             "lang": language,
             "links": {
                 "read_online": read_online,
