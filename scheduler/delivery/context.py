@@ -7,7 +7,6 @@ batch, so SMTP connections and rendered messages are not rebuilt per batch.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import threading
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from scheduler import channels
+from scheduler import channels, settings
 from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel, Runtime, SmtpChannel
 from scheduler.channels.http import DEFAULT_TIMEOUT
@@ -28,8 +27,8 @@ from scheduler.delivery.emailing import EmailComposer
 from scheduler.mail.dkim import DkimSigner
 from scheduler.mail.transport import TransportPool
 
-BROKER_ENV = "SCHEDULER_BROKER_URL"
-DEFAULT_BROKER = "redis://localhost:6379/0"
+BROKER_ENV = settings.BROKER_URL.name
+DEFAULT_BROKER = settings.BROKER_URL.default
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +51,7 @@ class DeliveryContext:
     # How long a sender owns the deliveries it claimed; renewed while it works. A sender
     # that dies releases them when the lease runs out.
     lease: dt.timedelta = field(
-        default_factory=lambda: dt.timedelta(
-            seconds=float(os.environ.get("SCHEDULER_LEASE_SECONDS", "120"))
-        )
+        default_factory=lambda: dt.timedelta(seconds=settings.lease_seconds())
     )
     # Rate limits are shared through Redis when a URL is given (distributed mode).
     redis_url: str | None = None
@@ -154,4 +151,4 @@ class DeliveryContext:
 
 
 def broker_url() -> str:
-    return os.environ.get(BROKER_ENV, DEFAULT_BROKER)
+    return settings.broker_url()
