@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import MINIMAL, ProjectFactory
 from PIL import Image
 
-from scheduler.config.validate import validate_project
+from scheduler.validate import validate_project
 from scheduler.errors import Diagnostic
 
 WITH_TELEGRAM = MINIMAL.replace(
