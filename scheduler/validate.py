@@ -277,7 +277,19 @@ class _Checker:
     def check_images(self) -> None:
         """Every language names the same images (each with its alt text), and every post
         channel of every step would take them."""
-        for campaign in self.config.campaigns.values():
+        before = len(self.diagnostics)
+        self._check_images()
+        # A statement shared by campaigns, or two channels of one type: say it once.
+        seen: set[str] = set()
+        found = self.diagnostics[before:]
+        del self.diagnostics[before:]
+        for d in found:
+            if d.format() not in seen:
+                seen.add(d.format())
+                self.diagnostics.append(d)
+
+    def _check_images(self) -> None:
+        for cid, campaign in self.config.campaigns.items():
             languages = self.config.campaign_languages(campaign)
             versions = {
                 lang: self.renderer.statement(campaign.statement, lang) for lang in languages
@@ -297,6 +309,19 @@ class _Checker:
                             f"add the same images to the front matter with alt text in {lang}",
                         )
                     )
+            for sid, step in campaign.steps.items():
+                for i, ch in enumerate(step.channels):
+                    if ch not in self.config.channels:
+                        continue
+                    cls = get_channel_class(self.config.channels[ch].type)
+                    bare = [lang for lang, v in versions.items() if not v.images]
+                    if cls.needs_image and bare:
+                        self.error(
+                            ("campaigns", cid, "steps", sid, "channels", i),
+                            f"{cls.type} posts need an image, and the statement "
+                            f"{campaign.statement!r} has none in {', '.join(bare)}",
+                            "add image: (file and alt text) to the statement's front matter",
+                        )
             channels_used = {ch for step in campaign.steps.values() for ch in step.channels}
             for ch in sorted(channels_used):
                 if ch not in self.config.channels:

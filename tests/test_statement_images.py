@@ -8,8 +8,8 @@ from pathlib import Path
 from conftest import MINIMAL, ProjectFactory
 from PIL import Image
 
-from scheduler.validate import validate_project
 from scheduler.errors import Diagnostic
+from scheduler.validate import validate_project
 
 WITH_TELEGRAM = MINIMAL.replace(
     "channels:\n",

@@ -352,6 +352,8 @@ class Channel(ABC, Generic[SettingsT]):
     # What the platform accepts as images (None: its posts carry none here); `validate`
     # checks every statement image against it.
     image_limits: ClassVar[ImageLimits | None] = None
+    # The platform refuses a post without an image (Instagram): `validate` says so.
+    needs_image: ClassVar[bool] = False
 
     def __init__(
         self,
