@@ -21,12 +21,14 @@ from sqlalchemy.engine import Engine
 from test_posting_delivery import project, secrets_and_limits  # noqa: F401  (autouse)
 from werkzeug import Request, Response
 
-from scheduler.channels import LinkCard, Media, Post, from_config
+from scheduler.channels import LinkCard, Media, Post, from_config, split_thread
 from scheduler.channels import mastodon as mastodon_module
 from scheduler.channels.bluesky import MAX_BLOB_BYTES, BlueskyChannel
 from scheduler.config.model import Channel as ChannelConfig
+from scheduler.config.project import load_project
 from scheduler.content.images import ImageLimits, encode_for, inspect
 from scheduler.delivery.fire import fire
+from scheduler.preview import build_preview
 from scheduler.store.schema import post_uploads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,3 +290,37 @@ def test_webhook_and_slack_carry_the_public_image_url_and_alt_text() -> None:
     (one, _two) = slack.requests(post)
     assert one.json["blocks"][1] == {"type": "image", "image_url": media.url, "alt_text": ES_ALT}
     assert one.json["text"] == "uno"
+
+
+def test_hashtags_reach_the_post_as_bluesky_tag_facets(
+    make_project: ProjectFactory, httpserver: HTTPServer
+) -> None:
+    proj = project(make_project, httpserver, "bluesky", long=False, images=True)
+    yaml_path = proj.base_dir / "campaigns.yaml"
+    yaml_path.write_text(
+        yaml_path.read_text(encoding="utf-8").replace(
+            "statement: may-day\n", "statement: may-day\n    hashtags: {en: [MayDay, Solidarity]}\n"
+        ),
+        encoding="utf-8",
+    )
+    proj = load_project(yaml_path)
+    (item,) = build_preview(proj, "may-day", channel="bluesky", now=may_day(proj).instant)
+    assert item.text.rstrip().endswith("#MayDay #Solidarity")
+    tags = [
+        f["features"][0]["tag"]
+        for part in item.requests
+        if "record" in part["json"]
+        for f in part["json"]["record"].get("facets", [])
+        if f["features"][0]["$type"] == "app.bsky.richtext.facet#tag"
+    ]
+    assert tags == ["MayDay", "Solidarity"]
+
+
+@pytest.mark.parametrize("limit", range(60, 140, 9))  # each token fits with a counter
+def test_thread_splitting_never_cuts_a_hashtag_or_a_url(limit: int) -> None:
+    words = " ".join(f"word{i}" for i in range(60))
+    url = "https://example.org/a/very/long/path"
+    text = f"{words} #InternationalWorkersDay {url} {words} #MayDay ✊🏽"
+    parts = split_thread(text, lambda t: len(t) <= limit)
+    for whole in ("#InternationalWorkersDay", url, "#MayDay", "✊🏽"):
+        assert sum(whole in p for p in parts) == 1, (limit, parts)
