@@ -82,6 +82,11 @@ class TransientSendError(SendError):
         self.maybe_accepted = maybe_accepted
 
 
+class UploadExpiredError(TransientSendError):
+    """An image uploaded by an earlier attempt is gone from the platform (unused uploads are
+    deleted after a while): forget the upload and send again, uploading it anew."""
+
+
 class PermanentSendError(SendError):
     """Delivery failed for good (5xx, rejected credentials, gone, invalid); do not retry."""
 

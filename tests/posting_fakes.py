@@ -51,6 +51,7 @@ class FakeMastodon:
     media: dict[str, dict[str, Any]] = field(default_factory=dict)
     processing_polls: int = 0
     media_script: list[int] = field(default_factory=list)
+    uploads: int = 0
 
     def install(self) -> FakeMastodon:
         self.server.expect_request("/api/v2/instance", method="GET").respond_with_handler(
@@ -83,6 +84,7 @@ class FakeMastodon:
         """POST /api/v2/media: multipart `file` and `description`; 202 while processing."""
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return reply({"error": "The access token is invalid"}, 401)
+        self.uploads += 1
         if self.media_script:
             return reply({"error": "unavailable"}, self.media_script.pop(0))
         file = request.files.get("file")

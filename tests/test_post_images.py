@@ -324,3 +324,29 @@ def test_thread_splitting_never_cuts_a_hashtag_or_a_url(limit: int) -> None:
     parts = split_thread(text, lambda t: len(t) <= limit)
     for whole in ("#InternationalWorkersDay", url, "#MayDay", "✊🏽"):
         assert sum(whole in p for p in parts) == 1, (limit, parts)
+
+
+def test_an_upload_the_platform_dropped_is_uploaded_again(
+    make_project: ProjectFactory, store_engine: Engine, httpserver: HTTPServer
+) -> None:
+    masto = FakeMastodon(httpserver).install()
+    pds = FakePds(httpserver).install()
+    # Between attempts the instance and the PDS drop the unattached uploads.
+    masto.script = [masto.media.clear]
+    pds.script = [502]
+    proj = project(make_project, httpserver, "mastodon, bluesky", long=False, images=True)
+    ctx = context(proj, store_engine, sleep=lambda s: pds.blobs.clear())
+    report = fire(ctx, may_day(proj))
+    ctx.close()
+    assert report.result.sent == 2
+    (media_id,) = masto.media
+    assert masto.uploads == 2 and masto.statuses[0]["media_ids"] == [media_id]
+    (cid,) = pds.blobs
+    assert pds.blob_uploads == 2
+    (record,) = pds.thread()
+    blob = record["embed"]["images"][0]["image"]
+    assert blob["ref"] == {"$link": cid}
+    # The ledger holds the uploads that were used, one per delivery.
+    remotes = sorted(remote for _, remote in uploads(store_engine))
+    assert len(remotes) == 2 and media_id in remotes
+    assert any(json.loads(r).get("blob") == blob for r in remotes if r.startswith("{"))

@@ -29,6 +29,7 @@ from scheduler.channels.http import HttpClient, PermanentPostError, TransientPos
 from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
 from scheduler.content.images import ImageLimits
+from scheduler.errors import UploadExpiredError
 
 MAX_BYTES = 3000  # app.bsky.feed.post#text maxLength, alongside maxGraphemes 300
 MAX_BLOB_BYTES = 1_000_000  # app.bsky.embed.images#image: image maxSize
@@ -129,6 +130,14 @@ class _Session:
     did: str
     access_jwt: str
     refresh_jwt: str
+
+
+def _blob_missing(response: Any) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "blob" in str(body.get("message", "")).lower()
 
 
 def _error_name(response: Any) -> str:
@@ -473,6 +482,9 @@ class BlueskyChannel(Channel[BlueskySettings]):
             env=env,
             json_body=self._body(rkey, record),
         )
+        if response.status_code == 400 and index == 1 and post.uploaded and _blob_missing(response):
+            # A blob no record refers to is removed by the PDS after a while.
+            raise UploadExpiredError(f"{self.what()}: {action}: the uploaded image is gone")
         try:
             self.client(env).check(
                 response,

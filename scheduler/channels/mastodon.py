@@ -26,6 +26,7 @@ from scheduler.channels.http import PermanentPostError, TransientPostError
 from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
 from scheduler.content.images import ImageLimits
+from scheduler.errors import UploadExpiredError
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,9 @@ class MastodonChannel(Channel[MastodonSettings]):
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
         sent = http.request("POST", req.url, action=action, json_body=req.json, headers=req.headers)
+        if sent.status_code == 422 and index == 1 and post.media and _about_media(sent):
+            # Unattached uploads are removed by the instance after a while.
+            raise UploadExpiredError(f"{self.what()}: {action}: the uploaded image is gone")
         response = http.check(
             sent,
             action=action,
@@ -248,6 +252,14 @@ class MastodonChannel(Channel[MastodonSettings]):
             },
         )
         return PostRef(id=_field(response, "id", self.what(), action))
+
+
+def _about_media(response: requests.Response) -> bool:
+    try:
+        error = str(response.json().get("error", ""))
+    except (ValueError, AttributeError):
+        return False
+    return "media" in error.lower()
 
 
 def _field(response: requests.Response, name: str, what: str, action: str) -> str:

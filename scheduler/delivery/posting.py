@@ -43,6 +43,7 @@ from scheduler.errors import (
     StatementError,
     TemplateError,
     TransientSendError,
+    UploadExpiredError,
 )
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import DeliveryState, post_parts, post_uploads, utcnow
@@ -130,6 +131,12 @@ def record_upload(engine: Engine, delivery_id: int, name: str, remote_id: str) -
             dialect_insert(conn, post_uploads).on_conflict_do_nothing(),
             [{"delivery_id": delivery_id, "name": name, "remote_id": remote_id}],
         )
+
+
+def forget_uploads(engine: Engine, delivery_id: int) -> None:
+    """The platform no longer has them: the next attempt uploads again."""
+    with writer(engine).begin() as conn:
+        conn.execute(sa.delete(post_uploads).where(U.delivery_id == delivery_id))
 
 
 # --- what a post is made of --------------------------------------------------------------------
@@ -249,6 +256,8 @@ def post_delivery(
         except (PermanentSendError, SecretError) as e:
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
+            if isinstance(e, UploadExpiredError):
+                forget_uploads(engine, delivery.id)
             wait = e.retry_after
             if e.maybe_accepted and not channel.idempotent:
                 notes.append(
