@@ -23,6 +23,7 @@ from scheduler.channels import CHANNEL_CLASSES, ProjectFacts, get_channel_class,
 from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
 from scheduler.config.project import Project, load_project_partially
+from scheduler.content.images import inspect
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.content.templates import Templates
 from scheduler.errors import ConfigError, Diagnostic, TemplateError
@@ -310,8 +311,10 @@ class _Checker:
                         )
                     )
             for sid, step in campaign.steps.items():
+                if step.image is not None:
+                    self._check_step_image(cid, sid, languages)
                 for i, ch in enumerate(step.channels):
-                    if ch not in self.config.channels:
+                    if ch not in self.config.channels or step.image is not None:
                         continue
                     cls = get_channel_class(self.config.channels[ch].type)
                     bare = [lang for lang, v in versions.items() if not v.images]
@@ -353,6 +356,35 @@ class _Checker:
                                     "resize or convert the image, or use another one",
                                 )
                             )
+
+    def _check_step_image(self, cid: str, sid: str, languages: list[str]) -> None:
+        """A step's own image: a file every platform of the step takes, alt text in every
+        language of the campaign."""
+        step = self.config.campaigns[cid].steps[sid]
+        assert step.image is not None
+        loc = ("campaigns", cid, "steps", sid, "image")
+        missing = [lang for lang in languages if not step.image.alt.get(lang, "").strip()]
+        if missing:
+            self.error(
+                (*loc, "alt"),
+                f"the step's image has no alt text in {', '.join(missing)}",
+                "add it: alt: {" + ", ".join(f"{lang}: ..." for lang in languages) + "}",
+            )
+        try:
+            info = inspect(self.project.statements_dir / step.image.file)
+        except ValueError as e:
+            self.error((*loc, "file"), str(e), "the path is relative to the statements folder")
+            return
+        for ch in step.channels:
+            if ch not in self.config.channels:
+                continue
+            cls = get_channel_class(self.config.channels[ch].type)
+            for problem in cls.image_limits.problems(info) if cls.image_limits else []:
+                self.error(
+                    (*loc, "file"),
+                    f"{cls.type} would refuse {step.image.file}: {problem}",
+                    "resize or convert the image, or use another one",
+                )
 
     def _template_names(self) -> set[str]:
         return set(self.renderer.templates.all_files())

@@ -104,3 +104,46 @@ def test_every_language_names_the_images(make_project: ProjectFactory) -> None:
     statement.write_text(head + "\n---\n" + rest.split("\n---\n", 1)[1], encoding="utf-8")
     (d,) = errors(path)
     assert d.file.endswith("may-day.es.md") and "would get no alt text" in d.message
+
+
+def test_a_step_may_choose_its_own_image_with_alt_text_in_every_language(
+    make_project: ProjectFactory,
+) -> None:
+    import datetime as dt
+
+    from scheduler.config.project import load_project
+    from scheduler.preview import build_preview
+
+    card = (
+        "        image:\n"
+        "          file: images/countdown.png\n"
+        '          alt: {en: "A countdown card: 7 days to May Day"}\n'
+    )
+    text = WITH_TELEGRAM.replace(
+        "        template: statement\n", "        template: statement\n" + card
+    )
+    path = make_project(text)
+    Image.new("RGB", (1080, 1080), "navy").save(path.parent / "statements/images/countdown.png")
+    (d,) = errors(path)
+    assert d.file.endswith("campaigns.yaml") and "no alt text in es" in d.message
+    assert (
+        d.line
+        == text.splitlines().index('          alt: {en: "A countdown card: 7 days to May Day"}') + 1
+    )
+    path.write_text(
+        text.replace(
+            'alt: {en: "A countdown card: 7 days to May Day"}',
+            "alt: {en: A countdown card, es: Una tarjeta de cuenta atrás}",
+        ),
+        encoding="utf-8",
+    )
+    assert errors(path) == []
+    items = build_preview(
+        load_project(path),
+        "may-day",
+        channel="telegram",
+        now=dt.datetime(2030, 4, 1, tzinfo=dt.UTC),
+    )
+    (item,) = items
+    (image,) = item.images
+    assert image["name"] == "images/countdown.png" and image["width"] == 1080

@@ -196,6 +196,13 @@ class Channel(Strict):
         return v
 
 
+class StepImage(Strict):
+    """An image for one step instead of the statement's (a countdown card)."""
+
+    file: str = Field(min_length=1, description="relative to the statements folder")
+    alt: dict[LanguageCode, str] = Field(description="alt text in every campaign language")
+
+
 class Step(Strict):
     offset: Offset = Field(default_factory=Offset)
     time: dt.time | None = Field(default=None, description="overrides the campaign's time")
@@ -206,6 +213,7 @@ class Step(Strict):
         default="thread",
         description="a post over the platform's limit becomes a numbered thread, or an error",
     )
+    image: StepImage | None = None
 
     @field_validator("offset", mode="before")
     @classmethod

@@ -12,9 +12,10 @@ from markupsafe import Markup
 from scheduler.calendar import Occurrence
 from scheduler.config.model import Campaign
 from scheduler.config.project import Project
-from scheduler.content.statements import Statement, load_statement
+from scheduler.content.images import inspect
+from scheduler.content.statements import Statement, StatementImage, load_statement
 from scheduler.content.templates import Templates
-from scheduler.errors import TemplateError
+from scheduler.errors import ConfigError, Diagnostic, TemplateError
 from scheduler.tokens import sign
 
 DEFAULT_SUBJECT = "{{ statement.title }}"
@@ -59,6 +60,7 @@ class Renderer:
         self.project = project
         self.config = project.config
         self._statements: dict[tuple[str, str], Statement] = {}
+        self._step_images: dict[tuple[str, str, str], tuple[StatementImage, ...]] = {}
 
     @cached_property
     def templates(self) -> Templates:
@@ -95,6 +97,30 @@ class Renderer:
         key = occ.id.split("/")[1]
         base = self.config.organization.public_url.rstrip("/")
         return f"{base}/archive/{occ.campaign_id}/{key}/{language}"
+
+    def images(self, occ: Occurrence, language: str) -> tuple[StatementImage, ...]:
+        """The occurrence's images in `language`: its step's own image, else the
+        statement's. Raises ConfigError when a step's image cannot be read."""
+        campaign = self.config.campaigns[occ.campaign_id]
+        step = campaign.steps[occ.step_id]
+        if step.image is None:
+            return self.statement(campaign.statement, language).images
+        key = (occ.campaign_id, occ.step_id, language)
+        if key not in self._step_images:
+            path = self.project.statements_dir / step.image.file
+            try:
+                info = inspect(path)
+            except ValueError as e:
+                raise ConfigError(
+                    [Diagnostic(self.project.display, 0, 0, f"step {occ.step_id!r}: {e}")]
+                ) from None
+            alt = step.image.alt.get(language) or next(iter(step.image.alt.values()), "")
+            self._step_images[key] = (
+                StatementImage(
+                    file=step.image.file, path=path, alt=alt, info=info, line=0, column=0
+                ),
+            )
+        return self._step_images[key]
 
     def media_url(self, file: str) -> str:
         """Where `scheduler web` serves a statement's image."""
@@ -147,7 +173,7 @@ class Renderer:
                         "width": image.info.width,
                         "height": image.info.height,
                     }
-                    for image in statement.images
+                    for image in self.images(occ, language)
                 ],
             },
             "hashtags": ["#" + tag for tag in campaign.hashtags.get(language, [])],

@@ -165,7 +165,7 @@ def post_for(
             size=image.info.size,
             url=renderer.media_url(image.file),
         )
-        for image in statement.images
+        for image in renderer.images(occ, language)
     )
     link = LinkCard(
         url=statement.canonical_url or renderer.archive_url(occ, language),

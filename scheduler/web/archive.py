@@ -179,6 +179,7 @@ def media(name: str) -> Response:
 def _named_images(project: Project) -> set[str]:
     names: set[str] = set()
     for campaign_id, campaign in project.config.campaigns.items():
+        names.update(s.image.file for s in campaign.steps.values() if s.image is not None)
         for lang in project.config.campaign_languages(campaign):
             found = statement_of(project, campaign_id, lang)
             if found is not None:
