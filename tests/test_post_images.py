@@ -350,3 +350,19 @@ def test_an_upload_the_platform_dropped_is_uploaded_again(
     remotes = sorted(remote for _, remote in uploads(store_engine))
     assert len(remotes) == 2 and media_id in remotes
     assert any(json.loads(r).get("blob") == blob for r in remotes if r.startswith("{"))
+
+
+def test_the_email_shows_the_image_at_the_top_of_the_html_part_only(
+    make_project: ProjectFactory,
+) -> None:
+    from scheduler.content.render import SAMPLE_RECIPIENT, Renderer
+
+    proj = load_project(make_project())
+    rendered = Renderer(proj).email(may_day(proj), SAMPLE_RECIPIENT)
+    body = rendered.html.split("<body", 1)[1]
+    first_img = body.index("<img")
+    assert first_img < body.index("<h1")
+    tag = body[first_img : body.index(">", first_img)]
+    assert 'src="http://localhost:8000/media/images/may-day.png"' in tag
+    assert f'alt="{EN_ALT}' in tag and 'width="600"' in tag and 'height="315"' in tag
+    assert "may-day.png" not in rendered.text and EN_ALT not in rendered.text
