@@ -86,6 +86,11 @@ class TransientSendError(SendError):
         self.unreachable = unreachable
 
 
+class UploadExpiredError(TransientSendError):
+    """An image uploaded by an earlier attempt is gone from the platform (unused uploads are
+    deleted after a while): forget the upload and send again, uploading it anew."""
+
+
 class PermanentSendError(SendError):
     """Delivery failed for good (5xx, rejected credentials, gone, invalid); do not retry."""
 

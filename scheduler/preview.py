@@ -7,15 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from scheduler import calendar
 from scheduler.calendar import Occurrence
-from scheduler.channels import Post, get_channel_class
+from scheduler.channels import get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.content.message import build_email
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.delivery.emailing import email_settings, sender_for
-from scheduler.delivery.posting import delivery_key, metadata_for
+from scheduler.delivery.posting import delivery_key, post_for
 from scheduler.errors import UnknownCampaignError
 
 PREVIEW_RECIPIENT_NAMES = {"en": "Ana Example", "es": "Ana Ejemplo", "tl": "Ana Halimbawa"}
@@ -42,6 +44,9 @@ class PreviewItem:
     email_text: str = ""
     email_html: str = ""
     files: list[str] = field(default_factory=list)
+    # Each image as this platform receives it: file written, type, size, alt text.
+    images: list[dict[str, Any]] = field(default_factory=list)
+    card: dict[str, str] | None = None
 
     @property
     def is_email(self) -> bool:
@@ -70,6 +75,7 @@ class PreviewItem:
                 "text": self.text,
                 "limit": self.limit,
                 "parts": [{"text": p.text, "length": p.length} for p in self.parts],
+                "images": self.images,
                 "requests": self.requests,
             }
         if self.files:
@@ -146,6 +152,14 @@ def build_preview(
                 if language is not None and post_lang != language:
                     continue
                 items.append(_post_item(project, renderer, occ, ch_name, out))
+    if out is not None:
+        for page in write_pages(items, out):
+            for item in items:
+                if item.occurrence.campaign_id == page.parent.parent.name and (
+                    item.occurrence.step_id == page.parent.name
+                ):
+                    item.files.append(str(page))
+                    break
     return items
 
 
@@ -205,15 +219,10 @@ def _post_item(
     channel = get_channel_class(ch_config.type).from_config(ch_name, ch_config)
     rendered = renderer.post(occ, ch_name)
     parts = channel.split(rendered.text)
-    requests = channel.requests(
-        Post(
-            key=delivery_key(occ.id, ch_name),
-            language=rendered.language,
-            parts=tuple(parts),
-            at=occ.instant,
-            metadata=metadata_for(occ, ch_name),
-        )
-    )
+    post = post_for(
+        renderer, occ, ch_name, delivery_key(occ.id, ch_name), rendered.language, parts
+    ).replace(at=occ.instant)
+    requests = channel.requests(post)
     item = PreviewItem(
         occurrence=occ,
         channel=ch_name,
@@ -224,10 +233,99 @@ def _post_item(
         parts=[PostPart(p, channel.count(p)) for p in parts],
         requests=[r.as_dict() for r in requests],
     )
-    if out is not None:
-        folder = out / occ.campaign_id / occ.step_id
+    folder = None if out is None else out / occ.campaign_id / occ.step_id
+    if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{ch_name}.{rendered.language}.txt"
         path.write_text("\n\n---\n\n".join(parts) + "\n", encoding="utf-8")
         item.files.append(str(path))
+    if channel.image_limits is not None:
+        for media in post.media:
+            encoded = channel.encoded(media)
+            suffix = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+            name = f"{ch_name}.{Path(media.name).stem}{suffix.get(encoded.mime, '')}"
+            image = {
+                "name": media.name,
+                "alt": media.alt,
+                "mime_type": encoded.mime,
+                "width": encoded.width,
+                "height": encoded.height,
+                "bytes": len(encoded.data),
+                "file": name,
+            }
+            if folder is not None:
+                (folder / name).write_bytes(encoded.data)
+                item.files.append(str(folder / name))
+            item.images.append(image)
+    if post.link is not None and not post.media:
+        item.card = {
+            "url": post.link.url,
+            "title": post.link.title,
+            "description": post.link.description,
+        }
     return item
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ occ.id }}</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; background: #eef0f3; margin: 2rem; }
+section { background: #fff; border-radius: 12px; padding: 1rem 1.25rem; margin: 0 0 1.5rem;
+  max-width: 36rem; box-shadow: 0 1px 3px #0002; }
+h2 { font-size: 1rem; margin: 0 0 .75rem; color: #444; }
+.part { white-space: pre-wrap; border-left: 3px solid #ccd; padding: .25rem .75rem;
+  margin: .5rem 0; }
+.count { color: #888; font-size: .8rem; }
+.over { color: #b00; font-weight: bold; }
+img { max-width: 100%; height: auto; border-radius: 8px; display: block; margin: .5rem 0; }
+.alt { color: #555; font-size: .8rem; }
+.card { border: 1px solid #ccd; border-radius: 8px; padding: .5rem .75rem; }
+iframe { width: 100%; height: 32rem; border: 1px solid #ccd; border-radius: 8px; }
+</style></head><body>
+<h1>{{ occ.id }} <small>{{ occ.local.strftime('%Y-%m-%d %H:%M %Z') }}</small></h1>
+{% for item in items %}
+<section>
+  <h2>{{ item.channel }} ({{ item.type }}, {{ item.language }})</h2>
+  {% if item.is_email %}
+  <p><strong>{{ item.email_headers.get('Subject', '') }}</strong></p>
+  <iframe src="{{ item.channel }}.{{ item.language }}.html" title="the email"></iframe>
+  {% else %}
+  {% for image in item.images %}
+  <img src="{{ image.file }}" alt="{{ image.alt }}"
+    width="{{ image.width }}" height="{{ image.height }}">
+  <p class="alt">alt: {{ image.alt }} · {{ image.mime_type }},
+    {{ image.width }}×{{ image.height }}, {{ '{:,}'.format(image.bytes) }} bytes</p>
+  {% endfor %}
+  {% for part in item.parts %}
+  <div class="part">{{ part.text }}</div>
+  <p class="count {{ 'over' if item.limit and part.length > item.limit else '' }}">
+    {{- part.length }}{% if item.limit %} / {{ item.limit }}{% endif %}</p>
+  {% endfor %}
+  {% if item.card %}
+  <div class="card"><strong>{{ item.card.title }}</strong><br>{{ item.card.description }}<br>
+    <span class="alt">{{ item.card.url }}</span></div>
+  {% endif %}
+  {% endif %}
+</section>
+{% endfor %}
+</body></html>
+"""
+
+
+def write_pages(items: list[PreviewItem], out: Path) -> list[Path]:
+    """One page per occurrence (`index.html` beside its files) showing every post as its
+    followers see it: images with their alt text, text, thread, card; emails framed."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    page = env.from_string(_PAGE)
+    written = []
+    by_occurrence: dict[str, list[PreviewItem]] = {}
+    for item in items:
+        by_occurrence.setdefault(item.occurrence.id, []).append(item)
+    for group in by_occurrence.values():
+        occ = group[0].occurrence
+        folder = out / occ.campaign_id / occ.step_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "index.html"
+        path.write_text(page.render(occ=occ, items=group), encoding="utf-8")
+        written.append(path)
+    return written

@@ -24,6 +24,7 @@ from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
 from scheduler.config.model import RESERVED_CHAPTER_IDS
 from scheduler.config.project import Project, load_project_partially
+from scheduler.content.images import inspect
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
 from scheduler.content.templates import Templates
 from scheduler.errors import ConfigError, Diagnostic, TemplateError
@@ -117,6 +118,8 @@ class _Checker:
         self.check_lists()
         templates_ok = self.check_templates_compile()
         statements_ok = self.check_campaigns()
+        if statements_ok:
+            self.check_images()
         if templates_ok and statements_ok:
             self.check_rendering()
         if self.strict and not settings.SECRET_KEY.is_set():
@@ -376,6 +379,117 @@ class _Checker:
                         else:
                             self.diagnostics.append(d)
         return statements_ok
+
+    def check_images(self) -> None:
+        """Every language names the same images (each with its alt text), and every post
+        channel of every step would take them."""
+        before = len(self.diagnostics)
+        self._check_images()
+        # A statement shared by campaigns, or two channels of one type: say it once.
+        seen: set[str] = set()
+        found = self.diagnostics[before:]
+        del self.diagnostics[before:]
+        for d in found:
+            if d.format() not in seen:
+                seen.add(d.format())
+                self.diagnostics.append(d)
+
+    def _check_images(self) -> None:
+        for cid, campaign in self.config.campaigns.items():
+            languages = self.config.campaign_languages(campaign)
+            versions = {
+                lang: self.renderer.statement(campaign.statement, lang) for lang in languages
+            }
+            counts = {lang: len(v.images) for lang, v in versions.items()}
+            most = max(counts.values(), default=0)
+            for lang, statement in versions.items():
+                if counts[lang] < most:
+                    other = next(lg for lg, n in counts.items() if n == most)
+                    self.diagnostics.append(
+                        Diagnostic(
+                            statement.path,
+                            1,
+                            1,
+                            f"the {other!r} version names {most} image(s) and this one "
+                            f"{counts[lang]}: followers reading {lang!r} would get no alt text",
+                            f"add the same images to the front matter with alt text in {lang}",
+                        )
+                    )
+            for sid, step in campaign.steps.items():
+                if step.image is not None:
+                    self._check_step_image(cid, sid, languages)
+                for i, ch in enumerate(step.channels):
+                    if ch not in self.config.channels or step.image is not None:
+                        continue
+                    cls = get_channel_class(self.config.channels[ch].type)
+                    bare = [lang for lang, v in versions.items() if not v.images]
+                    if cls.needs_image and bare:
+                        self.error(
+                            ("campaigns", cid, "steps", sid, "channels", i),
+                            f"{cls.type} posts need an image, and the statement "
+                            f"{campaign.statement!r} has none in {', '.join(bare)}",
+                            "add image: (file and alt text) to the statement's front matter",
+                        )
+            channels_used = {ch for step in campaign.steps.values() for ch in step.channels}
+            for ch in sorted(channels_used):
+                if ch not in self.config.channels:
+                    continue
+                cls = get_channel_class(self.config.channels[ch].type)
+                limits = cls.image_limits
+                if limits is None:
+                    continue
+                for statement in versions.values():
+                    if len(statement.images) > limits.max_images:
+                        self.diagnostics.append(
+                            Diagnostic(
+                                statement.path,
+                                statement.images[limits.max_images].line,
+                                statement.images[limits.max_images].column,
+                                f"{cls.type} takes at most {limits.max_images} images "
+                                f"(channel {ch!r})",
+                                "name fewer images",
+                            )
+                        )
+                    for image in statement.images:
+                        for problem in limits.problems(image.info):
+                            self.diagnostics.append(
+                                Diagnostic(
+                                    statement.path,
+                                    image.line,
+                                    image.column,
+                                    f"{cls.type} would refuse {image.file}: {problem}",
+                                    "resize or convert the image, or use another one",
+                                )
+                            )
+
+    def _check_step_image(self, cid: str, sid: str, languages: list[str]) -> None:
+        """A step's own image: a file every platform of the step takes, alt text in every
+        language of the campaign."""
+        step = self.config.campaigns[cid].steps[sid]
+        assert step.image is not None
+        loc = ("campaigns", cid, "steps", sid, "image")
+        missing = [lang for lang in languages if not step.image.alt.get(lang, "").strip()]
+        if missing:
+            self.error(
+                (*loc, "alt"),
+                f"the step's image has no alt text in {', '.join(missing)}",
+                "add it: alt: {" + ", ".join(f"{lang}: ..." for lang in languages) + "}",
+            )
+        try:
+            info = inspect(self.project.statements_dir / step.image.file)
+        except ValueError as e:
+            self.error((*loc, "file"), str(e), "the path is relative to the statements folder")
+            return
+        for ch in step.channels:
+            if ch not in self.config.channels:
+                continue
+            cls = get_channel_class(self.config.channels[ch].type)
+            for problem in cls.image_limits.problems(info) if cls.image_limits else []:
+                self.error(
+                    (*loc, "file"),
+                    f"{cls.type} would refuse {step.image.file}: {problem}",
+                    "resize or convert the image, or use another one",
+                )
 
     def _template_names(self) -> set[str]:
         return set(self.renderer.templates.all_files())

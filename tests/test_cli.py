@@ -166,9 +166,12 @@ def test_preview_json_is_what_would_be_sent(example: Path) -> None:
     assert "Message-ID" in mail["headers"]
     toot = by_channel[("mastodon", "en")]["post"]
     assert toot["limit"] == 500
-    (request,) = toot["requests"]
+    # The statement's image is uploaded first, then the status names it.
+    upload, request = toot["requests"]
+    assert upload["url"].endswith("/api/v2/media") and upload["json"]["description"]
     assert request["url"].endswith("/api/v1/statuses")
     assert request["json"]["status"] == toot["parts"][0]["text"]
+    assert request["json"]["media_ids"] == ["{id of images/may-day.png}"]
     assert "real-secret-value" not in result.stdout
     assert not (example / "preview").exists()  # --json writes no files unless --out is given
 

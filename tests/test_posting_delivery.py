@@ -14,7 +14,16 @@ import pytest
 import sqlalchemy as sa
 from conftest import ProjectFactory
 from delivery_helpers import context, may_day
-from posting_fakes import APP_PASSWORD, BOT_TOKEN, TOKEN, FakeMastodon, FakePds, origin, reply
+from posting_fakes import (
+    APP_PASSWORD,
+    BOT_TOKEN,
+    TOKEN,
+    FakeMastodon,
+    FakePds,
+    discord_body,
+    origin,
+    reply,
+)
 from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from werkzeug import Request, Response
@@ -89,13 +98,19 @@ def project(
     *,
     long: bool = True,
     overflow: str = "",
+    images: bool = False,
 ) -> Project:
+    """The statement's image is left out unless `images`: these tests are about text."""
     text = (
         PROJECT.replace("ORIGIN", origin(server))
         .replace("CHANNELS", channels)
         .replace("OVERFLOW", f"overflow: {overflow}" if overflow else "")
     )
     path = make_project(text)
+    if not images:
+        for statement in (path.parent / "statements").glob("*.md"):
+            source = statement.read_text(encoding="utf-8")
+            statement.write_text(re.sub(r"\nimage:\n(  .*\n)+", "\n", source), encoding="utf-8")
     if long:
         for name in ("statement.txt", "statement.bluesky.txt"):
             (path.parent / "templates" / "post" / name).write_text(LONG)
@@ -114,7 +129,7 @@ def test_firing_the_same_occurrence_twice_posts_once(
     pds = FakePds(httpserver).install()
     discord: list[dict[str, Any]] = []
     httpserver.expect_request("/api/webhooks/9/tok", method="POST").respond_with_handler(
-        lambda r: discord.append(r.get_json()) or reply({"id": str(len(discord))})
+        lambda r: discord.append(discord_body(r)) or reply({"id": str(len(discord))})
     )
     proj = project(make_project, httpserver, "mastodon, bluesky, discord")
     ctx = context(proj, store_engine, http_timeout=(1.0, 1.0))
@@ -223,7 +238,7 @@ def test_discord_timeout_after_acceptance_is_recorded_honestly(
     received: list[str] = []
 
     def handle(request: Request) -> Response:
-        received.append(request.get_json()["content"])
+        received.append(discord_body(request)["content"])
         if len(received) == 1:
             time.sleep(0.6)  # Discord took it; the answer comes too late
         return reply({"id": str(len(received))})

@@ -21,11 +21,14 @@ from scheduler.channels.base import (
 )
 from scheduler.channels.bluesky import BlueskyChannel
 from scheduler.channels.discord import DiscordChannel
+from scheduler.channels.facebook import FacebookPageChannel
+from scheduler.channels.instagram import InstagramChannel
 from scheduler.channels.mastodon import MastodonChannel
 from scheduler.channels.post import LinkCard, Media, Post
 from scheduler.channels.slack import SlackChannel
 from scheduler.channels.smtp import SmtpChannel
 from scheduler.channels.telegram import TelegramChannel
+from scheduler.channels.threads import ThreadsChannel
 from scheduler.channels.webhook import WebhookChannel
 from scheduler.config import model
 
@@ -39,6 +42,9 @@ CHANNEL_CLASSES: dict[str, type[AnyChannel]] = {
     "slack": SlackChannel,
     "telegram": TelegramChannel,
     "webhook": WebhookChannel,
+    "facebook": FacebookPageChannel,
+    "instagram": InstagramChannel,
+    "threads": ThreadsChannel,
 }
 
 
@@ -68,6 +74,8 @@ __all__ = [
     "Channel",
     "ChannelSettings",
     "DiscordChannel",
+    "FacebookPageChannel",
+    "InstagramChannel",
     "LinkCard",
     "MastodonChannel",
     "Media",
@@ -81,6 +89,7 @@ __all__ = [
     "SlackChannel",
     "SmtpChannel",
     "TelegramChannel",
+    "ThreadsChannel",
     "WebhookChannel",
     "from_config",
     "get_channel_class",

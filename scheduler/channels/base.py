@@ -21,9 +21,10 @@ import regex  # type: ignore[import-untyped]  # no stubs; wrapped by `graphemes`
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from scheduler.channels.http import DEFAULT_TIMEOUT, HttpClient
-from scheduler.channels.post import Post
+from scheduler.channels.post import Media, Post
 from scheduler.config import model
 from scheduler.config.secrets import is_reference, resolve
+from scheduler.content.images import Encoded, ImageLimits, encode_for
 from scheduler.errors import SecretError
 
 Kind = Literal["email", "post"]
@@ -341,6 +342,9 @@ class PostRef:
 PartPosted = Callable[[int, PostRef], None]
 """Called with (part number, where it went) as soon as the platform confirms a part."""
 
+Uploaded = Callable[[str, str], None]
+"""Called with (image name, the platform's id for it) as soon as an upload is confirmed."""
+
 
 class Channel(ABC, Generic[SettingsT]):
     """A platform messages go to. Subclasses set the class attributes, `requests` and
@@ -354,6 +358,11 @@ class Channel(ABC, Generic[SettingsT]):
     # Whether resending a part whose answer was lost is harmless (the platform or receiver
     # recognises it). Where it is not, such a retry may show the part twice.
     idempotent: ClassVar[bool] = False
+    # What the platform accepts as images (None: its posts carry none here); `validate`
+    # checks every statement image against it.
+    image_limits: ClassVar[ImageLimits | None] = None
+    # The platform refuses a post without an image (Instagram): `validate` says so.
+    needs_image: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -468,10 +477,15 @@ class Channel(ABC, Generic[SettingsT]):
         *,
         posted: Sequence[PostRef] = (),
         on_posted: PartPosted | None = None,
+        on_uploaded: Uploaded | None = None,
         maybe_posted: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> list[PostRef]:
         """Post the parts of `post` not yet posted, in order, and return where every part went.
+
+        Images go with the first part. Those in `post.uploaded` are on the platform already;
+        the others are uploaded first and reported to `on_uploaded` (name, platform id) so
+        the caller records them: a retry attaches the same upload.
 
         `posted` holds the refs of parts 1..len(posted), sent by an earlier attempt: the
         thread continues after them. `maybe_posted` says an earlier attempt may have been
@@ -485,6 +499,8 @@ class Channel(ABC, Generic[SettingsT]):
             post = post.replace(at=dt.datetime.now(dt.UTC))
         refs = list(posted)
         first = len(refs) + 1
+        if first == 1 and post.total:
+            post = self._upload_all(post, on_uploaded, env)
         for index in range(first, post.total + 1):
             ref = self.send_part(
                 index, post, refs, maybe_posted=maybe_posted and index == first, env=env
@@ -493,6 +509,32 @@ class Channel(ABC, Generic[SettingsT]):
             if on_posted is not None:
                 on_posted(index, ref)
         return refs
+
+    def _upload_all(
+        self, post: Post, on_uploaded: Uploaded | None, env: Mapping[str, str] | None
+    ) -> Post:
+        uploaded = dict(post.uploaded)
+        for media in self.to_upload(post):
+            if media.name in uploaded:
+                continue
+            remote = self.upload(media, post, env)
+            uploaded[media.name] = remote
+            if on_uploaded is not None:
+                on_uploaded(media.name, remote)
+        return post.replace(uploaded=uploaded)
+
+    def to_upload(self, post: Post) -> tuple[Media, ...]:
+        """The images this platform needs uploaded before the post (none by default: the
+        platform fetches them by URL, or gets them with the post itself)."""
+        return ()
+
+    def upload(self, media: Media, post: Post, env: Mapping[str, str] | None) -> str:
+        """Upload one image and return the platform's id for it."""
+        raise NotImplementedError(f"{self.type} channels do not upload images")
+
+    def encoded(self, media: Media) -> Encoded:
+        """The image's bytes as this platform receives them (re-encoded to fit if needed)."""
+        return encode_for(media.path, self.image_limits or ImageLimits())
 
     def send_part(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Mapping
@@ -25,10 +26,14 @@ from scheduler.channels.base import (
     placeholder_time,
 )
 from scheduler.channels.http import HttpClient, PermanentPostError, TransientPostError
-from scheduler.channels.post import Post
+from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
+from scheduler.content.images import ImageLimits
+from scheduler.errors import UploadExpiredError
 
 MAX_BYTES = 3000  # app.bsky.feed.post#text maxLength, alongside maxGraphemes 300
+MAX_BLOB_BYTES = 1_000_000  # app.bsky.embed.images#image: image maxSize
+MAX_IMAGES = 4
 COLLECTION = "app.bsky.feed.post"
 
 # TIDs are 13 characters of base32-sortable; the first stays below "k" (top bit clear).
@@ -127,6 +132,14 @@ class _Session:
     refresh_jwt: str
 
 
+def _blob_missing(response: Any) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "blob" in str(body.get("message", "")).lower()
+
+
 def _error_name(response: Any) -> str:
     try:
         body = response.json()
@@ -141,6 +154,70 @@ class BlueskyChannel(Channel[BlueskySettings]):
     Settings = BlueskySettings
     secret_fields = ("app_password",)
     idempotent = True  # a record key per part, looked up before a retry creates it
+    # app.bsky.embed.images#image: blob maxSize 1,000,000; larger images are re-encoded.
+    image_limits = ImageLimits(max_bytes=MAX_BLOB_BYTES, reencode=True)
+
+    def to_upload(self, post: Post) -> tuple[Media, ...]:
+        # Images, or else the link card's thumbnail.
+        if post.media:
+            return post.media[:MAX_IMAGES]
+        if post.link is not None and post.link.image is not None:
+            return (post.link.image,)
+        return ()
+
+    def upload(self, media: Media, post: Post, env: Mapping[str, str] | None) -> str:
+        """com.atproto.repo.uploadBlob; the blob ref (JSON) is what the record embeds."""
+        encoded = self.encoded(media)
+        action = f"uploading {media.name}"
+        response = self._call(
+            "POST",
+            "com.atproto.repo.uploadBlob",
+            action=action,
+            env=env,
+            data=encoded.data,
+            content_type=encoded.mime,
+        )
+        self.client(env).check(response, action=action)
+        try:
+            blob = response.json()["blob"]
+            if not isinstance(blob, dict) or blob.get("$type") != "blob":
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise PermanentPostError(
+                f"{self.what()}: {action}: the server answered without a blob"
+            ) from None
+        size = {"width": encoded.width, "height": encoded.height}
+        return json.dumps({"blob": blob, "aspectRatio": size}, separators=(",", ":"))
+
+    def embed(self, post: Post, blobs: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first part's embed: its images (with alt text and aspect ratio), or else a
+        card for the statement's link. `blobs`: image name -> uploadBlob result."""
+        images = [m for m in post.media[:MAX_IMAGES] if m.name in blobs]
+        if images:
+            return {
+                "$type": "app.bsky.embed.images",
+                "images": [
+                    {
+                        "$type": "app.bsky.embed.images#image",
+                        "image": blobs[m.name]["blob"],
+                        "alt": m.alt,
+                        "aspectRatio": blobs[m.name]["aspectRatio"],
+                    }
+                    for m in images
+                ],
+            }
+        link = post.link
+        if link is None:
+            return None
+        external: dict[str, Any] = {
+            "$type": "app.bsky.embed.external#external",
+            "uri": link.url,
+            "title": link.title,
+            "description": link.description,
+        }
+        if link.image is not None and link.image.name in blobs:
+            external["thumb"] = blobs[link.image.name]["blob"]
+        return {"$type": "app.bsky.embed.external", "external": external}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -163,6 +240,7 @@ class BlueskyChannel(Channel[BlueskySettings]):
         created_at: str,
         root: dict[str, str] | None,
         parent: dict[str, str] | None,
+        embed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "$type": COLLECTION,
@@ -173,6 +251,8 @@ class BlueskyChannel(Channel[BlueskySettings]):
         found = facets(text)
         if found:
             record["facets"] = found
+        if embed is not None:
+            record["embed"] = embed
         if root is not None and parent is not None:
             record["reply"] = {"root": root, "parent": parent}
         return record
@@ -198,6 +278,27 @@ class BlueskyChannel(Channel[BlueskySettings]):
             }
 
         posts = []
+        placeholders: dict[str, Any] = {}
+        for m in self.to_upload(post):
+            encoded = self.encoded(m)
+            placeholders[m.name] = {
+                "blob": {
+                    "$type": "blob",
+                    "ref": {"$link": f"{{cid of {m.name}}}"},
+                    "mimeType": encoded.mime,
+                    "size": len(encoded.data),
+                },
+                "aspectRatio": {"width": encoded.width, "height": encoded.height},
+            }
+            posts.append(
+                PreparedPost(
+                    method="POST",
+                    url=f"{redact(s.service)}{XRPC}com.atproto.repo.uploadBlob",
+                    headers={"Authorization": "Bearer {accessJwt}", "Content-Type": encoded.mime},
+                    json={"body": f"{{{len(encoded.data)} bytes of {m.name}}}"},
+                    note="the image as sent: re-encoded under 1,000,000 bytes when larger",
+                )
+            )
         for index, text in enumerate(parts, 1):
             record = self._record(
                 index,
@@ -206,6 +307,7 @@ class BlueskyChannel(Channel[BlueskySettings]):
                 created_at=self._created_at(at, index),
                 root=ref(1) if index > 1 else None,
                 parent=ref(index - 1) if index > 1 else None,
+                embed=self.embed(post, placeholders) if index == 1 else None,
             )
             note = (
                 "authorized with the accessJwt of com.atproto.server.createSession "
@@ -283,6 +385,8 @@ class BlueskyChannel(Channel[BlueskySettings]):
         env: Mapping[str, str] | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
     ) -> Any:
         """An authorized XRPC call; an expired access token is refreshed once and the call
         repeated. The response is returned unchecked."""
@@ -298,7 +402,9 @@ class BlueskyChannel(Channel[BlueskySettings]):
                 action=action,
                 json_body=json_body,
                 params=params,
-                headers={"Authorization": f"Bearer {session.access_jwt}"},
+                data=data,
+                headers={"Authorization": f"Bearer {session.access_jwt}"}
+                | ({"Content-Type": content_type} if content_type else {}),
             )
             expired = response.status_code in (400, 401) and _error_name(response) in (
                 "ExpiredToken",
@@ -365,6 +471,9 @@ class BlueskyChannel(Channel[BlueskySettings]):
             created_at=self._created_at(at, index),
             root=strong(refs[0]) if index > 1 else None,
             parent=strong(refs[-1]) if index > 1 else None,
+            embed=self.embed(post, {k: json.loads(v) for k, v in post.uploaded.items()})
+            if index == 1
+            else None,
         )
         response = self._call(
             "POST",
@@ -373,6 +482,9 @@ class BlueskyChannel(Channel[BlueskySettings]):
             env=env,
             json_body=self._body(rkey, record),
         )
+        if response.status_code == 400 and index == 1 and post.uploaded and _blob_missing(response):
+            # A blob no record refers to is removed by the PDS after a while.
+            raise UploadExpiredError(f"{self.what()}: {action}: the uploaded image is gone")
         try:
             self.client(env).check(
                 response,

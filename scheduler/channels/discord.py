@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from scheduler.channels.base import Channel, ChannelSettings, PostRef, PreparedPost, SecretRef
-from scheduler.channels.post import Post
+from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
+from scheduler.content.images import ImageLimits
 
 
 class DiscordSettings(ChannelSettings):
@@ -25,16 +27,26 @@ class DiscordChannel(Channel[DiscordSettings]):
     max_length: ClassVar[int | None] = 2000
     Settings = DiscordSettings
     secret_fields = ("webhook_url",)
+    image_limits = ImageLimits(max_bytes=10 * 1024 * 1024, max_images=10)
 
-    def _request(self, index: int, total: int, text: str, *, key: str, url: str) -> PreparedPost:
+    def _request(
+        self, index: int, total: int, text: str, *, key: str, url: str, images: tuple[Media, ...]
+    ) -> PreparedPost:
         # An empty parse list keeps "@everyone", roles and users in the text inert.
         body: dict[str, Any] = {"content": text, "allowed_mentions": {"parse": []}}
         if self.settings.username:
             body["username"] = self.settings.username
+        if images:
+            # Sent as multipart: payload_json plus files[n]; the alt text is the
+            # attachment's description.
+            body["attachments"] = [
+                {"id": n, "filename": m.path.name, "description": m.alt[:1024]}
+                for n, m in enumerate(images)
+            ]
         return PreparedPost(
             method="POST",
             url=f"{url}?wait=true",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "multipart/form-data" if images else "application/json"},
             json=body,
             note=(
                 f"part {index} of {total}, sent in order; webhooks have no "
@@ -46,7 +58,9 @@ class DiscordChannel(Channel[DiscordSettings]):
         parts, key = post.parts, post.key
         url = redact(self.settings.webhook_url)
         return [
-            self._request(index, len(parts), text, key=key, url=url)
+            self._request(
+                index, len(parts), text, key=key, url=url, images=post.media if index == 1 else ()
+            )
             for index, text in enumerate(parts, 1)
         ]
 
@@ -61,11 +75,26 @@ class DiscordChannel(Channel[DiscordSettings]):
     ) -> PostRef:
         parts, key = post.parts, post.key
         url = self.secret("webhook_url", env)
-        req = self._request(index, len(parts), parts[index - 1], key=key, url=url)
+        images = post.media if index == 1 else ()
+        req = self._request(index, len(parts), parts[index - 1], key=key, url=url, images=images)
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
+        if images:
+            files = {}
+            for n, m in enumerate(images):
+                encoded = self.encoded(m)
+                files[f"files[{n}]"] = (m.path.name, encoded.data, encoded.mime)
+            sent = http.request(
+                "POST",
+                req.url,
+                action=action,
+                form={"payload_json": json.dumps(req.json, ensure_ascii=False)},
+                files=files,
+            )
+        else:
+            sent = http.request("POST", req.url, action=action, json_body=req.json)
         response = http.check(
-            http.request("POST", req.url, action=action, json_body=req.json),
+            sent,
             action=action,
             hints={
                 401: "the webhook URL's token was refused: copy the webhook URL again",

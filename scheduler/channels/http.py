@@ -132,18 +132,23 @@ class HttpClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> requests.Response:
         """Send one request; a connection failure or timeout raises TransientPostError.
 
         The response is returned whatever its status: the caller classifies it (`check`),
         because some platforms answer an expected condition with an error status.
+        `form` and `files` make a multipart/form-data body (files: field -> (file name,
+        bytes, content type)).
         """
         try:
             return self.session.request(
                 method,
                 url,
                 json=json_body,
-                data=data,
+                data=data if form is None else dict(form),
+                files=None if files is None else dict(files),
                 headers=dict(headers or {}),
                 params=dict(params or {}),
                 timeout=self.timeout,

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Mapping
 from typing import ClassVar, Literal
+
+import requests
 
 from scheduler.channels.base import (
     Channel,
@@ -20,8 +23,10 @@ from scheduler.channels.base import (
     graphemes,
 )
 from scheduler.channels.http import PermanentPostError, TransientPostError
-from scheduler.channels.post import Post
+from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
+from scheduler.content.images import ImageLimits
+from scheduler.errors import UploadExpiredError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,11 @@ class MastodonChannel(Channel[MastodonSettings]):
     Settings = MastodonSettings
     secret_fields = ("token",)
     idempotent = True
+    # Mastodon 4's defaults (configuration.media_attachments in /api/v2/instance).
+    image_limits = ImageLimits(max_bytes=16 * 1024 * 1024, max_pixels=33_177_600)
+    # A 202 upload is processed in the background: ask again this often, this many times.
+    poll_seconds: ClassVar[float] = 1.0
+    poll_attempts: ClassVar[int] = 30
 
     @property
     def _limits(self) -> tuple[int, int]:
@@ -95,11 +105,75 @@ class MastodonChannel(Channel[MastodonSettings]):
         with _LIMITS_LOCK:
             _LIMITS[origin] = limits
 
+    def to_upload(self, post: Post) -> tuple[Media, ...]:
+        return post.media
+
+    def _upload_request(self, media: Media, token: str) -> PreparedPost:
+        return PreparedPost(
+            method="POST",
+            url=f"{self.settings.instance}/api/v2/media",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data"},
+            json={"file": f"{{{media.name}: {media.mime}}}", "description": media.alt},
+            note="202: processed in the background, polled with GET /api/v1/media/{id}",
+        )
+
+    def upload(self, media: Media, post: Post, env: Mapping[str, str] | None) -> str:
+        """POST /api/v2/media with the alt text as `description`; a 202 is polled until the
+        instance has processed it (GET /api/v1/media/:id answers 206 until then)."""
+        token = self.secret("token", env)
+        req = self._upload_request(media, token)
+        encoded = self.encoded(media)
+        http = self.client(env)
+        action = f"uploading {media.name}"
+        headers = {"Authorization": f"Bearer {token}"}
+        response = http.check(
+            http.request(
+                "POST",
+                req.url,
+                action=action,
+                headers=headers,
+                form={"description": media.alt},
+                files={"file": (media.path.name, encoded.data, encoded.mime)},
+            ),
+            action=action,
+            hints={422: "the instance refused the image (format or size)"},
+        )
+        media_id = _field(response, "id", self.what(), action)
+        status = response.status_code
+        for _ in range(self.poll_attempts):
+            if status == 200:
+                return media_id
+            time.sleep(self.poll_seconds)
+            polled = http.check(
+                http.request(
+                    "GET",
+                    f"{self.settings.instance}/api/v1/media/{media_id}",
+                    action=f"{action}: waiting for processing",
+                    headers=headers,
+                ),
+                action=f"{action}: waiting for processing",
+            )
+            status = polled.status_code
+        raise TransientPostError(
+            f"{self.what()}: {action}: still processing after "
+            f"{self.poll_attempts * self.poll_seconds:g}s"
+        )
+
     def _request(
-        self, index: int, text: str, *, key: str, language: str, token: str, reply_to: str | None
+        self,
+        index: int,
+        text: str,
+        *,
+        key: str,
+        language: str,
+        token: str,
+        reply_to: str | None,
+        media_ids: list[str] | None = None,
     ) -> PreparedPost:
         s = self.settings
         body: dict[str, object] = {"status": text, "visibility": s.visibility, "language": language}
+        if media_ids:
+            body["media_ids"] = media_ids
         note = "Idempotency-Key makes a retry within an hour return the first status"
         if reply_to is not None:
             body["in_reply_to_id"] = reply_to
@@ -118,15 +192,17 @@ class MastodonChannel(Channel[MastodonSettings]):
 
     def requests(self, post: Post) -> list[PreparedPost]:
         parts, key, language = post.parts, post.key, post.language
-        posts = []
+        token = redact(self.settings.token)
+        posts = [self._upload_request(m, token) for m in post.media]
         for index, text in enumerate(parts, 1):
             req = self._request(
                 index,
                 text,
                 key=key,
                 language=language,
-                token=redact(self.settings.token),
+                token=token,
                 reply_to=f"{{id of part {index - 1}}}" if index > 1 else None,
+                media_ids=[f"{{id of {m.name}}}" for m in post.media] if index == 1 else None,
             )
             posts.append(
                 PreparedPost(
@@ -158,10 +234,14 @@ class MastodonChannel(Channel[MastodonSettings]):
             language=language,
             token=self.secret("token", env),
             reply_to=refs[-1].id if index > 1 else None,
+            media_ids=[post.uploaded[m.name] for m in post.media] if index == 1 else None,
         )
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
         sent = http.request("POST", req.url, action=action, json_body=req.json, headers=req.headers)
+        if sent.status_code == 422 and index == 1 and post.media and _about_media(sent):
+            # Unattached uploads are removed by the instance after a while.
+            raise UploadExpiredError(f"{self.what()}: {action}: the uploaded image is gone")
         response = http.check(
             sent,
             action=action,
@@ -171,9 +251,21 @@ class MastodonChannel(Channel[MastodonSettings]):
                 422: "the instance rejected the status",
             },
         )
-        try:
-            return PostRef(id=str(response.json()["id"]))
-        except (ValueError, KeyError, TypeError):
-            raise PermanentPostError(
-                f"{self.what()}: {action}: the instance answered without a status id"
-            ) from None
+        return PostRef(id=_field(response, "id", self.what(), action))
+
+
+def _about_media(response: requests.Response) -> bool:
+    try:
+        error = str(response.json().get("error", ""))
+    except (ValueError, AttributeError):
+        return False
+    return "media" in error.lower()
+
+
+def _field(response: requests.Response, name: str, what: str, action: str) -> str:
+    try:
+        return str(response.json()[name])
+    except (ValueError, KeyError, TypeError):
+        raise PermanentPostError(
+            f"{what}: {action}: the instance answered without {name}"
+        ) from None

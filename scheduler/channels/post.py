@@ -58,6 +58,8 @@ class Post:
     hashtags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     at: dt.datetime | None = None
+    # Filled in while sending: image name -> the platform's id for its upload.
+    uploaded: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:

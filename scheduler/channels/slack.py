@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from scheduler.channels.base import Channel, ChannelSettings, PostRef, PreparedPost, SecretRef
-from scheduler.channels.post import Post
+from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
+from scheduler.content.images import ImageLimits
 
 
 class SlackSettings(ChannelSettings):
@@ -27,17 +28,29 @@ class SlackChannel(Channel[SlackSettings]):
     max_length: ClassVar[int | None] = 40_000
     Settings = SlackSettings
     secret_fields = ("webhook_url",)
+    # An image block shows the image Slack fetches from its URL (served by `scheduler web`).
+    image_limits = ImageLimits()
 
     def count(self, text: str) -> int:
         """Characters as sent, after escaping."""
         return len(escape(text))
 
-    def _request(self, index: int, total: int, text: str, *, key: str, url: str) -> PreparedPost:
+    def _request(
+        self, index: int, total: int, text: str, *, key: str, url: str, images: tuple[Media, ...]
+    ) -> PreparedPost:
+        body: dict[str, Any] = {"text": escape(text)}
+        shown = [m for m in images if m.url]
+        if shown:
+            # Blocks replace the text in the message; `text` stays as the notification's.
+            body["blocks"] = [
+                {"type": "section", "text": {"type": "mrkdwn", "text": escape(text)}},
+                *({"type": "image", "image_url": m.url, "alt_text": m.alt[:2000]} for m in shown),
+            ]
         return PreparedPost(
             method="POST",
             url=url,
             headers={"Content-Type": "application/json"},
-            json={"text": escape(text)},
+            json=body,
             note=(
                 f"part {index} of {total}, sent in order; webhooks have no "
                 f"idempotency key, so the ledger entry for {key} guards retries"
@@ -48,7 +61,9 @@ class SlackChannel(Channel[SlackSettings]):
         parts, key = post.parts, post.key
         url = redact(self.settings.webhook_url)
         return [
-            self._request(index, len(parts), text, key=key, url=url)
+            self._request(
+                index, len(parts), text, key=key, url=url, images=post.media if index == 1 else ()
+            )
             for index, text in enumerate(parts, 1)
         ]
 
@@ -63,7 +78,14 @@ class SlackChannel(Channel[SlackSettings]):
     ) -> PostRef:
         parts, key = post.parts, post.key
         url = self.secret("webhook_url", env)
-        req = self._request(index, len(parts), parts[index - 1], key=key, url=url)
+        req = self._request(
+            index,
+            len(parts),
+            parts[index - 1],
+            key=key,
+            url=url,
+            images=post.media if index == 1 else (),
+        )
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
         # Errors come as plain text ("invalid_payload", "channel_is_archived", ...).

@@ -24,7 +24,7 @@ from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.model import Identifier
 from scheduler.config.secrets import is_reference, references
-from scheduler.errors import PermanentSendError
+from scheduler.errors import PermanentSendError, SchedulerError
 from scheduler.mail.dkim import DkimSigner
 from scheduler.mail.filebox import FileTransport
 from scheduler.mail.ratelimit import make_limiter
@@ -170,6 +170,17 @@ class SmtpChannel(Channel[SmtpSettings]):
     def endpoint(self, env: Mapping[str, str] | None = None) -> SmtpEndpoint:
         """The server, secrets resolved (never shown: `display()` hides the password)."""
         return parse_smtp_url(self.settings.url, env)
+
+    def destination(self, env: Mapping[str, str] | None = None) -> str:
+        """Where mail goes, for people: `.eml files in /abs/outbox (no mail server)` or
+        `SMTP server smtp://user@host:587`, never a password."""
+        try:
+            folder = self.folder(env)
+            if folder is not None:
+                return f".eml files in {folder} (no mail server)"
+            return f"SMTP server {self.endpoint(env).display()}"
+        except SchedulerError:
+            return f"SMTP server {secrets.redact(self.settings.url)} (not readable now)"
 
     # --- what sending needs -----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from scheduler.channels.base import (
 from scheduler.channels.http import PermanentPostError
 from scheduler.channels.post import Post
 from scheduler.config.secrets import redact, resolve
+from scheduler.content.images import ImageLimits
 
 EVENT_TYPE = "statement.published"
 SECRET_PREFIX = "whsec_"
@@ -49,6 +50,21 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
+def image_list(post: Post) -> list[dict[str, Any]]:
+    """The post's images for a receiver: where `scheduler web` serves them, and alt text."""
+    return [
+        {
+            "url": m.url,
+            "alt": m.alt,
+            "width": m.width,
+            "height": m.height,
+            "mime_type": m.mime,
+        }
+        for m in post.media
+        if m.url
+    ]
+
+
 class WebhookChannel(Channel[WebhookSettings]):
     """One JSON event per part, signed per Standard Webhooks. The `webhook-id` is the same on
     every attempt, so a receiver that drops ids it has seen gets each part once."""
@@ -58,6 +74,7 @@ class WebhookChannel(Channel[WebhookSettings]):
     Settings = WebhookSettings
     secret_fields = ("secret",)
     idempotent = True  # by the spec's contract on the receiver's side
+    image_limits = ImageLimits()  # sent as URLs: the receiver decides
 
     @staticmethod
     def message_id(key: str, index: int, total: int) -> str:
@@ -72,10 +89,13 @@ class WebhookChannel(Channel[WebhookSettings]):
         index: int,
         total: int,
         metadata: Mapping[str, Any] | None,
+        images: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         data: dict[str, Any] = {"text": text, "language": language}
         if total > 1:
             data["part"] = {"index": index, "total": total}
+        if images:
+            data["images"] = images
         if metadata:
             data.update(metadata)
         return {"type": EVENT_TYPE, "timestamp": timestamp, "data": data}
@@ -104,6 +124,7 @@ class WebhookChannel(Channel[WebhookSettings]):
                         index=index,
                         total=len(parts),
                         metadata=metadata,
+                        images=image_list(post) if index == 1 else None,
                     ),
                     note=(
                         "the signature covers the exact body bytes sent; webhook-id stays the "
@@ -135,6 +156,7 @@ class WebhookChannel(Channel[WebhookSettings]):
                 index=index,
                 total=len(parts),
                 metadata=metadata,
+                images=image_list(post) if index == 1 else None,
             ),
             ensure_ascii=False,
             separators=(",", ":"),

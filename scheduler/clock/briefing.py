@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 
 from scheduler.calendar import Occurrence
-from scheduler.config import secrets
+from scheduler.channels import Runtime, SmtpChannel, sends_email
 from scheduler.config.project import Project
 from scheduler.delivery.readiness import not_ready_reason, unset_variables
-from scheduler.errors import SchedulerError
-from scheduler.mail.urls import file_directory, parse_smtp_url
 from scheduler.timefmt import local_time, plural
 
 SHOWN = 20
@@ -22,18 +19,10 @@ SHOWN = 20
 def email_destination(project: Project, channel: str) -> str:
     """`.eml files in /abs/outbox (no mail server)` or `SMTP server smtp://user@host:587`,
     never a password."""
-    raw = str((project.config.channels[channel].model_extra or {}).get("url", ""))
-    try:
-        url = secrets.resolve(raw) if secrets.is_reference(raw) else raw
-        if url.startswith("file:"):
-            folder = Path(file_directory(url))
-            if not folder.is_absolute():
-                folder = project.base_dir / folder
-            return f".eml files in {folder} (no mail server)"
-        endpoint = parse_smtp_url(raw)
-    except SchedulerError:
-        return f"SMTP server {secrets.redact(raw)} (not readable now)"
-    return f"SMTP server {endpoint.display()}"
+    smtp = SmtpChannel.from_config(
+        channel, project.config.channels[channel], runtime=Runtime(base_dir=project.base_dir)
+    )
+    return smtp.destination()
 
 
 def startup_lines(
@@ -47,8 +36,11 @@ def startup_lines(
     ]
     lines: list[str] = []
     for channel in used:
-        if config.channels[channel].type == "smtp":
-            lines.append(f"{channel} (smtp): email goes to {email_destination(project, channel)}")
+        if sends_email(config.channels[channel]):
+            lines.append(
+                f"{channel} ({config.channels[channel].type}): email goes to "
+                f"{email_destination(project, channel)}"
+            )
     not_ready = {c: unset_variables(config, c) for c in used}
     not_ready = {c: v for c, v in not_ready.items() if v}
     if not_ready:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dateutil.rrule import rrulestr
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 Identifier = Annotated[str, Field(pattern=_ID, max_length=64)]
@@ -34,6 +34,18 @@ def localized(text: Text, language: str | None = None, fallback: str | None = No
         if lang is not None and lang in text:
             return text[lang]
     return next(iter(text.values()))
+
+
+def _check_hashtag(tag: str) -> str:
+    # As platforms detect a tag: letters, digits and '_', not digits alone, no '#'.
+    if not re.fullmatch(r"\w{1,64}", tag) or tag.isdigit():
+        raise ValueError(
+            f"{tag!r} is not a hashtag; write letters, digits or '_' without '#', e.g. MayDay"
+        )
+    return tag
+
+
+Hashtag = Annotated[str, AfterValidator(_check_hashtag)]
 
 
 class Strict(BaseModel):
@@ -216,6 +228,13 @@ class Channel(Strict):
         return v
 
 
+class StepImage(Strict):
+    """An image for one step instead of the statement's (a countdown card)."""
+
+    file: str = Field(min_length=1, description="relative to the statements folder")
+    alt: dict[LanguageCode, str] = Field(description="alt text in every campaign language")
+
+
 class Step(Strict):
     offset: Offset = Field(default_factory=Offset)
     time: dt.time | None = Field(default=None, description="overrides the campaign's time")
@@ -226,6 +245,7 @@ class Step(Strict):
         default="thread",
         description="a post over the platform's limit becomes a numbered thread, or an error",
     )
+    image: StepImage | None = None
 
     @field_validator("offset", mode="before")
     @classmethod
@@ -266,6 +286,9 @@ class Campaign(Strict):
     )
     audience: list[Identifier] = Field(default_factory=list)
     sender: Identifier | None = None
+    hashtags: dict[LanguageCode, list[Hashtag]] = Field(
+        default_factory=dict, description="per language, without '#': {en: [MayDay]}"
+    )
     catch_up: str = Field(
         default="6h", description="how late a missed occurrence may still be sent"
     )

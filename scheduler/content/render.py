@@ -13,9 +13,10 @@ from scheduler.calendar import Occurrence
 from scheduler.config.model import Campaign, Sender, Voice
 from scheduler.config.project import Project
 from scheduler.content.dates import localized_date
-from scheduler.content.statements import Statement, load_statement, statement_folder
+from scheduler.content.images import inspect
+from scheduler.content.statements import Statement, StatementImage, load_statement, statement_folder
 from scheduler.content.templates import Templates
-from scheduler.errors import TemplateError
+from scheduler.errors import ConfigError, Diagnostic, TemplateError
 from scheduler.tokens import sign
 
 DEFAULT_SUBJECT = "{{ statement.title }}"
@@ -61,6 +62,7 @@ class Renderer:
         self.config = project.config
         self._statements: dict[tuple[str, str, str | None], Statement] = {}
         self._chapter_templates: dict[str, Templates] = {}
+        self._step_images: dict[tuple[str, str, str], tuple[StatementImage, ...]] = {}
 
     @cached_property
     def templates(self) -> Templates:
@@ -108,6 +110,34 @@ class Renderer:
         campaign = self.config.campaigns[occ.campaign_id]
         base = self.config.campaign_voice(campaign).public_url.rstrip("/")
         return f"{base}{archive_path(occ.campaign_id, occ.day_key, language)}"
+
+    def images(self, occ: Occurrence, language: str) -> tuple[StatementImage, ...]:
+        """The occurrence's images in `language`: its step's own image, else the
+        statement's. Raises ConfigError when a step's image cannot be read."""
+        campaign = self.config.campaigns[occ.campaign_id]
+        step = campaign.steps[occ.step_id]
+        if step.image is None:
+            return self.statement(campaign.statement, language, campaign.chapter).images
+        key = (occ.campaign_id, occ.step_id, language)
+        if key not in self._step_images:
+            path = self.project.statements_dir / step.image.file
+            try:
+                info = inspect(path)
+            except ValueError as e:
+                raise ConfigError(
+                    [Diagnostic(self.project.display, 0, 0, f"step {occ.step_id!r}: {e}")]
+                ) from None
+            alt = step.image.alt.get(language) or next(iter(step.image.alt.values()), "")
+            self._step_images[key] = (
+                StatementImage(
+                    file=step.image.file, path=path, alt=alt, info=info, line=0, column=0
+                ),
+            )
+        return self._step_images[key]
+
+    def media_url(self, file: str) -> str:
+        """Where `scheduler web` serves a statement's image."""
+        return f"{self.config.organization.public_url.rstrip('/')}/media/{file}"
 
     def context(
         self,
@@ -157,7 +187,17 @@ class Renderer:
                 "html": Markup(statement.html),
                 "text": statement.text,
                 "url": read_online,
+                "images": [
+                    {
+                        "url": self.media_url(image.file),
+                        "alt": image.alt,
+                        "width": image.info.width,
+                        "height": image.info.height,
+                    }
+                    for image in self.images(occ, language)
+                ],
             },
+            "hashtags": ["#" + tag for tag in campaign.hashtags.get(language, [])],
             "lang": language,
             "links": {
                 "read_online": read_online,

@@ -10,11 +10,22 @@ from markdown_it.token import Token
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scheduler.config.diagnostics import schema_diagnostics
-from scheduler.config.yamlfile import parse_yaml
+from scheduler.config.yamlfile import YamlDocument, parse_yaml
+from scheduler.content.images import MAX_ALT, MAX_IMAGES, ImageInfo, inspect
 from scheduler.errors import ConfigError, Diagnostic
 
 # Raw HTML in a statement is shown as text: the words are data, never markup or template.
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+
+
+class ImageRef(BaseModel):
+    """An image of the statement: its file (under the statements folder) and its alt text in
+    this file's language, which screen readers read out to followers who cannot see it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    file: str = Field(min_length=1, description="relative to the statements folder")
+    alt: str = Field(min_length=1, max_length=MAX_ALT)
 
 
 class FrontMatter(BaseModel):
@@ -26,6 +37,20 @@ class FrontMatter(BaseModel):
     signatory: str | None = None
     canonical_url: str | None = Field(default=None, pattern=r"^https?://")
     language: str
+    image: ImageRef | None = None
+    images: list[ImageRef] = Field(default_factory=list, max_length=MAX_IMAGES)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementImage:
+    """One image as a statement names it, checked: the file exists and is JPEG, PNG or WebP."""
+
+    file: str  # as written, relative to the statements folder: the image's stable name
+    path: Path
+    alt: str
+    info: ImageInfo
+    line: int  # where `file:` is written, for diagnostics
+    column: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +66,7 @@ class Statement:
     html: str
     text: str
     path: str
+    images: tuple[StatementImage, ...] = ()
 
 
 def statement_path(directory: Path, slug: str, language: str) -> Path:
@@ -78,10 +104,12 @@ def load_statement(
                 )
             ]
         ) from None
-    return parse_statement(source, slug=slug, language=language, path=shown)
+    return parse_statement(source, slug=slug, language=language, path=shown, directory=directory)
 
 
-def parse_statement(source: str, *, slug: str, language: str, path: str) -> Statement:
+def parse_statement(
+    source: str, *, slug: str, language: str, path: str, directory: Path | None = None
+) -> Statement:
     source = source.removeprefix("\ufeff")
     lines = source.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
@@ -133,6 +161,7 @@ def parse_statement(source: str, *, slug: str, language: str, path: str) -> Stat
                 )
             ]
         )
+    images = _images(meta, doc, path, directory)
     body = "".join(lines[end + 1 :]).strip() + "\n"
     tokens = _markdown.parse(body)
     return Statement(
@@ -147,7 +176,62 @@ def parse_statement(source: str, *, slug: str, language: str, path: str) -> Stat
         html=_markdown.renderer.render(tokens, _markdown.options, {}),
         text=markdown_to_text(tokens),
         path=path,
+        images=images,
     )
+
+
+def _images(
+    meta: FrontMatter, doc: YamlDocument, path: str, directory: Path | None
+) -> tuple[StatementImage, ...]:
+    """The front matter's images, each file checked; every problem reported at once."""
+    if meta.image is not None and meta.images:
+        line, col = doc.key_position(("images",))
+        raise ConfigError(
+            [
+                Diagnostic(
+                    path,
+                    line,
+                    col,
+                    "give either image: or images:, not both",
+                    "move the single image into the images: list",
+                )
+            ]
+        )
+    refs: list[tuple[tuple[str | int, ...], ImageRef]] = (
+        [(("image",), meta.image)] if meta.image else []
+    )
+    refs += [(("images", i), ref) for i, ref in enumerate(meta.images)]
+    found: list[StatementImage] = []
+    problems: list[Diagnostic] = []
+    for loc, ref in refs:
+        line, col = doc.position((*loc, "file"))
+        if directory is None:
+            continue  # parsed without a folder (a test of the text alone): nothing to open
+        file_path = directory / ref.file
+        try:
+            if Path(ref.file).is_absolute() or ".." in Path(ref.file).parts:
+                raise ValueError(f"{ref.file!r} must be a path inside the statements folder")
+            info = inspect(file_path)
+        except ValueError as e:
+            problems.append(
+                Diagnostic(
+                    path,
+                    line,
+                    col,
+                    str(e),
+                    "images live under the statements folder, e.g. images/may-day.png; "
+                    "JPEG, PNG or WebP",
+                )
+            )
+            continue
+        found.append(
+            StatementImage(
+                file=ref.file, path=file_path, alt=ref.alt, info=info, line=line, column=col
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return tuple(found)
 
 
 _LIST_END = ("\0", False)

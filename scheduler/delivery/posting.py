@@ -31,7 +31,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
-from scheduler.channels import AnyChannel, Post, PostRef
+from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef
+from scheduler.content.render import Renderer
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
@@ -42,13 +43,15 @@ from scheduler.errors import (
     StatementError,
     TemplateError,
     TransientSendError,
+    UploadExpiredError,
 )
 from scheduler.store.db import dialect_insert, writer
-from scheduler.store.schema import DeliveryState, post_parts, utcnow
+from scheduler.store.schema import DeliveryState, post_parts, post_uploads, utcnow
 
 log = logging.getLogger(__name__)
 
 P = post_parts.c
+U = post_uploads.c
 _RESPONSE_CHARS = 1000
 # The longest a platform's Retry-After is honoured inside a batch; beyond it the delivery
 # fails with the reason rather than hold a worker for longer.
@@ -114,6 +117,73 @@ def record_part(engine: Engine, delivery_id: int, part: int, ref: PostRef) -> No
         )
 
 
+def uploads_of(engine: Engine, delivery_id: int) -> dict[str, str]:
+    """Images the delivery uploaded already: name -> the platform's id."""
+    query = sa.select(U.name, U.remote_id).where(U.delivery_id == delivery_id)
+    with engine.connect() as conn:
+        return {name: remote for name, remote in conn.execute(query)}
+
+
+def record_upload(engine: Engine, delivery_id: int, name: str, remote_id: str) -> None:
+    """Record an upload the platform confirmed; the first record stands."""
+    with writer(engine).begin() as conn:
+        conn.execute(
+            dialect_insert(conn, post_uploads).on_conflict_do_nothing(),
+            [{"delivery_id": delivery_id, "name": name, "remote_id": remote_id}],
+        )
+
+
+def forget_uploads(engine: Engine, delivery_id: int) -> None:
+    """The platform no longer has them: the next attempt uploads again."""
+    with writer(engine).begin() as conn:
+        conn.execute(sa.delete(post_uploads).where(U.delivery_id == delivery_id))
+
+
+# --- what a post is made of --------------------------------------------------------------------
+
+
+def post_for(
+    renderer: Renderer,
+    occ: Occurrence,
+    channel_name: str,
+    key: str,
+    language: str,
+    parts: list[str],
+) -> Post:
+    """The post for `parts`: the statement's images (with alt text in `language`), its link
+    as a card, the campaign's hashtags. Previews build the same value."""
+    campaign = renderer.config.campaigns[occ.campaign_id]
+    statement = renderer.statement(campaign.statement, language)
+    media = tuple(
+        Media(
+            name=image.file,
+            path=image.path,
+            alt=image.alt,
+            mime=image.info.mime,
+            width=image.info.width,
+            height=image.info.height,
+            size=image.info.size,
+            url=renderer.media_url(image.file),
+        )
+        for image in renderer.images(occ, language)
+    )
+    link = LinkCard(
+        url=statement.canonical_url or renderer.archive_url(occ, language),
+        title=statement.title,
+        description=statement.summary,
+        image=media[0] if media else None,
+    )
+    return Post(
+        key=key,
+        language=language,
+        parts=tuple(parts),
+        media=media,
+        link=link,
+        hashtags=tuple(campaign.hashtags.get(language, [])),
+        metadata=metadata_for(occ, channel_name),
+    )
+
+
 # --- posting -----------------------------------------------------------------------------------
 
 
@@ -162,12 +232,12 @@ def post_delivery(
         posted.append(ref)
         ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
 
-    post = Post(
-        key=key,
-        language=rendered.language,
-        parts=tuple(parts),
-        metadata=metadata_for(occ, channel_name),
-    )
+    post = post_for(ctx.renderer, occ, channel_name, key, rendered.language, parts)
+
+    def on_uploaded(name: str, remote_id: str) -> None:
+        record_upload(engine, delivery.id, name, remote_id)
+        ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
+
     attempt = delivery.attempts
     # A sender before us (a crash, an expired lease) may have been cut off right after the
     # platform took the next part: channels that can look it up do so first.
@@ -177,11 +247,17 @@ def post_delivery(
     while True:
         try:
             refs = channel.send(
-                post, posted=list(posted), on_posted=on_posted, maybe_posted=maybe_posted
+                post.replace(uploaded=uploads_of(engine, delivery.id)),
+                posted=list(posted),
+                on_posted=on_posted,
+                on_uploaded=on_uploaded,
+                maybe_posted=maybe_posted,
             )
         except (PermanentSendError, SecretError) as e:
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
+            if isinstance(e, UploadExpiredError):
+                forget_uploads(engine, delivery.id)
             wait = e.retry_after
             lost_answer = e.maybe_accepted
             if e.unreachable:

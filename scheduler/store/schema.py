@@ -301,3 +301,20 @@ post_parts = sa.Table(
     sa.Column("posted_at", UtcDateTime, nullable=True),  # set once the platform confirmed it
     _created_at(),
 )
+
+
+# Images a post delivery uploaded (Mastodon media, Bluesky blobs, ...), recorded the moment
+# the platform answered, so a retry attaches the same upload instead of uploading again.
+post_uploads = sa.Table(
+    "post_uploads",
+    metadata,
+    sa.Column(
+        "delivery_id",
+        BigId,
+        sa.ForeignKey("deliveries.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.Text, primary_key=True),  # the image's file under statements/
+    sa.Column("remote_id", sa.Text, nullable=False),  # media id, blob JSON, message id
+    _created_at("uploaded_at"),
+)

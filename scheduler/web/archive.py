@@ -16,7 +16,16 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Response
 
@@ -189,6 +198,7 @@ def statement(campaign: str, key: str, lang: str, chapter: str | None = None) ->
     if lang in state.languages:
         g.lang = lang
     others = [x for x in entry.languages if x != lang]
+    base = state.config.organization.public_url.rstrip("/")
     body = render_template(
         "archive_statement.html",
         entry=entry,
@@ -196,8 +206,35 @@ def statement(campaign: str, key: str, lang: str, chapter: str | None = None) ->
         statement_lang=lang,
         campaign_name=state.config.campaigns[campaign].display_name(lang),
         others=others,
+        page_url=f"{base}/archive/{campaign}/{key}/{lang}",
+        image=found.images[0] if found.images else None,
+        image_url=f"{base}/media/{found.images[0].file}" if found.images else None,
+        site_name=state.config.organization.name,
     )
     return _cached(body)
+
+
+@blueprint.get("/media/<path:name>")
+def media(name: str) -> Response:
+    """A statement's image, for link cards, emails and platforms that fetch by URL. Only
+    files some statement names are served: the statements folder holds drafts too."""
+    state = web_state()
+    if name not in _named_images(state.project):
+        abort(404)
+    response = send_from_directory(state.project.statements_dir, name, max_age=86400)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _named_images(project: Project) -> set[str]:
+    names: set[str] = set()
+    for campaign_id, campaign in project.config.campaigns.items():
+        names.update(s.image.file for s in campaign.steps.values() if s.image is not None)
+        for lang in project.config.campaign_languages(campaign):
+            found = statement_of(project, campaign_id, lang)
+            if found is not None:
+                names.update(image.file for image in found.images)
+    return names
 
 
 @blueprint.get("/archive/feed.atom")
