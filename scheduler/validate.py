@@ -398,7 +398,8 @@ class _Checker:
         for cid, campaign in self.config.campaigns.items():
             languages = self.config.campaign_languages(campaign)
             versions = {
-                lang: self.renderer.statement(campaign.statement, lang) for lang in languages
+                lang: self.renderer.statement(campaign.statement, lang, campaign.chapter)
+                for lang in languages
             }
             counts = {lang: len(v.images) for lang, v in versions.items()}
             most = max(counts.values(), default=0)

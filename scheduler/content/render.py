@@ -81,7 +81,11 @@ class Renderer:
         if key not in self._statements:
             folder = statement_folder(self.project.statements_dir, slug, chapter)
             self._statements[key] = load_statement(
-                folder, slug, language, display_dir=self.project.relative(folder)
+                folder,
+                slug,
+                language,
+                display_dir=self.project.relative(folder),
+                images_dir=self.project.statements_dir,
             )
         return self._statements[key]
 

@@ -85,8 +85,15 @@ def statement_folder(directory: Path, slug: str, chapter: str | None) -> Path:
 
 
 def load_statement(
-    directory: Path, slug: str, language: str, *, display_dir: str = ""
+    directory: Path,
+    slug: str,
+    language: str,
+    *,
+    display_dir: str = "",
+    images_dir: Path | None = None,
 ) -> Statement:
+    """`images_dir`: where image files are named from (the statements folder, also for a
+    chapter's own statement in a subfolder); default `directory`."""
     path = statement_path(directory, slug, language)
     shown = str(Path(display_dir) / path.name) if display_dir else str(path)
     try:
@@ -104,7 +111,9 @@ def load_statement(
                 )
             ]
         ) from None
-    return parse_statement(source, slug=slug, language=language, path=shown, directory=directory)
+    return parse_statement(
+        source, slug=slug, language=language, path=shown, directory=images_dir or directory
+    )
 
 
 def parse_statement(

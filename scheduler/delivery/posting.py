@@ -153,7 +153,7 @@ def post_for(
     """The post for `parts`: the statement's images (with alt text in `language`), its link
     as a card, the campaign's hashtags. Previews build the same value."""
     campaign = renderer.config.campaigns[occ.campaign_id]
-    statement = renderer.statement(campaign.statement, language)
+    statement = renderer.statement(campaign.statement, language, campaign.chapter)
     media = tuple(
         Media(
             name=image.file,
