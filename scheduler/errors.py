@@ -66,3 +66,15 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """Delivery failed for good (5xx, rejected); do not retry."""
+
+
+class AccountError(SchedulerError):
+    """An organizer account cannot be added, found or changed as asked."""
+
+
+class NotAllowedError(SchedulerError):
+    """The account's role or chapter does not allow this action."""
+
+
+class ReviewError(SchedulerError):
+    """An approval cannot be recorded (nothing to review, already approved, not an approver)."""

@@ -6,7 +6,9 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
   with a note saying how late and why;
 - outside the window: never sent, recorded as `missed` and reported;
 - already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed);
-- its campaign is paused: wait (if it is resumed inside the window it fires late).
+- its campaign is paused: wait (if it is resumed inside the window it fires late);
+- it needs review and has no valid approval (`held`, from `review.gate`): hold; approved
+  inside the window it fires late, after the window it is recorded missed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Action(StrEnum):
     MISSED = "missed"
     RESUME = "resume"  # claimed before, never finished (a crash): carry on
     WAIT = "wait"  # its campaign is paused
+    HOLD = "hold"  # it needs an approval it does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ def decide(
     now: dt.datetime,
     *,
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
+    held: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """Decisions for the occurrences whose instant is not after `now`."""
     out: list[Decision] = []
@@ -73,6 +77,20 @@ def decide(
             continue
         if occ.campaign_id in paused:
             out.append(Decision(occ, Action.WAIT, "campaign paused"))
+            continue
+        if held and occ.id in held:
+            if late_by <= campaign.catch_up_window:
+                out.append(Decision(occ, Action.HOLD, f"held for review: {held[occ.id]}"))
+            else:
+                out.append(
+                    Decision(
+                        occ,
+                        Action.MISSED,
+                        f"held for review since {occ.instant:%Y-%m-%d %H:%M} UTC "
+                        f"({held[occ.id]}); not approved within the catch-up window of "
+                        f"{campaign.catch_up}, so it was not sent",
+                    )
+                )
             continue
         if late_by <= ON_TIME:
             out.append(Decision(occ, Action.FIRE))

@@ -11,15 +11,25 @@ from flask import Blueprint, abort, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
 from scheduler import calendar
+from scheduler.accounts import audit, lockout, passwords
+from scheduler.accounts import store as accounts
 from scheduler.clock import state as clock_state
 from scheduler.delivery import ledger
+from scheduler.errors import AccountError
 from scheduler.store import subscribers
+from scheduler.web import session as session_auth
 from scheduler.web.app import client_ip, message_page, render_page, t, web_state
 from scheduler.web.csrf import require_csrf
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
-SESSION_KEY = "dashboard"
+# Reached without signing in: the sign-in itself and the one-time password links.
+OPEN_ENDPOINTS = (
+    "dashboard.login_page",
+    "dashboard.login",
+    "dashboard.password_page",
+    "dashboard.set_password",
+)
 UPCOMING = 20
 PAST = 50
 FAILURE_REASONS = 5
@@ -40,19 +50,11 @@ class PastRow:
     failures: list[tuple[str, str, int]] = field(default_factory=list)
 
 
-def _signed_in() -> bool:
-    auth = web_state().dashboard
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and auth.token:
-        return auth.accepts(header.removeprefix("Bearer ").strip())
-    return session.get(SESSION_KEY) is True
-
-
 @blueprint.before_request
 def _guard() -> tuple[str, int] | Response | None:
-    if not web_state().dashboard.enabled:
+    if not session_auth.dashboard_enabled():
         return message_page("dashboard_title", "dashboard_disabled", 503)
-    if request.endpoint in ("dashboard.login_page", "dashboard.login") or _signed_in():
+    if request.endpoint in OPEN_ENDPOINTS or session_auth.current() is not None:
         return None
     return redirect(url_for("dashboard.login_page"))
 
@@ -66,20 +68,64 @@ def login_page() -> tuple[str, int]:
 def login() -> Response | tuple[str, int]:
     require_csrf()
     state = web_state()
-    if not state.hits.hit(f"login-ip:{client_ip()}", state.limits.login_per_ip):
+    ip = client_ip()
+    if not state.hits.hit(f"login-ip:{ip}", state.limits.login_per_ip):
         abort(429)
-    if not state.dashboard.accepts(request.form.get("secret", "")):
+    email = request.form.get("email", "").strip()[:254]
+    secret = request.form.get("secret", "")
+    if not email:
+        # The environment's password or token: read-only, for scripts and the first setup.
+        if not state.dashboard.accepts(secret):
+            return render_page("login.html", 403, error=t("login_failed"))
+        session_auth.start(None)
+        return redirect(url_for("dashboard.overview"), code=303)
+    if lockout.locked(state.engine, email, ip):
+        # Said the same way for an address with no account: nothing is learned from it.
+        return render_page("login.html", 429, error=t("login_locked"))
+    account, password_hash = accounts.password_hash_of(state.engine, email)
+    if not passwords.verify(password_hash, secret) or account is None:
+        lockout.failed(state.engine, email, ip)
+        if account is not None:
+            audit.record(state.engine, actor=account.email, action="login.failed", origin=ip)
         return render_page("login.html", 403, error=t("login_failed"))
-    # A fresh session on sign-in: a session fixed by someone else before is not promoted.
-    session.clear()
-    session[SESSION_KEY] = True
-    session.permanent = True
+    lockout.succeeded(state.engine, email, ip)
+    session_auth.start(account)
+    audit.record(state.engine, actor=account.email, action="login", origin=ip)
     return redirect(url_for("dashboard.overview"), code=303)
 
 
 @blueprint.post("/logout")
 def logout() -> Response:
     require_csrf()
+    session.clear()
+    return redirect(url_for("dashboard.login_page"), code=303)
+
+
+@blueprint.get("/password/<token>")
+def password_page(token: str) -> tuple[str, int]:
+    account = accounts.link_account(web_state().engine, token)
+    if account is None:
+        return message_page("password_link_title", "password_link_invalid", 404)
+    return render_page("password.html", email=account.email, error=None)
+
+
+@blueprint.post("/password/<token>")
+def set_password(token: str) -> Response | tuple[str, int]:
+    require_csrf()
+    state = web_state()
+    if not state.hits.hit(f"password-ip:{client_ip()}", state.limits.login_per_ip):
+        abort(429)
+    account = accounts.link_account(state.engine, token)
+    if account is None:
+        return message_page("password_link_title", "password_link_invalid", 404)
+    password = request.form.get("password", "")
+    if password != request.form.get("again", ""):
+        return render_page("password.html", 400, email=account.email, error=t("password_differ"))
+    try:
+        accounts.use_link(state.engine, token, password)
+    except AccountError as e:
+        return render_page("password.html", 400, email=account.email, error=str(e))
+    audit.record(state.engine, actor=account.email, action="account.password", origin=client_ip())
     session.clear()
     return redirect(url_for("dashboard.login_page"), code=303)
 
