@@ -30,7 +30,6 @@ from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
 from scheduler.clock.policy import Action, Decision, decide
 from scheduler.config.project import Project
-from scheduler.config.validate import validate_project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
@@ -38,6 +37,7 @@ from scheduler.delivery.ledger import Claim
 from scheduler.review import approvals, gate, holds
 from scheduler.review.policy import DEFAULT_ONE_OFF, has_approvers, review_for
 from scheduler.store.schema import Role
+from scheduler.validate import validate_project
 
 log = logging.getLogger("scheduler.clock")
 

@@ -16,7 +16,7 @@ from scheduler.accounts import store as accounts
 from scheduler.accounts.store import Account
 from scheduler.actions import Actor
 from scheduler.store.schema import accounts as accounts_table
-from scheduler.web.app import client_ip, web_state
+from scheduler.web.pages import client_ip, web_state
 
 ACCOUNT_KEY = "account"
 VERSION_KEY = "v"
