@@ -1,6 +1,7 @@
-"""The organizers' dashboard, read-only: what comes next, what went out, what failed, what
-is paused. Behind a login (password hash or token from the environment); with neither set
-it is switched off rather than open."""
+"""The organizers' dashboard: what comes next, what is held for review, what went out, what
+failed, what is paused, every list, the audit log. Behind a sign-in: organizer accounts
+(`scheduler users`), or the environment's password or token for read-only access; with
+neither it is switched off rather than open. The actions are in `scheduler.web.actions`."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from flask import Blueprint, abort, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
 from scheduler import calendar
-from scheduler.accounts import audit, lockout, passwords
+from scheduler.accounts import audit, lockout, passwords, scope
 from scheduler.accounts import store as accounts
 from scheduler.clock import state as clock_state
 from scheduler.delivery import ledger
 from scheduler.errors import AccountError
+from scheduler.review import approvals, holds
+from scheduler.review import policy as review_policy
 from scheduler.store import subscribers
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
@@ -33,6 +36,7 @@ OPEN_ENDPOINTS = (
 UPCOMING = 20
 PAST = 50
 FAILURE_REASONS = 5
+AUDIT = 30
 
 
 @dataclass
@@ -149,11 +153,19 @@ def _past(rows: list[ledger.OccurrenceRow]) -> list[PastRow]:
     return out
 
 
+@dataclass
+class CampaignRow:
+    id: str
+    name: str
+    paused: bool
+
+
 @blueprint.get("")
 def overview() -> tuple[str, int]:
     state = web_state()
     config = state.config
     now = state.now()
+    who = session_auth.current()
     paused = clock_state.paused(state.engine)
     upcoming = calendar.next_occurrences(config, now, limit=UPCOMING)
     # One sent early by hand (or cancelled ahead) is not "upcoming" any more: say so.
@@ -161,16 +173,46 @@ def overview() -> tuple[str, int]:
         occ_id: row.state
         for occ_id, row in clock_state.known(state.engine, [o.id for o in upcoming]).items()
     }
-    past = _past(ledger.list_occurrences(state.engine, limit=PAST))
+    rows = ledger.list_occurrences(state.engine, limit=PAST)
+    # Past means its instant has come; one settled before its instant is listed apart.
+    past = _past([r for r in rows if r.instant <= now])
+    ahead = _past([r for r in rows if r.instant > now])
+    approvers_exist = review_policy.has_approvers(state.engine)
+    reviews = {
+        occ.id: approvals.status(state.project, state.engine, occ, approvers_exist=True)
+        for occ in upcoming
+        if occ.id not in settled and review_policy.review_for(config, occ, approvers_exist)
+    }
+    counts = subscribers.list_counts(state.engine)
+    # Every list: those of campaigns.yaml even with nobody on them yet, and any in the store.
+    all_lists = {name: counts.get(name, {}) for name in sorted(set(config.lists) | set(counts))}
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
+        who=who,
         upcoming=upcoming,
         settled=settled,
+        reviews=reviews,
+        held=holds.open_holds(state.engine),
         past=past,
+        ahead=ahead,
         paused=sorted(paused),
+        campaigns=[
+            CampaignRow(cid, c.display_name(), cid in paused) for cid, c in config.campaigns.items()
+        ],
+        may_act=lambda cid: (
+            who is not None
+            and who.account is not None
+            and who.may_act
+            and scope.may_act_on(who.account, config, cid)
+        ),
         campaign_name=lambda cid: (
             config.campaigns[cid].display_name() if cid in config.campaigns else cid
         ),
-        list_counts=subscribers.list_counts(state.engine),
+        list_counts=all_lists,
+        audit_entries=audit.entries(state.engine, limit=AUDIT),
     )
+
+
+# The actions' routes live on this blueprint, in their own module.
+from scheduler.web import actions as _actions  # noqa: E402, F401
