@@ -27,6 +27,7 @@ from scheduler.review import approvals, holds
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
 from scheduler.web.dashboard import blueprint
+from scheduler.web.freshness import current_project
 from scheduler.web.mailer import Letter
 from scheduler.web.pages import message_page, render_page, web_state
 
@@ -62,7 +63,7 @@ class EmailPreview:
 
 def _occurrence(occurrence_id: str) -> Occurrence:
     try:
-        return calendar.occurrence(web_state().config, occurrence_id)
+        return calendar.occurrence(current_project().config, occurrence_id)
     except UnknownCampaignError:
         abort(404)
 
@@ -129,7 +130,7 @@ def approve(occurrence_id: str) -> Response:
     assert who.account is not None
     state = web_state()
     try:
-        found = approvals.approve(state.project, state.engine, occ, who.account, who.actor)
+        found = approvals.approve(current_project(), state.engine, occ, who.account, who.actor)
     except ReviewError as e:
         flash(str(e))
     else:

@@ -22,6 +22,7 @@ from scheduler.review import policy as review_policy
 from scheduler.store import subscribers
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
+from scheduler.web.freshness import current_project
 from scheduler.web.pages import client_ip, message_page, render_page, t, web_state
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard")
@@ -163,7 +164,7 @@ class CampaignRow:
 @blueprint.get("")
 def overview() -> tuple[str, int]:
     state = web_state()
-    config = state.config
+    config = current_project().config
     now = state.now()
     who = session_auth.current()
     paused = clock_state.paused(state.engine)
