@@ -43,3 +43,13 @@ def unapproved(
         else:
             held[occ.id] = f"waiting for {found.missing} approval(s)"
     return held
+
+
+def why_not_yet(project: Project, engine: Engine, occ: Occurrence) -> str | None:
+    """Why a send by hand must wait for review now, or None. One already claimed (resumed
+    or settled) passed the gate, or never needed it, when it first fired."""
+    from scheduler.clock import state as clock_state
+
+    known = clock_state.known(engine, [occ.id])
+    at = max(occ.instant, dt.datetime.now(dt.UTC))
+    return unapproved(project, engine, [occ], known, at).get(occ.id)
