@@ -179,3 +179,35 @@ def failure_rate(
             f"dashboard: {_dashboard(ctx, occurrence_id)}"
         ),
     )
+
+
+def token_rejected(ctx: DeliveryContext, occurrence_id: str, channel: str, error: str) -> bool:
+    """A platform refused the channel's credential (HTTP 401/403): every later post fails
+    the same way until someone fixes the token."""
+    return raise_alert(
+        ctx,
+        kind="token_rejected",
+        cause=f"token:{channel}:{occurrence_id}",
+        subject=f"{channel}: the platform refused the credential",
+        body=(
+            f"Posting {occurrence_id} to {channel} failed: {error}\n"
+            "Fix the token in the environment, then retry the failed deliveries."
+        ),
+    )
+
+
+def bad_rows(ctx: DeliveryContext, list_name: str, source: str, problems: list[str]) -> bool:
+    """A list's CSV source had rows that could not be imported; once per distinct set."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(problems).encode()).hexdigest()[:16]
+    shown = "\n".join(problems[:10]) + (
+        f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    )
+    return raise_alert(
+        ctx,
+        kind="bad_rows",
+        cause=f"rows:{list_name}:{digest}",
+        subject=f"list {list_name}: {len(problems)} row(s) of {source} were not imported",
+        body=f"Fix these rows in {source} (the others were imported):\n{shown}",
+    )

@@ -51,6 +51,11 @@ def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, i
             continue
         path = ctx.project.base_dir / mlist.source
         result = read_csv(path, languages=org.languages, default_language=org.default_language)
+        if result.problems:
+            from scheduler import alerts
+
+            problems = [d.format() for d in result.diagnostics(mlist.source)]
+            alerts.bad_rows(ctx, name, mlist.source, problems)
         report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
         synced[name] = report.total
     return synced

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel, PostRef
-from scheduler.channels.http import TransientPostError
+from scheduler.channels.http import PermanentPostError, TransientPostError
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
@@ -182,6 +182,10 @@ def post_delivery(
                 metadata=metadata,
             )
         except (PermanentSendError, SecretError) as e:
+            if isinstance(e, PermanentPostError) and e.status in (401, 403):
+                from scheduler import alerts
+
+                alerts.token_rejected(ctx, occ.id, channel_name, str(e))
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
             wait = e.retry_after if isinstance(e, TransientPostError) else None
