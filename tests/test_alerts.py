@@ -121,3 +121,19 @@ def test_bad_rows_in_a_list_source_alert_once(
     body = alerts_sent[0].get_body(preferencelist=("plain",))
     assert body is not None and "members.csv:3" in str(body.get_content())  # type: ignore[attr-defined]
     assert len(ops_posts(httpserver)) == 1
+
+
+def test_the_alert_channel_is_validated(make_project: ProjectFactory) -> None:
+    from scheduler.validate import validate_project
+
+    for value, message in (("opps", "unknown channel 'opps'"), ("email", "is an email channel")):
+        path = make_project(
+            members_csv="email\n",
+            yaml_text=PROJECT.replace("CHANNELS", "email").replace(
+                "alert_channel: ops", f"alert_channel: {value}"
+            ),
+        )
+        report = validate_project(path)
+        assert not report.ok
+        [problem] = report.errors
+        assert message in problem.message and problem.line == 16, problem.format()
