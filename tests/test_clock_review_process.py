@@ -71,6 +71,10 @@ def test_held_then_approved_then_fired_late(
         time.sleep(3)
         assert campaign_mail(smtp_server) == []
         assert occ not in status(env)
+        held_now = subprocess.run(
+            [sys.executable, "-m", "scheduler", "status"], env=env, capture_output=True, text=True
+        )
+        assert f"HELD for review, not sent: {occ}" in held_now.stdout
         [held] = subjects(smtp_server, "org@example.org")
         assert f"HELD, not sent: {occ}" in held
         # The approver is told too (and, when a sweep ran before the instant, was reminded

@@ -40,14 +40,17 @@ def status_command(
             }
         )
     from scheduler.clock import state as clock_state
+    from scheduler.review import holds
 
     paused = sorted(clock_state.paused(engine))
+    held = [h.occurrence_id for h in holds.open_holds(engine)]
     seen = clock_state.last_seen(engine)
     if as_json:
         print_json(
             {
                 "database": safe_url(),
                 "paused": paused,
+                "held": held,
                 "clock_last_seen": seen,
                 "occurrences": records,
             }
@@ -55,6 +58,11 @@ def status_command(
         return
     if paused:
         out.print(f"paused campaigns: {', '.join(paused)}", markup=False)
+    for occurrence_id in held:
+        out.print(
+            f"HELD for review, not sent: {occurrence_id} (scheduler review {occurrence_id})",
+            markup=False,
+        )
     if seen:
         out.print(f"clock last seen {seen:%Y-%m-%d %H:%M:%S} UTC", markup=False)
     if not records:
