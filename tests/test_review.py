@@ -193,3 +193,27 @@ def test_approvers_are_reminded_once_before_the_instant(
         assert "To: ana@example.org" in body and "Review needed before" in body
     finally:
         clock.ctx.close()
+
+
+def test_a_held_occurrence_cancelled_is_held_no_more(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler import actions
+    from scheduler.clock.daemon import Clock
+    from scheduler.review import holds
+
+    project = load_project(make_project(REVIEWED))
+    occ = occurrence(project)
+    approver(store_engine)
+    after = occ.instant + dt.timedelta(minutes=1)
+    clock = Clock(project, store_engine, now=lambda: after)
+    try:
+        clock.handle([occ], now=after)
+        assert [h.occurrence_id for h in holds.open_holds(store_engine)] == [occ.id]
+        actions.cancel(store_engine, project.config, occ.id, Actor("org@example.org"))
+        clock.handle([occ], now=after + dt.timedelta(seconds=5))
+        assert holds.open_holds(store_engine) == []
+        hold = holds.get(store_engine, occ.id)
+        assert hold is not None and hold.outcome == "cancelled"
+    finally:
+        clock.ctx.close()

@@ -79,6 +79,9 @@ class Clock:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._waiting_logged: set[str] = set()
+        # When each upcoming reviewed occurrence was last rendered to see if it needs a
+        # reminder: once a minute is enough, not at every sweep.
+        self._reminder_checked: dict[str, dt.datetime] = {}
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self.fired: list[str] = []  # occurrence ids this process fired (for tests and logs)
@@ -253,6 +256,12 @@ class Clock:
         now = now or self.now()
         with self._lock:
             known = state.known(self.engine, [o.id for o in occurrences])
+            # A held occurrence settled some other way (sent by hand once approved,
+            # cancelled) is held no more.
+            for hold in holds.open_holds(self.engine):
+                row = known.get(hold.occurrence_id)
+                if row is not None and row.state != "planned":
+                    holds.release(self.engine, hold.occurrence_id, row.state)
             paused = state.paused(self.engine)
             held = gate.unapproved(self.project, self.engine, occurrences, known, now)
             decisions = [
@@ -281,6 +290,10 @@ class Clock:
         if not approvers_exist:
             return
         for occ in calendar.expand(config, now, now + ahead):
+            checked = self._reminder_checked.get(occ.id)
+            if checked is not None and now - checked < dt.timedelta(minutes=1):
+                continue
+            self._reminder_checked[occ.id] = now
             if alerts.alerted(self.ctx, f"remind:{occ.id}"):
                 continue
             review = review_for(config, occ, approvers_exist)
