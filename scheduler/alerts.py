@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from scheduler.accounts import store as accounts
 from scheduler.accounts.scope import may_act_on
 from scheduler.calendar import Occurrence
-from scheduler.channels import get_channel_class
+from scheduler.channels import Post, get_channel_class
 from scheduler.delivery.context import DeliveryContext
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import Role, alerts, utcnow
@@ -107,7 +107,13 @@ def _post(ctx: DeliveryContext, cause: str, text: str) -> None:
         return
     channel = cls.from_config(name, config)
     try:
-        channel.send(channel.split(text), key=f"alert:{cause}", language=config.language or "en")
+        channel.send(
+            Post(
+                key=f"alert:{cause}",
+                language=config.language or ctx.config.organization.default_language,
+                parts=tuple(channel.split(text)),
+            )
+        )
     except Exception as e:  # an alert must never stop the clock
         log.error("event=alert_post_failed channel=%s error=%s", name, e)
     finally:
