@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -9,9 +11,14 @@ from scheduler.errors import AccountError
 
 MIN_LENGTH = 12
 _hasher = PasswordHasher()
-# Verified against when the address is unknown, so an unknown address costs the same time
-# as a wrong password: the login answers nothing about who has an account.
-_DUMMY = _hasher.hash("not a password anyone has")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the address is unknown, so an unknown address costs the same
+    time as a wrong password: the login answers nothing about who has an account. Made on
+    first use: hashing at import would slow every command's start."""
+    return _hasher.hash("not a password anyone has")
 
 
 def check_strength(password: str) -> None:
@@ -28,6 +35,6 @@ def hash_password(password: str) -> str:
 
 def verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
