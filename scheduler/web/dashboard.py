@@ -15,11 +15,13 @@ from scheduler import calendar
 from scheduler.accounts import audit, lockout, passwords, scope
 from scheduler.accounts import store as accounts
 from scheduler.clock import state as clock_state
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
+from scheduler.delivery.channel_state import ChannelProgress
 from scheduler.errors import AccountError
 from scheduler.review import approvals, holds
 from scheduler.review import policy as review_policy
 from scheduler.store import subscribers
+from scheduler.timefmt import local_time
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
 from scheduler.web.freshness import current_project
@@ -41,17 +43,10 @@ AUDIT = 30
 
 
 @dataclass
-class ChannelCounts:
-    sent: int = 0
-    failed: int = 0
-    pending: int = 0  # pending or being sent
-    skipped: int = 0
-
-
-@dataclass
 class PastRow:
     row: ledger.OccurrenceRow
-    channels: dict[str, ChannelCounts] = field(default_factory=dict)
+    # Each channel of the step: its state (still planned, firing, done, missed) and counts.
+    channels: list[ChannelProgress] = field(default_factory=list)
     failures: list[tuple[str, str, int]] = field(default_factory=list)
 
 
@@ -137,18 +132,11 @@ def set_password(token: str) -> Response | tuple[str, int]:
 
 def _past(rows: list[ledger.OccurrenceRow]) -> list[PastRow]:
     engine = web_state().engine
-    counts = ledger.counts(engine)
+    progress = channel_state.progress(engine, [r.id for r in rows])
     out = []
     for row in rows:
-        item = PastRow(row)
-        for channel, by_state in sorted(counts.get(row.id, {}).items()):
-            item.channels[channel] = ChannelCounts(
-                sent=by_state.get("sent", 0),
-                failed=by_state.get("failed", 0),
-                pending=by_state.get("pending", 0) + by_state.get("sending", 0),
-                skipped=by_state.get("skipped", 0),
-            )
-        if any(c.failed for c in item.channels.values()):
+        item = PastRow(row, progress.get(row.id, []))
+        if any(c.failed for c in item.channels):
             item.failures = ledger.failures(engine, row.id, limit=FAILURE_REASONS)
         out.append(item)
     return out
@@ -187,6 +175,10 @@ def overview() -> tuple[str, int]:
     counts = subscribers.list_counts(state.engine)
     # Every list: those of campaigns.yaml even with nobody on them yet, and any in the store.
     all_lists = {name: counts.get(name, {}) for name in sorted(set(config.lists) | set(counts))}
+    # An upcoming occurrence some of whose channels went out by hand shows which.
+    started = channel_state.progress(
+        state.engine, list(settled), step_channels={o.id: o.channels for o in upcoming}
+    )
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
@@ -197,6 +189,8 @@ def overview() -> tuple[str, int]:
         held=holds.open_holds(state.engine),
         past=past,
         ahead=ahead,
+        started=started,
+        local_time=local_time,
         paused=sorted(paused),
         campaigns=[
             CampaignRow(cid, c.display_name(), cid in paused) for cid, c in config.campaigns.items()
