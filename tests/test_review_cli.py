@@ -60,7 +60,7 @@ def test_review_approve_and_send(make_project: ProjectFactory, tmp_path: Path) -
     assert run("send", "may-day", "--occurrence", OCC, cwd=cwd, env=env).returncode == 1
 
     subprocess_input(["approve", OCC, "--as", "ana@example.org"], PASSWORD + "\n", cwd, env)
-    sent = run("send", "may-day", "--occurrence", OCC, cwd=cwd, env=env)
+    sent = run("send", "may-day", "--occurrence", OCC, "--now", cwd=cwd, env=env)
     assert sent.returncode == 0, sent.stderr
     log = json.loads(run("audit", "--json", cwd=cwd, env=env).stdout)
     assert [e["action"] for e in log].count("occurrence.approve") == 2
