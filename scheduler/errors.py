@@ -97,3 +97,15 @@ class PermanentSendError(SendError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class AccountError(SchedulerError):
+    """An organizer account cannot be added, found or changed as asked."""
+
+
+class NotAllowedError(SchedulerError):
+    """The account's role or chapter does not allow this action."""
+
+
+class ReviewError(SchedulerError):
+    """An approval cannot be recorded (nothing to review, already approved, not an approver)."""

@@ -114,6 +114,7 @@ class _Checker:
     def run(self) -> None:
         self.check_chapters()
         self.check_channels()
+        self.check_alert_channel()
         self.check_senders()
         self.check_lists()
         templates_ok = self.check_templates_compile()
@@ -297,6 +298,25 @@ class _Checker:
                 self.diagnostics.append(
                     Diagnostic(shown, problem.row, 0, problem.reason, problem.hint)
                 )
+
+    def check_alert_channel(self) -> None:
+        name = self.config.settings.alert_channel
+        if name is None:
+            return
+        if not self.known("channels", name):
+            self.error(
+                ("settings", "alert_channel"),
+                f"unknown channel {name!r}",
+                did_you_mean(name, list(self.config.channels))
+                or "name a post channel defined under channels:",
+            )
+        elif name in self.config.channels and self.config.channels[name].type == "smtp":
+            self.error(
+                ("settings", "alert_channel"),
+                f"alert channel {name!r} is an email channel",
+                "alerts go by email to the organizers' accounts anyway; name a post channel "
+                "(e.g. a private Discord or Slack webhook)",
+            )
 
     # --- campaigns ------------------------------------------------------------------------
 

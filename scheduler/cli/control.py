@@ -6,10 +6,14 @@ from typing import Annotated
 
 import typer
 
-from scheduler import calendar
+from scheduler import actions
+from scheduler.accounts import audit
 from scheduler.console import fail, known_campaign, out, store, valid_project
-from scheduler.delivery import ledger
 from scheduler.errors import UnknownCampaignError
+
+
+def cli_actor() -> actions.Actor:
+    return actions.Actor(audit.cli_actor(), "cli")
 
 
 def pause_command(
@@ -18,22 +22,18 @@ def pause_command(
 ) -> None:
     """Stop firing a campaign's occurrences until `resume` (late ones fire inside the
     catch-up window when resumed; older ones are recorded as missed)."""
-    from scheduler.clock import state as clock_state
-
     project = valid_project()
     known_campaign(project, campaign)
-    changed = clock_state.pause(store(), campaign, note)
-    out.print(f"{campaign}: {'paused' if changed else 'already paused'}", markup=False)
+    outcome = actions.pause(store(), campaign, cli_actor(), note)
+    out.print(outcome.message, markup=False)
 
 
 def resume_command(campaign: Annotated[str, typer.Argument(help="campaign id")]) -> None:
     """Fire a paused campaign's occurrences again."""
-    from scheduler.clock import state as clock_state
-
     project = valid_project()
     known_campaign(project, campaign)
-    changed = clock_state.resume(store(), campaign)
-    out.print(f"{campaign}: {'resumed' if changed else 'was not paused'}", markup=False)
+    outcome = actions.resume(store(), campaign, cli_actor())
+    out.print(outcome.message, markup=False)
 
 
 def cancel_command(
@@ -43,19 +43,14 @@ def cancel_command(
 ) -> None:
     """Cancel one occurrence: it will not fire; a send in progress stops before its next
     batch, and `status` shows what went out."""
-    from scheduler.clock import state as clock_state
-
     project = valid_project()
     try:
-        occ = calendar.occurrence(project.config, occurrence_id)
+        outcome = actions.cancel(store(), project.config, occurrence_id, cli_actor())
     except UnknownCampaignError as e:
         fail(str(e), 2)
-    engine = store()
-    if clock_state.cancel(engine, occ):
-        out.print(f"{occ.id}: cancelled", markup=False)
-        return
-    row = ledger.get_occurrence(engine, occ.id)
-    fail(f"{occ.id} is already {row.state if row else 'settled'}; nothing to cancel")
+    if not outcome.changed:
+        fail(outcome.message)
+    out.print(outcome.message, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -185,6 +185,14 @@ def send_command(
         )
     if not dry_run:
         _require_secrets(project, channels)
+        from scheduler.review.gate import why_not_yet
+
+        waiting = why_not_yet(project, engine, occ)
+        if waiting:
+            fail(
+                f"{occ.id} needs review before it is sent: {waiting}; "
+                f"see `scheduler review {occ.id}`"
+            )
         note = _confirm_timing(project, engine, occ, channels, now, send_now)
     ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
     try:

@@ -54,10 +54,12 @@ def status_command(
             }
         )
     from scheduler.clock import state as clock_state
+    from scheduler.review import holds
 
     paused = sorted(
         c for c in clock_state.paused(engine) if chapter is None or c.startswith(f"{chapter}/")
     )
+    held = [h.occurrence_id for h in holds.open_holds(engine)]
     seen = clock_state.last_seen(engine)
     if as_json:
         print_json(
@@ -65,6 +67,7 @@ def status_command(
                 "database": safe_url(),
                 "chapter": chapter,
                 "paused": paused,
+                "held": held,
                 "clock_last_seen": seen,
                 "occurrences": records,
             }
@@ -72,6 +75,11 @@ def status_command(
         return
     if paused:
         out.print(f"paused campaigns: {', '.join(paused)}", markup=False)
+    for occurrence_id in held:
+        out.print(
+            f"HELD for review, not sent: {occurrence_id} (scheduler review {occurrence_id})",
+            markup=False,
+        )
     if seen:
         out.print(f"clock last seen {local_time(seen, seconds=True)}", markup=False)
     if not records:

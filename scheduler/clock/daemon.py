@@ -24,7 +24,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from scheduler import calendar
+from scheduler import alerts, calendar
 from scheduler.calendar import Occurrence
 from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
@@ -34,6 +34,9 @@ from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim
+from scheduler.review import approvals, gate, holds
+from scheduler.review.policy import DEFAULT_ONE_OFF, has_approvers, review_for
+from scheduler.store.schema import Role
 from scheduler.timefmt import local_time
 from scheduler.validate import validate_project
 
@@ -78,6 +81,9 @@ class Clock:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._waiting_logged: set[str] = set()
+        # When each upcoming reviewed occurrence was last rendered to see if it needs a
+        # reminder: once a minute is enough, not at every sweep.
+        self._reminder_checked: dict[str, dt.datetime] = {}
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self.fired: list[str] = []  # occurrence ids this process fired (for tests and logs)
@@ -239,6 +245,13 @@ class Clock:
         since = (seen - dt.timedelta(minutes=1)) if seen else now - longest
         candidates = calendar.expand(config, since, now + dt.timedelta(seconds=1))
         ids = {o.id for o in candidates}
+        for hold in holds.open_holds(self.engine):  # held for review: still waiting
+            if hold.occurrence_id not in ids and hold.campaign in config.campaigns:
+                try:
+                    candidates.append(calendar.occurrence(config, hold.occurrence_id))
+                    ids.add(hold.occurrence_id)
+                except Exception:
+                    continue
         for row in state.firing(self.engine):  # interrupted sends, whenever they were due
             if row.id not in ids and row.campaign in config.campaigns:
                 try:
@@ -246,6 +259,7 @@ class Clock:
                 except Exception:
                     continue
         self.handle(candidates, now=now)
+        self.remind(now)
         state.mark_seen(self.engine, now)
         if now - self._last_rebuild > dt.timedelta(hours=1):
             self.rebuild()
@@ -256,11 +270,24 @@ class Clock:
             ids = [o.id for o in occurrences]
             known = state.known(self.engine, ids)
             channels = state.channels_of(self.engine, [i for i in ids if i in known])
+            # A held occurrence settled some other way (sent by hand once approved,
+            # cancelled) is held no more.
+            for hold in holds.open_holds(self.engine):
+                row = known.get(hold.occurrence_id)
+                if row is not None and row.state != "planned":
+                    holds.release(self.engine, hold.occurrence_id, row.state)
             paused = state.paused(self.engine)
+            held = gate.unapproved(self.project, self.engine, occurrences, known, now)
             decisions = [
                 d
                 for d in decide(
-                    self.project.config, occurrences, known, paused, now, channels=channels
+                    self.project.config,
+                    occurrences,
+                    known,
+                    paused,
+                    now,
+                    channels=channels,
+                    held=held,
                 )
                 if d.occurrence.id not in self._in_flight
             ]
@@ -269,6 +296,36 @@ class Clock:
                     self._in_flight.add(d.occurrence.id)
         for d in decisions:
             self.act(d)
+
+    def remind(self, now: dt.datetime) -> None:
+        """Remind approvers of an occurrence that needs review and has none, once, from
+        its review's `remind` time before the instant."""
+        config = self.project.config
+        reviews = [
+            r
+            for c in config.campaigns.values()
+            for r in [c.review, *(s.review for s in c.steps.values())]
+            if r is not None and r.required
+        ]
+        ahead = max([r.remind_before for r in reviews] + [DEFAULT_ONE_OFF.remind_before])
+        approvers_exist = has_approvers(self.engine)
+        if not approvers_exist:
+            return
+        for occ in calendar.expand(config, now, now + ahead):
+            checked = self._reminder_checked.get(occ.id)
+            if checked is not None and now - checked < dt.timedelta(minutes=1):
+                continue
+            self._reminder_checked[occ.id] = now
+            if alerts.alerted(self.ctx, f"remind:{occ.id}"):
+                continue
+            review = review_for(config, occ, approvers_exist)
+            if review is None or occ.instant - review.remind_before > now:
+                continue
+            found = approvals.status(self.project, self.engine, occ, approvers_exist=True)
+            if found.approved:
+                continue
+            to = review.by or alerts.recipients(self.ctx, occ.campaign_id, [Role.APPROVER])
+            alerts.reminder(self.ctx, occ, to, found.missing)
 
     def act(self, d: Decision) -> None:
         occ = d.occurrence
@@ -281,6 +338,13 @@ class Clock:
                     ",".join(d.channels or occ.channels),
                     d.note,
                 )
+                holds.release(self.engine, occ.id, "missed")
+                alerts.missed(self.ctx, occ, d.note or "missed")
+            return
+        if d.action is Action.HOLD:
+            if holds.hold(self.engine, occ):
+                log.warning("event=held occurrence=%s note=%r", occ.id, d.note)
+                alerts.held(self.ctx, occ, d.note or "held for review")
             return
         if d.action is Action.WAIT:
             if occ.id not in self._waiting_logged:
@@ -291,8 +355,11 @@ class Clock:
             # At most one resume per stall window, however long the send takes.
             ledger.touch_occurrence(self.engine, occ.id)
             log.info("event=resume occurrence=%s", occ.id)
+        note = d.note
+        if holds.release(self.engine, occ.id, "fired"):
+            note = f"{note}; after being held for review" if note else "approved after a hold"
         try:
-            self._fire(occ, late=d.action is Action.LATE, note=d.note, channels=only)
+            self._fire(occ, late=d.action is Action.LATE, note=note, channels=only)
         except Exception:
             log.exception("event=fire_failed occurrence=%s", occ.id)
         finally:
@@ -328,6 +395,7 @@ class Clock:
         if report.claim is not Claim.REFUSED:
             self.fired.append(occ.id)
         r = report.result
+        alerts.failure_rate(self.ctx, occ.id, occ.campaign_id, r.failed, r.sent + r.failed)
         log.info(
             "event=fired occurrence=%s channels=%s claim=%s late=%s state=%s sent=%d failed=%d "
             "skipped=%d delay_s=%.3f",

@@ -8,7 +8,9 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
 - already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed);
 - claimed for some channels only (sent by hand before the instant): the channels still
   planned are fired, late or missed by the same rules;
-- its campaign is paused: wait (if it is resumed inside the window it fires late).
+- its campaign is paused: wait (if it is resumed inside the window it fires late);
+- it needs review and has no valid approval (`held`, from `review.gate`): hold; approved
+  inside the window it fires late, after the window it is recorded missed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Action(StrEnum):
     MISSED = "missed"
     RESUME = "resume"  # claimed before, never finished (a crash): carry on
     WAIT = "wait"  # its campaign is paused
+    HOLD = "hold"  # it needs an approval it does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ def decide(
     *,
     channels: Mapping[str, Mapping[str, ChannelRow]] | None = None,
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
+    held: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """Decisions for the occurrences whose instant is not after `now`.
 
@@ -99,6 +103,20 @@ def decide(
             remaining = tuple(planned)
         if occ.campaign_id in paused:
             out.append(Decision(occ, Action.WAIT, "campaign paused", remaining))
+            continue
+        if held and occ.id in held:
+            if late_by <= campaign.catch_up_window:
+                out.append(Decision(occ, Action.HOLD, f"held for review: {held[occ.id]}"))
+            else:
+                out.append(
+                    Decision(
+                        occ,
+                        Action.MISSED,
+                        f"held for review since {occ.instant:%Y-%m-%d %H:%M} UTC "
+                        f"({held[occ.id]}); not approved within the catch-up window of "
+                        f"{campaign.catch_up}, so it was not sent",
+                    )
+                )
             continue
         due = local_time(occ.local)
         if late_by <= ON_TIME:

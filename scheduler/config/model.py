@@ -235,6 +235,38 @@ class StepImage(Strict):
     alt: dict[LanguageCode, str] = Field(description="alt text in every campaign language")
 
 
+class Review(Strict):
+    """`review: required`, or its long form: how many approvers, who may approve, when to
+    remind them. `review: none` turns the default off."""
+
+    required: bool = True
+    approvers: int = Field(default=1, ge=1, le=10)
+    by: list[str] = Field(
+        default_factory=list, description="addresses of approver accounts; empty: any approver"
+    )
+    remind: str = Field(default="24h", description="remind approvers this long before")
+
+    @field_validator("remind")
+    @classmethod
+    def _remind(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @property
+    def remind_before(self) -> dt.timedelta:
+        return parse_duration(self.remind)
+
+
+def parse_review(v: object) -> object:
+    if v == "required":
+        return Review()
+    if v in ("none", False):
+        return Review(required=False)
+    if isinstance(v, str):
+        raise ValueError(f"review is 'required', 'none' or a mapping; not {v!r}")
+    return v
+
+
 class Step(Strict):
     offset: Offset = Field(default_factory=Offset)
     time: dt.time | None = Field(default=None, description="overrides the campaign's time")
@@ -246,6 +278,12 @@ class Step(Strict):
         description="a post over the platform's limit becomes a numbered thread, or an error",
     )
     image: StepImage | None = None
+    review: Review | None = Field(default=None, description="overrides the campaign's review")
+
+    @field_validator("review", mode="before")
+    @classmethod
+    def _review(cls, v: object) -> object:
+        return parse_review(v)
 
     @field_validator("offset", mode="before")
     @classmethod
@@ -311,6 +349,15 @@ class Campaign(Strict):
                 f"write a chapter's campaigns under chapters.{v}.campaigns, not 'chapter: {v}'"
             )
         return None
+
+    review: Review | None = Field(
+        default=None, description="'required' or {approvers, by, remind}; see the README"
+    )
+
+    @field_validator("review", mode="before")
+    @classmethod
+    def _review(cls, v: object) -> object:
+        return parse_review(v)
 
     @field_validator("date", mode="before")
     @classmethod
@@ -423,6 +470,12 @@ class Settings(Strict):
     statements_dir: str = "statements"
     templates_dir: str = "templates"
     batch_size: int = Field(default=250, ge=1, le=5000)
+    alert_channel: Identifier | None = Field(
+        default=None, description="a post channel that also gets the organizers' alerts"
+    )
+    alert_failure_rate: float = Field(
+        default=0.05, gt=0, le=1, description="alert when more than this share of a send fails"
+    )
 
 
 # --- chapters ------------------------------------------------------------------------------

@@ -66,6 +66,11 @@ def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, i
             path, languages=list(voice.languages), default_language=voice.default_language
         )
         result = refuse_undeliverable(ctx.project, result)
+        if result.problems:
+            from scheduler import alerts
+
+            problems = [d.format() for d in result.diagnostics(mlist.source)]
+            alerts.bad_rows(ctx, name, mlist.source, problems)
         report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
         synced[name] = report.total
     return synced

@@ -254,6 +254,10 @@ def post_delivery(
                 maybe_posted=maybe_posted,
             )
         except (PermanentSendError, SecretError) as e:
+            if isinstance(e, PermanentSendError) and e.status in (401, 403):
+                from scheduler import alerts
+
+                alerts.token_rejected(ctx, occ.id, channel_name, str(e))
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
             if isinstance(e, UploadExpiredError):

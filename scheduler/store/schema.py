@@ -318,3 +318,102 @@ post_uploads = sa.Table(
     sa.Column("remote_id", sa.Text, nullable=False),  # media id, blob JSON, message id
     _created_at("uploaded_at"),
 )
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # sees the dashboard
+    ORGANIZER = "organizer"  # pauses, cancels, sends, tests
+    APPROVER = "approver"  # everything an organizer does, and approves content
+
+
+# Organizer accounts of the dashboard. `chapter` is NULL for the alliance's own accounts;
+# a chapter's account may act only on that chapter's campaigns (see accounts.scope).
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("email_key", sa.String(EMAIL_LENGTH), nullable=False, unique=True),
+    sa.Column("email", sa.String(EMAIL_LENGTH), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("chapter", sa.String(64), nullable=True),
+    sa.Column("password_hash", sa.Text, nullable=True),  # argon2id; NULL until set
+    # Bumped when the password changes: every session signed before it stops working.
+    sa.Column("session_version", sa.Integer, nullable=False, server_default="0"),
+    *_timestamps(),
+    _check_in("role", Role),
+)
+
+# One-time links that set a password. Only a hash of the token is stored.
+password_links = sa.Table(
+    "password_links",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id", BigId, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("used_at", UtcDateTime, nullable=True),
+    _created_at(),
+)
+
+# Failed sign-ins, per address key and client: the lockout counts these.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("email_key", sa.String(EMAIL_LENGTH), nullable=False),
+    sa.Column("client", sa.String(64), nullable=False),
+    _created_at("at"),
+    sa.Index("ix_login_failures_email_key_at", "email_key", "at"),
+)
+
+# Who did what, when, from where: every action of the dashboard and the CLI.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    _created_at("at"),
+    sa.Column("actor", sa.String(EMAIL_LENGTH + 16), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(300), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("origin", sa.String(64), nullable=False),  # client address, or "cli"
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# An approval binds to the fingerprint of everything the occurrence will send; `content` is
+# the rendered text it approved, kept to show what changed since.
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("occurrence_id", sa.String(200), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("approver", sa.String(EMAIL_LENGTH), nullable=False),
+    _created_at("approved_at"),
+    sa.UniqueConstraint("occurrence_id", "fingerprint", "approver"),
+    sa.Index("ix_approvals_occurrence_id", "occurrence_id"),
+)
+
+# Occurrences held at their instant for want of an approval, until fired or missed.
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("occurrence_id", sa.String(200), primary_key=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("instant", UtcDateTime, nullable=False),
+    _created_at("held_at"),
+    sa.Column("released_at", UtcDateTime, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),  # fired | missed
+)
+
+# Alerts already sent, one row per cause ('held:may-day/2027/statement'): never twice.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("cause", sa.String(300), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    _created_at("sent_at"),
+)

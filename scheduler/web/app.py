@@ -163,6 +163,8 @@ def create_app(
             return message_page("not_found_title", "not_found_body", 404)
         if error.code == 400:
             return message_page("bad_request_title", "bad_request_body", 400)
+        if error.code == 403:
+            return message_page("forbidden_title", "forbidden_body", 403)
         if error.code == 429:
             return message_page("too_many_title", "too_many_body", 429)
         return error
