@@ -20,6 +20,7 @@ from scheduler.calendar import Occurrence
 from scheduler.config.model import Sender
 from scheduler.content.message import build_email, domain_of, list_id_for, message_id_for
 from scheduler.content.render import Recipient, Renderer
+from scheduler.listhealth import verp
 from scheduler.mail.compose import MessageFactory
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class EmailComposer:
         custom = settings.get("list_id")
         self.custom_list_id = f"<{str(custom).strip('<>')}>" if custom else None
         self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
+        return_path = settings.get("return_path")
+        self.return_path = str(return_path) if return_path else None
         self.domain = domain
         self.unsubscribe_mailto = config.organization.unsubscribe_mailto
         self.date = date or dt.datetime.now(dt.UTC)
@@ -68,6 +71,12 @@ class EmailComposer:
 
     def delivery_key(self, subscriber_id: int) -> str:
         return f"{self.occ.id}/{self.channel}/{subscriber_id}"
+
+    def envelope_from(self, delivery_id: int) -> str:
+        """MAIL FROM of one delivery: its VERP address, or the sender's without a return path."""
+        if self.return_path is None:
+            return self.sender.address
+        return verp.return_path(delivery_id, self.return_path)
 
     def message_id(self, subscriber_id: int) -> str:
         return message_id_for(self.delivery_key(subscriber_id), self.domain)
