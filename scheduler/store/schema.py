@@ -222,6 +222,8 @@ deliveries = sa.Table(
     # Batches are id ranges of one occurrence and channel: claiming one must read ~250 rows,
     # not every row of the occurrence.
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
+    # A provider's bounce or complaint names the Message-ID it saw (scheduler/listhealth).
+    sa.Index("ix_deliveries_message_id", "message_id"),
 )
 
 
@@ -295,7 +297,7 @@ health_events = sa.Table(
         nullable=True,
     ),
     sa.Column("occurrence_id", sa.String(200), nullable=True),
-    sa.Column("list_name", sa.String(64), nullable=True),
+    sa.Column("list_name", sa.String(500), nullable=True),  # "a,b": the lists concerned
     sa.Column("detail", sa.String(200), nullable=True),
     _created_at(),
     sa.UniqueConstraint("source", "event_key"),

@@ -1,4 +1,5 @@
-"""List health: processed bounce, complaint and unsubscribe reports (health_events).
+"""List health: processed bounce, complaint and unsubscribe reports (health_events), and
+an index to find a delivery by the Message-ID a provider reports.
 
 Revision ID: 0009
 Revises: 0002
@@ -28,7 +29,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("subscriber_id", BIG_ID, nullable=True),
         sa.Column("occurrence_id", sa.String(200), nullable=True),
-        sa.Column("list_name", sa.String(64), nullable=True),
+        sa.Column("list_name", sa.String(500), nullable=True),
         sa.Column("detail", sa.String(200), nullable=True),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
@@ -52,7 +53,9 @@ def upgrade() -> None:
         ["subscriber_id", "kind", "created_at"],
     )
     op.create_index("ix_health_events_created_at", "health_events", ["created_at"])
+    op.create_index("ix_deliveries_message_id", "deliveries", ["message_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_message_id", "deliveries")
     op.drop_table("health_events")
