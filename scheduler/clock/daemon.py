@@ -30,11 +30,11 @@ from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
 from scheduler.clock.policy import Action, Decision, decide
 from scheduler.config.project import Project
-from scheduler.config.validate import validate_project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim
+from scheduler.validate import validate_project
 
 log = logging.getLogger("scheduler.clock")
 

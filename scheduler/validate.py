@@ -9,7 +9,6 @@ with bad rows. It returns every problem at once.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from scheduler import settings
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import CHANNEL_CLASSES, get_channel_class
@@ -110,7 +110,7 @@ class _Checker:
         statements_ok = self.check_campaigns()
         if templates_ok and statements_ok:
             self.check_rendering()
-        if self.strict and not os.environ.get(SECRET_ENV):
+        if self.strict and not settings.SECRET_KEY.is_set():
             self.diagnostics.append(
                 Diagnostic(
                     self.doc.path,
