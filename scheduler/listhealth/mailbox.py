@@ -19,7 +19,6 @@ import email
 import hashlib
 import imaplib
 import logging
-import os
 import poplib
 import re
 import ssl
@@ -34,23 +33,24 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scheduler import settings
+from scheduler.audience.address import address_key
 from scheduler.config.model import Config
 from scheduler.errors import SchedulerError
 from scheduler.listhealth import arf, dsn, events, mailto, verp
 from scheduler.listhealth.events import Report
-from scheduler.store.schema import HealthKind, health_events
-from scheduler.tokens import BadToken, secret_key
-from scheduler.web import links
-from scheduler.web.memberships import person
+from scheduler.store.schema import HealthKind, health_events, subscribers
+from scheduler.tokens import BadToken, secret_key, verify
 
 log = logging.getLogger(__name__)
 
-URL_ENV = "SCHEDULER_MAILBOX_URL"
-PASSWORD_ENV = "SCHEDULER_MAILBOX_PASSWORD"
+URL_ENV = settings.MAILBOX_URL.name
+PASSWORD_ENV = settings.MAILBOX_PASSWORD.name
 SOURCE = "mailbox"
 UNPARSED_KEYWORD = "$SchedulerUnparsed"
 # Headers a receiving server writes with the envelope recipient: our VERP address.
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
+UNSUBSCRIBE_PURPOSE = "unsubscribe"  # the purpose the one-click link is signed for
 _LINK_TOKEN = re.compile(r"/unsubscribe/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 
 
@@ -117,15 +117,21 @@ def _first_delivery(*texts: str, key: bytes) -> int | None:
 
 
 def _linked_subscriber(engine: Engine, text: str, key: bytes) -> tuple[int, tuple[str, ...]] | None:
-    """The subscriber and lists of a signed unsubscribe token in `text`, if it still holds."""
+    """The subscriber and lists of the first signed unsubscribe token in `text` (a returned
+    List-Unsubscribe link or a mailto subject) whose subscriber still has that address."""
     for token in [*_LINK_TOKEN.findall(text), *mailto.subject_tokens(text)]:
+        # The one-click link's token (scheduler/content/render.py: recipient_links).
         try:
-            link = links.read_subscriber_token(links.UNSUBSCRIBE, token, key)
+            data = verify(UNSUBSCRIBE_PURPOSE, token, key)
         except BadToken:
             continue
-        who = person(engine, link.subscriber_id, link.email)
-        if who is not None:
-            return who.id, link.lists
+        sid, email_address, names = data.get("s"), data.get("e"), data.get("l")
+        if not (isinstance(sid, int) and isinstance(email_address, str) and isinstance(names, str)):
+            continue
+        with engine.connect() as conn:
+            stored = conn.scalar(sa.select(subscribers.c.email_key).where(subscribers.c.id == sid))
+        if stored is not None and stored == address_key(email_address):
+            return sid, tuple(n.strip() for n in names.split(",") if n.strip())
     return None
 
 
@@ -165,16 +171,11 @@ def classify(engine: Engine, raw: bytes, *, key: bytes | None = None) -> Report:
     subject = str(msg.get("Subject", ""))
     if mailto.SUBJECT_WORD in subject.lower():
         # Only the signed token names the person: From is whatever the sender typed.
-        for token in mailto.subject_tokens(subject):
-            try:
-                link = links.read_subscriber_token(links.UNSUBSCRIBE, token, key)
-            except BadToken:
-                continue
-            who = person(engine, link.subscriber_id, link.email)
-            if who is not None:
-                return report(
-                    HealthKind.UNSUBSCRIBE, "mailto", subscriber_id=who.id, lists=link.lists
-                )
+        linked = _linked_subscriber(engine, subject, key)
+        if linked is not None:
+            return report(
+                HealthKind.UNSUBSCRIBE, "mailto", subscriber_id=linked[0], lists=linked[1]
+            )
         return report(HealthKind.UNPARSEABLE, "unsubscribe request without a valid token")
 
     if str(msg.get("Auto-Submitted", "no")).strip().lower().startswith("auto-"):
@@ -351,7 +352,7 @@ def open_box(url: MailboxUrl, *, cafile: str | None = None, timeout: float = 30)
 
 
 def from_env(url: str | None = None) -> MailboxUrl:
-    value = url or os.environ.get(URL_ENV)
+    value = url or settings.MAILBOX_URL.raw()
     if not value:
         raise MailboxError(f"no mailbox: set ${URL_ENV} (e.g. imaps://bounces@mail.example.org)")
-    return MailboxUrl.parse(value, password=os.environ.get(PASSWORD_ENV))
+    return MailboxUrl.parse(value, password=settings.MAILBOX_PASSWORD.raw())
