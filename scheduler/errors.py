@@ -66,3 +66,7 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """Delivery failed for good (5xx, rejected); do not retry."""
+
+
+class BadSignature(SchedulerError):
+    """A provider's webhook is unsigned, badly signed, or from a source not allowed."""
