@@ -49,16 +49,25 @@ def health_project(make_project: ProjectFactory, smtp_url: str, *, settings: str
 
 
 def send_may_day(
-    project: Project, engine: Engine, server: SmtpTestServer, n: int = 6
+    project: Project,
+    engine: Engine,
+    server: SmtpTestServer,
+    n: int = 6,
+    *,
+    year: int = 2030,
+    add: bool = True,
 ) -> dict[str, Sent]:
-    """Send May Day 2030 to `n` subscribers (person0@example.org, ...); by recipient."""
-    add_subscribers(engine, n)
+    """Send May Day `year` to `n` subscribers (person0@example.org, ..., added unless `add`
+    is False); its messages by recipient."""
+    if add:
+        add_subscribers(engine, n)
+    before = len(server.messages)
     ctx = context(project, engine)
-    report = fire(ctx, may_day(project))
+    report = fire(ctx, may_day(project, year))
     ctx.close()
     assert report.result.sent == n
     sent = {}
-    for m in server.messages:
+    for m in list(server.messages)[before:]:
         msg = email.message_from_bytes(m.data)
         (rcpt,) = m.rcpt_tos
         sent[rcpt] = Sent(

@@ -92,7 +92,8 @@ def test_reading_the_mailbox_over_imaps_applies_each_report_once(
     project, by_rcpt = sent
     messages = [
         sample("dsn-postfix-hard.eml", by_rcpt[person(0)]),
-        sample("dsn-exim-delayed.eml", by_rcpt[person(1)]),
+        sample("dsn-mailbox-full.eml", by_rcpt[person(1)]),
+        sample("dsn-exim-delayed.eml", by_rcpt[person(1)]),  # a warning, not a bounce
         sample("arf-abuse.eml", by_rcpt[person(2)]),
         sample("unsubscribe-request.eml", by_rcpt[person(3)]),
         sample("unsubscribe-forged.eml", by_rcpt[person(4)]),
@@ -108,7 +109,7 @@ def test_reading_the_mailbox_over_imaps_applies_each_report_once(
         "soft_bounce": 1,
         "complaint": 1,
         "unsubscribe": 1,
-        "ignored": 1,
+        "ignored": 2,
         "unparseable": 2,
         "already_processed": 0,
         "suppressed": 2,
@@ -126,9 +127,9 @@ def test_reading_the_mailbox_over_imaps_applies_each_report_once(
 
     # What was understood moved to Processed; the rest stays, flagged for a person.
     processed = dovecot.folder("Processed")
-    assert sorted(raw for raw, _flags in processed) == sorted(messages[i] for i in (0, 1, 2, 3, 5))
+    assert sorted(raw for raw, _ in processed) == sorted(messages[i] for i in (0, 1, 2, 3, 4, 6))
     kept = dovecot.folder("INBOX")
-    assert sorted(raw for raw, _ in kept) == sorted([messages[4], messages[6]])
+    assert sorted(raw for raw, _ in kept) == sorted([messages[5], messages[7]])
     assert all({"\\Flagged", mailbox.UNPARSED_KEYWORD} <= flags for _, flags in kept)
 
     # Read again (and a copy of the hard bounce delivered twice): nothing changes.
@@ -155,21 +156,31 @@ def test_pop3s_leaves_the_messages_and_a_second_read_changes_nothing(
     assert len(dovecot.folder("INBOX")) == 2
 
 
-def test_soft_bounces_suppress_at_the_configured_score(
+def test_soft_bounces_of_different_messages_suppress_at_the_configured_score(
     make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
 ) -> None:
     project = health_project(
         make_project, smtp_server.url, settings="  soft_bounce_limit: 3\n  soft_bounce_days: 30\n"
     )
-    by_rcpt = send_may_day(project, store_engine, smtp_server, n=2)
-    target = by_rcpt[person(0)]
-    outcomes = []
-    for name in ("dsn-exim-delayed.eml", "dsn-mailbox-full.eml", "dsn-exim-delayed.eml"):
-        report = classify(store_engine, sample(name, target))
+    years = [send_may_day(project, store_engine, smtp_server, n=2)]
+    years += [
+        send_may_day(project, store_engine, smtp_server, n=2, year=y, add=False)
+        for y in (2031, 2032)
+    ]
+
+    def soft(sent: Sent) -> events.Applied:
+        report = classify(store_engine, sample("dsn-mailbox-full.eml", sent))
         assert report.kind == HealthKind.SOFT_BOUNCE
-        outcomes.append(events.apply(store_engine, project.config, report))
-    assert [o.suppressed for o in outcomes] == [False, False, True]
+        return events.apply(store_engine, project.config, report)
+
+    # The same message bouncing twice (two reports) counts once.
+    assert not soft(years[0][person(0)]).suppressed
+    assert not soft(years[0][person(0)]).suppressed
+    assert not soft(years[1][person(0)]).suppressed
+    assert memberships_of(store_engine, person(0)) == {"members": "active"}
+    assert soft(years[2][person(0)]).suppressed  # the third message
     assert memberships_of(store_engine, person(0)) == {"members": "bounced"}
+    assert is_suppressed(store_engine, person(0))
     assert memberships_of(store_engine, person(1)) == {"members": "active"}
 
 

@@ -6,9 +6,10 @@ status code, and the code decides between a hard and a soft bounce:
 
 - hard: `failed` with a 5.1.x status (bad mailbox, bad domain, no mail accepted: the
   address is wrong) or 5.2.1 (mailbox disabled);
-- soft: everything else that did not get through: `delayed`, 4.x.x, and 5.x.x about the
-  message or the receiver's policy (a full mailbox 5.2.2, a spam block 5.7.1), which say
-  nothing about the address being wrong. Soft bounces are scored (see events.py);
+- soft: `failed` with any other status: 4.x.x, and 5.x.x about the message or the
+  receiver's policy (a full mailbox 5.2.2, a spam block 5.7.1), which say nothing about the
+  address being wrong. Soft bounces are scored (see events.py);
+- delayed: a warning, not a bounce (the server keeps trying and reports the end), ignored;
 - delivered, relayed or expanded: a success report, ignored.
 """
 
@@ -27,7 +28,7 @@ _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 class Bounce:
     hard: bool
     status: str  # "5.1.1", or "non-standard" when a detector found it without a code
-    success: bool = False  # a DSN that reports delivery: nothing to do
+    success: bool = False  # a DSN that reports delivery or only a delay: nothing to do
 
 
 def _is_hard(status: str) -> bool:
@@ -64,7 +65,7 @@ def read_bounce(msg: Message) -> Bounce | None:
         elif action.startswith(("failed", "error")):
             outcomes.append(Bounce(_is_hard(status), status))
         elif action.startswith("delayed"):
-            outcomes.append(Bounce(False, status))
+            outcomes.append(Bounce(False, status, success=True))
     failures = [b for b in outcomes if not b.success]
     if failures:
         # A message sent to one address bounces for one address; if a report lists several,
@@ -72,9 +73,10 @@ def read_bounce(msg: Message) -> Bounce | None:
         return max(failures, key=lambda b: (b.hard, b.status))
     if outcomes:
         return outcomes[0]
+    # flufl.bounce's "temporary" failures are delay warnings: not bounces either.
     temporary, permanent = all_failures(msg)
     if permanent:
         return Bounce(True, "non-standard")
     if temporary:
-        return Bounce(False, "non-standard")
+        return Bounce(False, "non-standard", success=True)
     return None

@@ -7,8 +7,8 @@ again, a webhook redelivered) is a no-op that says so.
 
 What each kind does:
 - hard bounce: the address is suppressed (`bounced`) and its memberships become `bounced`;
-- soft bounce: counted; `soft_bounce_limit` of them within `soft_bounce_days` act as a hard
-  bounce;
+- soft bounce: counted once per message (occurrence); soft bounces of `soft_bounce_limit`
+  different messages within `soft_bounce_days` act as a hard bounce;
 - complaint: suppressed as `complained` and every membership `complained`;
 - unsubscribe: the memberships of the lists concerned become `unsubscribed`.
 """
@@ -184,9 +184,11 @@ def _campaign_lists(
 
 
 def _soft_bounces(conn: sa.Connection, sid: int, now: dt.datetime, policy: Policy) -> int:
+    # One per message: a message that soft-bounces at several servers or is reported twice
+    # (a DSN and a provider event) counts once. Without a known occurrence, each report.
     e = health_events.c
     query = (
-        sa.select(sa.func.count())
+        sa.select(sa.func.count(sa.distinct(sa.func.coalesce(e.occurrence_id, e.event_key))))
         .where(e.subscriber_id == sid)
         .where(e.kind == HealthKind.SOFT_BOUNCE.value)
         .where(e.created_at > now - policy.soft_bounce_window)

@@ -160,7 +160,7 @@ def classify(engine: Engine, raw: bytes, *, key: bytes | None = None) -> Report:
     bounce = dsn.read_bounce(msg)
     if bounce is not None:
         if bounce.success:
-            return report(HealthKind.IGNORED, f"delivery report {bounce.status}")
+            return report(HealthKind.IGNORED, f"delivery report or delay {bounce.status}")
         recipients = "\n".join(str(v) for h in _RECIPIENT_HEADERS for v in msg.get_all(h, []))
         delivery = _first_delivery(recipients, msg.as_string(), key=key)
         if delivery is None:
