@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli import control, daemons, lists, mailbox, project, send, status, web
+from scheduler.cli import (
+    control,
+    daemons,
+    lists,
+    mailbox,
+    project,
+    send,
+    status,
+    subscribers,
+    web,
+)
 from scheduler.console import err, state
 from scheduler.errors import SchedulerError
 
@@ -23,7 +33,7 @@ app = typer.Typer(
 
 # Every command group, in the order `scheduler --help` lists them. A new command is a module
 # with a `register(app)` and one entry here.
-COMMAND_MODULES = (project, send, status, lists, control, daemons, web, mailbox)
+COMMAND_MODULES = (project, send, status, lists, subscribers, control, daemons, web, mailbox)
 
 
 @app.callback()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from scheduler.listhealth import privacy
 from scheduler.store import subscribers
 from scheduler.store.schema import MembershipStatus
 from scheduler.tokens import BadToken, sign
@@ -112,6 +113,7 @@ def preferences_page(token: str) -> tuple[str, int]:
         lists=[(n, list_title(n), who.memberships.get(n) == "active") for n in shown],
         suppressed=who.suppressed,
         saved=request.args.get("saved") == "1",
+        forget_error=request.args.get("forget") == "unconfirmed",
     )
 
 
@@ -136,3 +138,20 @@ def preferences(token: str) -> Response | tuple[str, int]:
     )
     # Post/redirect/get: reloading the page does not send the form again.
     return redirect(url_for("subscriber.preferences_page", token=token, saved=1), code=303)
+
+
+@blueprint.post("/preferences/<token>/forget")
+def forget(token: str) -> Response | tuple[str, int]:
+    """The right to erasure, from the person's own link: everything goes but a keyed hash
+    of the address (scheduler/listhealth/privacy.py)."""
+    require_csrf()
+    found = _person(links.PREFERENCES, token)
+    if found is None:
+        return message_page("bad_link_title", "bad_link_body", 400)
+    _link, who = found
+    use_language(who.language)
+    if request.form.get("confirm") != "yes":
+        url = url_for("subscriber.preferences_page", token=token, forget="unconfirmed")
+        return redirect(url, code=303)
+    privacy.forget(web_state().engine, who.email)
+    return message_page("forgotten_title", "forgotten_body", 200)
