@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import typer
@@ -9,6 +10,7 @@ from rich.table import Table
 
 from scheduler.console import out, print_json, safe_url, store
 from scheduler.delivery import ledger
+from scheduler.listhealth import stats
 
 # --- status --------------------------------------------------------------------------------
 
@@ -21,6 +23,8 @@ def status_command(
     engine = store()
     rows = ledger.list_occurrences(engine, limit=limit)
     all_counts = ledger.counts(engine)
+    health = stats.by_occurrence(engine, [row.id for row in rows])
+    list_health = stats.by_list(engine)
     records: list[dict[str, Any]] = []
     for row in rows:
         records.append(
@@ -37,6 +41,7 @@ def status_command(
                     {"channel": c, "reason": e, "count": n}
                     for c, e, n in ledger.failures(engine, row.id, limit=5)
                 ],
+                "list_health": health[row.id].as_dict(),
             }
         )
     from scheduler.clock import state as clock_state
@@ -50,6 +55,10 @@ def status_command(
                 "paused": paused,
                 "clock_last_seen": seen,
                 "occurrences": records,
+                "lists": {
+                    name: [{"week": week.isoformat(), **h.as_dict()} for week, h in weeks.items()]
+                    for name, weeks in list_health.items()
+                },
             }
         )
         return
@@ -66,6 +75,7 @@ def status_command(
     for col in ("Occurrence", "State", "Instant (UTC)"):
         table.add_column(col, no_wrap=True)
     table.add_column("Deliveries")
+    table.add_column("Bounced (hard+soft) / complained / unsubscribed")
     for rec in records:
         parts = []
         for ch, by_state in sorted(rec["deliveries"].items()):
@@ -74,13 +84,33 @@ def status_command(
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
         if rec["note"] and rec["state"] in ("missed", "cancelled"):
             state_text += f"\n{rec['note']}"
+        h = rec["list_health"]
         table.add_row(
-            rec["id"], state_text, rec["instant"][:16].replace("T", " "), "\n".join(parts) or "—"
+            rec["id"],
+            state_text,
+            rec["instant"][:16].replace("T", " "),
+            "\n".join(parts) or "—",
+            f"{h['hard_bounces']}+{h['soft_bounces']} / {h['complaints']} / {h['unsubscribes']}",
         )
     out.print(table)
+    _print_list_health(list_health)
     for rec in records:
         for f in rec["failures"]:
             out.print(f"{rec['id']} {f['channel']}: {f['count']:,} × {f['reason']}", markup=False)
+
+
+def _print_list_health(by_list: dict[str, dict[dt.date, stats.Health]]) -> None:
+    if not by_list:
+        return
+    table = Table(title="Left the lists, by week", title_justify="left")
+    for col in ("List", "Week of", "Bounced", "Complained", "Unsubscribed"):
+        table.add_column(col, no_wrap=True)
+    for name, weeks in by_list.items():
+        for week, h in weeks.items():
+            table.add_row(
+                name, week.isoformat(), str(h.bounces), str(h.complaints), str(h.unsubscribes)
+            )
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -98,7 +98,9 @@ class EmailComposer:
             variant = self._variants[key] = _Variant(self._factory(lang, key[1]))
         if variant.factory is None:
             return self._plain(recipient)
-        unsubscribe_url, preferences_url = self.renderer.recipient_links(self.campaign, recipient)
+        unsubscribe_url, preferences_url = self.renderer.recipient_links(
+            self.campaign, recipient, occurrence_id=self.occ.id
+        )
         data = variant.factory.build(
             to_email=email_address,
             to_name=name,

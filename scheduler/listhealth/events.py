@@ -56,6 +56,7 @@ class Report:
     subscriber_id: int | None = None
     message_id: str | None = None  # <...@...> as the original message had it
     email: str | None = None
+    occurrence_id: str | None = None  # when the source names it (a signed link)
     lists: tuple[str, ...] = ()  # unsubscribe: from which lists (default: the campaign's)
     detail: str | None = None  # a DSN status, a feedback type; never an address
 
@@ -157,7 +158,7 @@ def _who(conn: sa.Connection, report: Report) -> tuple[int | None, str | None]:
             .limit(1)
         ).first()
     sid = report.subscriber_id
-    occurrence_id = None
+    occurrence_id = report.occurrence_id
     if row is not None:
         sid = sid if sid is not None else row[0]
         occurrence_id = row[1]

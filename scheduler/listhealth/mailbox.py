@@ -116,9 +116,12 @@ def _first_delivery(*texts: str, key: bytes) -> int | None:
     return None
 
 
-def _linked_subscriber(engine: Engine, text: str, key: bytes) -> tuple[int, tuple[str, ...]] | None:
-    """The subscriber and lists of the first signed unsubscribe token in `text` (a returned
-    List-Unsubscribe link or a mailto subject) whose subscriber still has that address."""
+def _linked_subscriber(
+    engine: Engine, text: str, key: bytes
+) -> tuple[int, tuple[str, ...], str | None] | None:
+    """The subscriber, lists and occurrence of the first signed unsubscribe token in `text`
+    (a returned List-Unsubscribe link or a mailto subject) whose subscriber still has that
+    address."""
     for token in [*_LINK_TOKEN.findall(text), *mailto.subject_tokens(text)]:
         # The one-click link's token (scheduler/content/render.py: recipient_links).
         try:
@@ -131,7 +134,12 @@ def _linked_subscriber(engine: Engine, text: str, key: bytes) -> tuple[int, tupl
         with engine.connect() as conn:
             stored = conn.scalar(sa.select(subscribers.c.email_key).where(subscribers.c.id == sid))
         if stored is not None and stored == address_key(email_address):
-            return sid, tuple(n.strip() for n in names.split(",") if n.strip())
+            occurrence = data.get("o")
+            return (
+                sid,
+                tuple(n.strip() for n in names.split(",") if n.strip()),
+                occurrence if isinstance(occurrence, str) else None,
+            )
     return None
 
 
@@ -154,7 +162,9 @@ def classify(engine: Engine, raw: bytes, *, key: bytes | None = None) -> Report:
             return report(HealthKind.COMPLAINT, detail, delivery_id=delivery)
         linked = _linked_subscriber(engine, feedback.original_text, key)
         if linked is not None:
-            return report(HealthKind.COMPLAINT, detail, subscriber_id=linked[0])
+            return report(
+                HealthKind.COMPLAINT, detail, subscriber_id=linked[0], occurrence_id=linked[2]
+            )
         return report(HealthKind.UNPARSEABLE, "complaint about no delivery of ours")
 
     bounce = dsn.read_bounce(msg)
@@ -174,7 +184,11 @@ def classify(engine: Engine, raw: bytes, *, key: bytes | None = None) -> Report:
         linked = _linked_subscriber(engine, subject, key)
         if linked is not None:
             return report(
-                HealthKind.UNSUBSCRIBE, "mailto", subscriber_id=linked[0], lists=linked[1]
+                HealthKind.UNSUBSCRIBE,
+                "mailto",
+                subscriber_id=linked[0],
+                lists=linked[1],
+                occurrence_id=linked[2],
             )
         return report(HealthKind.UNPARSEABLE, "unsubscribe request without a valid token")
 

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 from scheduler import calendar
 from scheduler.clock import state as clock_state
 from scheduler.delivery import ledger
+from scheduler.listhealth import stats
 from scheduler.store import subscribers
 from scheduler.web.csrf import require_csrf
 from scheduler.web.pages import client_ip, message_page, render_page, t, web_state
@@ -116,6 +117,7 @@ def overview() -> tuple[str, int]:
         for occ_id, row in clock_state.known(state.engine, [o.id for o in upcoming]).items()
     }
     past = _past(ledger.list_occurrences(state.engine, limit=PAST))
+    health = stats.by_occurrence(state.engine, [item.row.id for item in past])
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
@@ -127,4 +129,6 @@ def overview() -> tuple[str, int]:
             config.campaigns[cid].display_name() if cid in config.campaigns else cid
         ),
         list_counts=subscribers.list_counts(state.engine),
+        health=[(item.row.id, health[item.row.id]) for item in past if health[item.row.id].any()],
+        list_health=stats.by_list(state.engine, now=now),
     )

@@ -7,12 +7,14 @@ memberships before every batch, so a batch not yet sent skips the address.
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
-from scheduler.listhealth import privacy
+from scheduler.listhealth import events, privacy
 from scheduler.store import subscribers
-from scheduler.store.schema import MembershipStatus
+from scheduler.store.schema import HealthKind, MembershipStatus
 from scheduler.tokens import BadToken, sign
 from scheduler.web import links, memberships
 from scheduler.web.csrf import require_csrf
@@ -68,9 +70,23 @@ def unsubscribe(token: str) -> tuple[str, int]:
         return message_page("bad_link_title", "bad_link_body", 400)
     link, who = found
     use_language(who.language)
-    engine = web_state().engine
+    state = web_state()
     for list_name in link.lists:
-        subscribers.unsubscribe(engine, who.id, list_name)
+        subscribers.unsubscribe(state.engine, who.id, list_name)
+    # Counted once per link (a mail client may POST it again), with the mailing it came in.
+    events.apply(
+        state.engine,
+        state.config,
+        events.Report(
+            source="web",
+            event_key="link:" + hashlib.sha256(token.encode()).hexdigest(),
+            kind=HealthKind.UNSUBSCRIBE,
+            subscriber_id=who.id,
+            occurrence_id=link.occurrence,
+            lists=link.lists,
+            detail="one-click" if request.form.get(ONE_CLICK_FIELD) else "page",
+        ),
+    )
     return render_page(
         "unsubscribed.html",
         lists=_titles(link.lists),
