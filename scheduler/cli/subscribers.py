@@ -70,8 +70,8 @@ def retention_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Cut email deliveries older than the retention age loose from their recipients (run
-    it daily, e.g. from cron; `scheduler mailbox` scoring needs only soft_bounce_days)."""
+    """Cut email deliveries (and bounce reports) older than the retention age loose from
+    the people they concern. Run it daily, e.g. from cron."""
     project = valid_project()
     age = days or project.config.settings.retention_days
     changed = privacy.apply_retention(store(), older_than=dt.timedelta(days=age))

@@ -172,7 +172,7 @@ def classify(engine: Engine, raw: bytes, *, key: bytes | None = None) -> Report:
         if bounce.success:
             return report(HealthKind.IGNORED, f"delivery report or delay {bounce.status}")
         recipients = "\n".join(str(v) for h in _RECIPIENT_HEADERS for v in msg.get_all(h, []))
-        delivery = _first_delivery(recipients, msg.as_string(), key=key)
+        delivery = _first_delivery(recipients, raw.decode("utf-8", "replace"), key=key)
         if delivery is None:
             return report(HealthKind.UNPARSEABLE, f"bounce {bounce.status} of no delivery of ours")
         kind = HealthKind.HARD_BOUNCE if bounce.hard else HealthKind.SOFT_BOUNCE
@@ -228,7 +228,16 @@ def process(engine: Engine, config: Config, box: Box, *, key: bytes | None = Non
             result.already += 1
             kind = _recorded_kind(engine, msg_key)
         else:
-            report = classify(engine, raw, key=key)
+            try:
+                report = classify(engine, raw, key=key)
+            except Exception as e:  # one odd message must not stop the mailbox
+                log.warning("mailbox message %s could not be read: %r", uid, e)
+                report = Report(
+                    source=SOURCE,
+                    event_key=msg_key,
+                    kind=HealthKind.UNPARSEABLE,
+                    detail=f"cannot parse: {type(e).__name__}",
+                )
             applied = events.apply(engine, config, report, policy=policy)
             kind = report.kind
             if applied.new:
