@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from scheduler.console import out, print_json, store, valid_project
-from scheduler.listhealth import mailbox
 
 
 def mailbox_command(
@@ -28,6 +27,9 @@ def mailbox_command(
     """Read the bounce mailbox: hard bounces suppress, soft bounces are scored, complaints
     suppress, mailto unsubscribes unsubscribe. Each message is applied once, then moved to
     the processed folder; a message nothing can be made of stays, flagged, and is counted."""
+    # Here, not at the top: every command would pay for the IMAP, POP3 and bounce parsers.
+    from scheduler.listhealth import mailbox
+
     project = valid_project()
     engine = store()
     box_url = mailbox.from_env(url)

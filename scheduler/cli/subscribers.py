@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from scheduler.console import fail, out, print_json, store, valid_project
-from scheduler.listhealth import privacy
 
 subscribers_app = typer.Typer(
     help="A subscriber's data: export it, erase it, and the retention rule.",
@@ -21,6 +20,8 @@ EmailArg = Annotated[str, typer.Argument(metavar="EMAIL", help="the person's add
 @subscribers_app.command("export")
 def export_command(email: EmailArg) -> None:
     """Print everything held about EMAIL as JSON (exit 1 if nothing is)."""
+    from scheduler.listhealth import privacy
+
     data = privacy.export(store(), email)
     if data is None:
         fail(f"nothing is held about {email}")
@@ -35,6 +36,8 @@ def forget_command(
 ) -> None:
     """Erase EMAIL everywhere: the subscriber, their memberships, their deliveries' link to
     them. A keyed hash stays in the suppressions, so no CSV import adds them back."""
+    from scheduler.listhealth import privacy
+
     if not yes and not typer.confirm(f"Erase {email} from every table? This cannot be undone"):
         raise typer.Exit(1)
     result = privacy.forget(store(), email)
@@ -72,6 +75,8 @@ def retention_command(
 ) -> None:
     """Cut email deliveries (and bounce reports) older than the retention age loose from
     the people they concern. Run it daily, e.g. from cron."""
+    from scheduler.listhealth import privacy
+
     project = valid_project()
     age = days or project.config.settings.retention_days
     changed = privacy.apply_retention(store(), older_than=dt.timedelta(days=age))
