@@ -109,3 +109,7 @@ class NotAllowedError(SchedulerError):
 
 class ReviewError(SchedulerError):
     """An approval cannot be recorded (nothing to review, already approved, not an approver)."""
+
+
+class BadSignature(SchedulerError):
+    """A provider's webhook is unsigned, badly signed, or from a source not allowed."""

@@ -58,6 +58,30 @@ DASHBOARD_PASSWORD_HASH = Setting(
     "SCHEDULER_DASHBOARD_PASSWORD_HASH", None, "werkzeug password hash for the dashboard"
 )
 DASHBOARD_TOKEN = Setting("SCHEDULER_DASHBOARD_TOKEN", None, "a bearer token for the dashboard")
+# List health (scheduler/listhealth/, scheduler/web/provider_hooks.py).
+MAILBOX_URL = Setting(
+    "SCHEDULER_MAILBOX_URL", None, "the bounce mailbox: imaps://USER@HOST/INBOX or pop3s://..."
+)
+MAILBOX_PASSWORD = Setting("SCHEDULER_MAILBOX_PASSWORD", None, "the bounce mailbox's password")
+SNS_CERT_HOSTS = Setting(
+    "SCHEDULER_SNS_CERT_HOSTS",
+    r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?",
+    "hosts (a regular expression) SNS signing certificates may be fetched from, over https",
+)
+SNS_TOPICS = Setting(
+    "SCHEDULER_SNS_TOPICS", None, "SNS topic ARNs accepted, comma-separated (unset: refuse all)"
+)
+POSTMARK_WEBHOOK_AUTH = Setting(
+    "SCHEDULER_POSTMARK_WEBHOOK_AUTH", None, "USER:PASSWORD Postmark's webhook URL carries"
+)
+MAILGUN_SIGNING_KEY = Setting(
+    "SCHEDULER_MAILGUN_SIGNING_KEY", None, "Mailgun's HTTP webhook signing key"
+)
+SENDGRID_VERIFICATION_KEY = Setting(
+    "SCHEDULER_SENDGRID_VERIFICATION_KEY",
+    None,
+    "SendGrid's signed event webhook verification key (base64 public key)",
+)
 
 ALL = (
     CONFIG,
@@ -71,6 +95,13 @@ ALL = (
     WEB_PROXIES,
     DASHBOARD_PASSWORD_HASH,
     DASHBOARD_TOKEN,
+    MAILBOX_URL,
+    MAILBOX_PASSWORD,
+    SNS_CERT_HOSTS,
+    SNS_TOPICS,
+    POSTMARK_WEBHOOK_AUTH,
+    MAILGUN_SIGNING_KEY,
+    SENDGRID_VERIFICATION_KEY,
 )
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fixture modules shared by many test files: the store engines (SQLite and PostgreSQL) and
 # a real SMTP server.
-pytest_plugins = ("conftest_store", "smtp_server")
+pytest_plugins = ("conftest_store", "smtp_server", "dovecot_server")
 
 MINIMAL = """\
 organization:

@@ -467,23 +467,24 @@ def test_boundary_is_random_per_factory_and_avoids_the_bodies() -> None:
 
 def test_list_unsubscribe_stays_plain_ascii_and_one_line() -> None:
     factory = make_factory()
-    long_url = "https://example.org/unsubscribe/" + "A" * 850
+    token = "eyJzIjoxfQ." + "A" * 27
+    long_url = "https://example.org/unsubscribe/" + "a" * 400 + "/" + token
     args = recipient_args("Ana")
     args["unsubscribe_url"] = long_url
     raw = factory.build(**args)  # type: ignore[arg-type]
     line = next(x for x in raw.split(b"\r\n") if x.startswith(b"List-Unsubscribe:"))
-    assert line == f"List-Unsubscribe: <{long_url}>, <mailto:{MAILTO}?subject=unsubscribe>".encode()
+    # The mailto's subject carries the link's token: a request to it names the subscriber.
+    mailto = f"<mailto:{MAILTO}?subject=unsubscribe%20{token}>"
+    assert line == f"List-Unsubscribe: <{long_url}>, {mailto}".encode()
     assert str(parse(raw)["List-Unsubscribe"]).startswith(f"<{long_url}>")
 
     # Longer than one line allows: folded only at ", " between the two URIs, never encoded.
-    longer_url = "https://example.org/unsubscribe/" + "B" * 940
+    longer_url = "https://example.org/unsubscribe/" + "B" * 900 + "/" + token
     args["unsubscribe_url"] = longer_url
     raw = factory.build(**args)  # type: ignore[arg-type]
     assert f"List-Unsubscribe: <{longer_url}>,\r\n <mailto:".encode() in raw
     assert b"=?" not in header_block(raw)
-    assert str(parse(raw)["List-Unsubscribe"]) == (
-        f"<{longer_url}>, <mailto:{MAILTO}?subject=unsubscribe>"
-    )
+    assert str(parse(raw)["List-Unsubscribe"]) == f"<{longer_url}>, {mailto}"
 
     args["unsubscribe_url"] = "https://example.org/unsubscribe/" + "C" * 1000
     with pytest.raises(ValueError, match="too long"):

@@ -69,8 +69,9 @@ def _occurrence(renderer: Renderer):  # type: ignore[no-untyped-def]
 
 def test_email_escapes_statement_and_keeps_it_data(make_project: ProjectFactory) -> None:
     renderer = _project_with_statement(make_project, STATEMENT)
+    occ = _occurrence(renderer)
     rendered = renderer.email(
-        _occurrence(renderer),
+        occ,
         Recipient(email="ana@example.org", name="Ana <b>", language="en", subscriber_id=1),
     )
     # The title is autoescaped in HTML, literal in text; statement text is never a template.
@@ -84,7 +85,12 @@ def test_email_escapes_statement_and_keeps_it_data(make_project: ProjectFactory)
     # Bulk-mail footer: postal address and a working unsubscribe link.
     assert "1 Main Street, Town" in rendered.html and "1 Main Street, Town" in rendered.text
     token = rendered.unsubscribe_url.rsplit("/", 1)[1]
-    assert verify("unsubscribe", token) == {"s": 1, "e": "ana@example.org", "l": "members"}
+    assert verify("unsubscribe", token) == {
+        "s": 1,
+        "e": "ana@example.org",
+        "l": "members",
+        "o": occ.id,  # unsubscribes are counted per mailing
+    }
     assert rendered.unsubscribe_url in rendered.text
 
 

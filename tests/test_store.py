@@ -46,6 +46,7 @@ def test_migrations_create_the_tables_and_match_the_schema(bare_engine: Engine) 
         assert set(sa.inspect(conn).get_table_names()) >= TABLES
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
+        # One head, and the database is at it.
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
 

@@ -95,6 +95,15 @@ def _check_list_id(value: str) -> str:
     return value
 
 
+def _check_return_path(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,40}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", value):
+        raise ValueError(
+            f"{value!r} is not a return path; write a plain address such as "
+            "'bounces@bounces.example.org' (no '+': the token goes after it)"
+        )
+    return value
+
+
 class SmtpSettings(ChannelSettings):
     url: Annotated[str, AfterValidator(_check_url)]
     sender: Identifier = Field(description="the name of a sender in campaigns.yaml")
@@ -102,6 +111,10 @@ class SmtpSettings(ChannelSettings):
     rate_per_second: float | None = Field(default=None, gt=0)
     rate_per_hour: int | None = Field(default=None, ge=1)
     list_id: Annotated[str, AfterValidator(_check_list_id)] | None = None
+    # VERP: bounces come back to `local+TOKEN@domain` of this address, TOKEN naming the
+    # delivery (scheduler/listhealth/verp.py). The mailbox must accept `+` subaddresses.
+    # Unset: the sender's address is the envelope sender and bounces cannot be attributed.
+    return_path: Annotated[str, AfterValidator(_check_return_path)] | None = None
     # DKIM signing (needs the `dkim` extra): the selector published in DNS, the signing
     # domain (default: the sender's), and the PEM private key's file (may be `${VAR}`).
     dkim_selector: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -12,11 +12,13 @@ from scheduler.cli import (
     control,
     daemons,
     lists,
+    mailbox,
     project,
     retry,
     review,
     send,
     status,
+    subscribers,
     users,
     web,
 )
@@ -34,7 +36,20 @@ app = typer.Typer(
 
 # Every command group, in the order `scheduler --help` lists them. A new command is a module
 # with a `register(app)` and one entry here.
-COMMAND_MODULES = (project, send, retry, status, lists, control, daemons, web, users, review)
+COMMAND_MODULES = (
+    project,
+    send,
+    retry,
+    status,
+    lists,
+    subscribers,
+    control,
+    daemons,
+    web,
+    users,
+    review,
+    mailbox,
+)
 
 
 @app.callback()

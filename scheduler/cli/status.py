@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,7 @@ from scheduler.config.project import load_project
 from scheduler.console import fail, out, print_json, safe_url, state, store
 from scheduler.delivery import channel_state, ledger
 from scheduler.errors import ConfigError
+from scheduler.listhealth import stats
 from scheduler.timefmt import local_time
 
 # --- status --------------------------------------------------------------------------------
@@ -31,6 +33,8 @@ def status_command(
     rows = ledger.list_occurrences(engine, limit=limit, chapter=chapter)
     all_counts = ledger.counts(engine)
     progress = channel_state.progress(engine, [r.id for r in rows])
+    health = stats.by_occurrence(engine, [row.id for row in rows])
+    list_health = stats.by_list(engine)
     records: list[dict[str, Any]] = []
     for row in rows:
         records.append(
@@ -51,6 +55,7 @@ def status_command(
                     {"channel": c, "reason": e, "count": n}
                     for c, e, n in ledger.failures(engine, row.id, limit=5)
                 ],
+                "list_health": health[row.id].as_dict(),
             }
         )
     from scheduler.clock import state as clock_state
@@ -70,6 +75,10 @@ def status_command(
                 "held": held,
                 "clock_last_seen": seen,
                 "occurrences": records,
+                "lists": {
+                    name: [{"week": week.isoformat(), **h.as_dict()} for week, h in weeks.items()]
+                    for name, weeks in list_health.items()
+                },
             }
         )
         return
@@ -91,13 +100,22 @@ def status_command(
     for col in ("Occurrence", "State", "Instant"):
         table.add_column(col, no_wrap=True)
     table.add_column("Channels: sent / failed / still planned")
+    table.add_column("Bounced (hard+soft) / complained / unsubscribed")
     for row, rec in zip(rows, records, strict=True):
         parts = [_channel_text(p) for p in progress.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
         if rec["note"] and rec["state"] in ("missed", "cancelled"):
             state_text += f"\n{rec['note']}"
-        table.add_row(rec["id"], state_text, local_time(row.instant), "\n".join(parts) or "—")
+        h = rec["list_health"]
+        table.add_row(
+            rec["id"],
+            state_text,
+            local_time(row.instant),
+            "\n".join(parts) or "—",
+            f"{h['hard_bounces']}+{h['soft_bounces']} / {h['complaints']} / {h['unsubscribes']}",
+        )
     out.print(table)
+    _print_list_health(list_health)
     for rec in records:
         for f in rec["failures"]:
             out.print(f"{rec['id']} {f['channel']}: {f['count']:,} × {f['reason']}", markup=False)
@@ -129,6 +147,20 @@ def _channel_text(p: channel_state.ChannelProgress) -> str:
     if p.state in ("missed", "cancelled") and p.note:
         text += f" ({p.note})"
     return text
+
+
+def _print_list_health(by_list: dict[str, dict[dt.date, stats.Health]]) -> None:
+    if not by_list:
+        return
+    table = Table(title="Left the lists, by week", title_justify="left")
+    for col in ("List", "Week of", "Bounced", "Complained", "Unsubscribed"):
+        table.add_column(col, no_wrap=True)
+    for name, weeks in by_list.items():
+        for week, h in weeks.items():
+            table.add_row(
+                name, week.isoformat(), str(h.bounces), str(h.complaints), str(h.unsubscribes)
+            )
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -470,6 +470,12 @@ class Settings(Strict):
     statements_dir: str = "statements"
     templates_dir: str = "templates"
     batch_size: int = Field(default=250, ge=1, le=5000)
+    # List health (scheduler/listhealth/): this many soft bounces of one address within
+    # `soft_bounce_days` suppress it like a hard bounce; delivery rows older than
+    # `retention_days` lose the link to the person (see README "Subscribers' rights").
+    soft_bounce_limit: int = Field(default=3, ge=1, le=100)
+    soft_bounce_days: int = Field(default=30, ge=1, le=3650)
+    retention_days: int = Field(default=180, ge=1, le=36500)
     alert_channel: Identifier | None = Field(
         default=None, description="a post channel that also gets the organizers' alerts"
     )

@@ -11,6 +11,7 @@ from email.utils import format_datetime
 
 from scheduler.config.model import Sender
 from scheduler.content.render import Recipient, RenderedEmail
+from scheduler.listhealth.mailto import mailto_uri
 
 # Long header values such as List-Unsubscribe URLs must stay plain ASCII: with the default
 # 78-column limit the email package turns an unbreakable URL into RFC 2047 encoded-words, which
@@ -62,7 +63,7 @@ def build_email(
     msg["List-Id"] = list_id_for(list_name, domain)
     unsubscribe = f"<{rendered.unsubscribe_url}>"
     if unsubscribe_mailto:
-        unsubscribe += f", <mailto:{unsubscribe_mailto}?subject=unsubscribe>"
+        unsubscribe += f", <{mailto_uri(unsubscribe_mailto, rendered.unsubscribe_url)}>"
     msg["List-Unsubscribe"] = unsubscribe
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["MIME-Version"] = "1.0"

@@ -215,19 +215,29 @@ class Renderer:
                 "email": recipient.email,
                 "language": language,
             }
-            unsubscribe_url, preferences_url = links or self.recipient_links(campaign, recipient)
+            unsubscribe_url, preferences_url = links or self.recipient_links(
+                campaign, recipient, occurrence_id=occ.id
+            )
             ctx["unsubscribe_url"] = unsubscribe_url
             ctx["preferences_url"] = preferences_url
             ctx["unsubscribe_mailto"] = voice.unsubscribe_mailto
         return ctx
 
-    def recipient_links(self, campaign: Campaign, recipient: Recipient) -> tuple[str, str]:
-        """The signed unsubscribe and preferences URLs of one recipient."""
+    def recipient_links(
+        self, campaign: Campaign, recipient: Recipient, *, occurrence_id: str | None = None
+    ) -> tuple[str, str]:
+        """The signed unsubscribe and preferences URLs of one recipient. The unsubscribe
+        link also names the occurrence, so unsubscribes can be counted per mailing."""
         base = self.config.campaign_voice(campaign).public_url.rstrip("/")
         list_name = recipient.list_name or ",".join(campaign.audience)
-        data = {"s": recipient.subscriber_id, "e": recipient.email.lower(), "l": list_name}
+        data: dict[str, Any] = {
+            "s": recipient.subscriber_id,
+            "e": recipient.email.lower(),
+            "l": list_name,
+        }
+        unsubscribe = {**data, "o": occurrence_id} if occurrence_id else data
         return (
-            f"{base}/unsubscribe/{sign('unsubscribe', data)}",
+            f"{base}/unsubscribe/{sign('unsubscribe', unsubscribe)}",
             f"{base}/preferences/{sign('preferences', data)}",
         )
 

@@ -203,7 +203,7 @@ def _send_email(
         if signer is not None:
             data = signer.sign(data)
         messages[d.id] = Outgoing(
-            key=d.id, envelope_from=composer.sender.address, recipient=email_address, data=data
+            key=d.id, envelope_from=composer.envelope_from(d.id), recipient=email_address, data=data
         )
     todo = [d for d in todo if d.id in messages]
     attempt = max((d.attempts for d in todo), default=1)

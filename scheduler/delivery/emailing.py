@@ -21,6 +21,7 @@ from scheduler.channels.smtp import SmtpChannel
 from scheduler.config.model import Campaign, Config, Sender
 from scheduler.content.message import build_email, domain_of, list_id_for, message_id_for
 from scheduler.content.render import Recipient, Renderer
+from scheduler.listhealth import verp
 from scheduler.mail.compose import MessageFactory
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class EmailComposer:
         self.first_list = self.campaign.audience[0] if self.campaign.audience else "list"
         self.custom_list_id = settings.list_id
         self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
+        self.return_path = settings.settings.return_path  # VERP base address, if any
         self.domain = domain
         self.unsubscribe_mailto = config.campaign_voice(self.campaign).unsubscribe_mailto
         # None: every message carries the time it is composed, i.e. really sent (a retry in
@@ -78,6 +80,12 @@ class EmailComposer:
 
     def delivery_key(self, subscriber_id: int) -> str:
         return f"{self.occ.id}/{self.channel}/{subscriber_id}"
+
+    def envelope_from(self, delivery_id: int) -> str:
+        """MAIL FROM of one delivery: its VERP address, or the sender's without a return path."""
+        if self.return_path is None:
+            return self.sender.address
+        return verp.return_path(delivery_id, self.return_path)
 
     def message_id(self, subscriber_id: int) -> str:
         return message_id_for(self.delivery_key(subscriber_id), self.domain)
@@ -104,7 +112,9 @@ class EmailComposer:
             variant = self._variants[key] = _Variant(self._factory(lang, key[1]))
         if variant.factory is None:
             return self._plain(recipient, date)
-        unsubscribe_url, preferences_url = self.renderer.recipient_links(self.campaign, recipient)
+        unsubscribe_url, preferences_url = self.renderer.recipient_links(
+            self.campaign, recipient, occurrence_id=self.occ.id
+        )
         data = variant.factory.build(
             to_email=email_address,
             to_name=name,

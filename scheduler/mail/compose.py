@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from email.utils import format_datetime
 
 from scheduler.config.model import Sender
+from scheduler.listhealth.mailto import mailto_uri
 
 __all__ = ["MessageFactory", "encode_phrase", "sanitize_header_text"]
 
@@ -325,9 +326,6 @@ class MessageFactory:
         _check_address(sender.address, "sender address")
         if unsubscribe_mailto is not None:
             _check_address(unsubscribe_mailto, "unsubscribe mailto address")
-            self._mailto_suffix = f", <mailto:{unsubscribe_mailto}?subject=unsubscribe>"
-        else:
-            self._mailto_suffix = ""
 
         self.sender = sender
         self.subject = subject
@@ -418,14 +416,20 @@ class MessageFactory:
             )
 
         to = _fold("To", _mailbox(to_name, to_email)) if to_name else f"To: {to_email}\r\n"
-        unsubscribe = f"List-Unsubscribe: <{unsubscribe_url}>{self._mailto_suffix}\r\n"
+        # The mailto carries the link's token too, so a request to it names the subscriber.
+        mailto_suffix = (
+            f", <{mailto_uri(self.unsubscribe_mailto, unsubscribe_url)}>"
+            if self.unsubscribe_mailto is not None
+            else ""
+        )
+        unsubscribe = f"List-Unsubscribe: <{unsubscribe_url}>{mailto_suffix}\r\n"
         if len(unsubscribe) > MAX_LINE + 2:
             # One line if at all possible (some receivers mishandle folded URLs); else fold
             # only at the ", " between the two URIs. Never RFC 2047: URLs stay plain ASCII.
             first = f"List-Unsubscribe: <{unsubscribe_url}>"
-            if not self._mailto_suffix or len(first) + 1 > MAX_LINE:
+            if not mailto_suffix or len(first) + 1 > MAX_LINE:
                 raise ValueError(f"unsubscribe URL is too long ({len(unsubscribe_url)} chars)")
-            unsubscribe = f"{first},\r\n{self._mailto_suffix[1:]}\r\n"
+            unsubscribe = f"{first},\r\n{mailto_suffix[1:]}\r\n"
 
         text_values: list[bytes] = []
         html_values: list[bytes] = []

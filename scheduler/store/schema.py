@@ -31,6 +31,7 @@ class SuppressionReason(StrEnum):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     MANUAL = "manual"
+    FORGOTTEN = "forgotten"  # erased on request; the key is a keyed hash, not the address
 
 
 class OccurrenceState(StrEnum):
@@ -237,6 +238,8 @@ deliveries = sa.Table(
     # Batches are id ranges of one occurrence and channel: claiming one must read ~250 rows,
     # not every row of the occurrence.
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
+    # A provider's bounce or complaint names the Message-ID it saw (scheduler/listhealth).
+    sa.Index("ix_deliveries_message_id", "message_id"),
 )
 
 # One row per (occurrence, channel of its step), written when the occurrence is first claimed
@@ -416,4 +419,45 @@ alerts = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     _created_at("sent_at"),
+)
+
+
+class HealthKind(StrEnum):
+    """What one bounce, complaint or unsubscribe report said (see scheduler/listhealth/)."""
+
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    IGNORED = "ignored"  # read and understood, nothing to do (a delivery report, a test)
+    UNPARSEABLE = "unparseable"  # kept in the mailbox for a person to read
+
+
+# One row per report processed (a mailbox message, a provider webhook event, an unsubscribe
+# made on the web), keyed by where it came from and its own id, so reading a mailbox again or
+# a provider's redelivered webhook changes nothing. Holds no address: the subscriber id
+# (cut when the person is forgotten), the occurrence and list it concerns, and a short
+# code (a DSN status, a feedback type). Soft-bounce scoring and the per-occurrence and
+# per-list counts of `status` and the dashboard read it.
+health_events = sa.Table(
+    "health_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(32), nullable=False),  # mailbox, ses, postmark, mailgun, ...
+    sa.Column("event_key", sa.String(200), nullable=False),  # the source's id, or a hash
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column(
+        "subscriber_id",
+        BigId,
+        sa.ForeignKey("subscribers.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("occurrence_id", sa.String(200), nullable=True),
+    sa.Column("list_name", sa.String(500), nullable=True),  # "a,b": the lists concerned
+    sa.Column("detail", sa.String(200), nullable=True),
+    _created_at(),
+    sa.UniqueConstraint("source", "event_key"),
+    _check_in("kind", HealthKind),
+    sa.Index("ix_health_events_subscriber_kind", "subscriber_id", "kind", "created_at"),
+    sa.Index("ix_health_events_created_at", "created_at"),
 )

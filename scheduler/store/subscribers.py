@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.audience.address import address_key, normalize_address
 from scheduler.audience.csvfile import SubscriberRow
+from scheduler.listhealth.erasure_key import erased_key
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
     FINAL_STATUSES,
@@ -125,11 +126,14 @@ def _import_batch(
         if unique.setdefault(row.key, row) is not row:
             counts["unchanged"] += 1
     keys = list(unique)
-    suppressed = set(
-        conn.scalars(
-            sa.select(suppressions.c.email_key).where(_among(conn, suppressions.c.email_key, keys))
+    # An erased person is suppressed under a keyed hash of their address, not the address.
+    erased = {erased_key(key): key for key in keys}
+    hits = conn.scalars(
+        sa.select(suppressions.c.email_key).where(
+            _among(conn, suppressions.c.email_key, keys + list(erased))
         )
     )
+    suppressed = {erased.get(key, key) for key in hits}
     stored = _stored(conn, list_name, keys)
 
     upserts: list[dict[str, Any]] = []

@@ -28,7 +28,7 @@ from scheduler.config.project import Project
 from scheduler.content.dates import install_date_filters
 from scheduler.delivery.context import DeliveryContext
 from scheduler.tokens import secret_key as env_secret_key
-from scheduler.web import archive, i18n, signup, subscriber
+from scheduler.web import archive, i18n, provider_hooks, signup, subscriber
 from scheduler.web import dashboard as dashboard_views
 from scheduler.web.auth import DashboardAuth
 from scheduler.web.csrf import csrf_token
@@ -126,6 +126,7 @@ def create_app(
     app.register_blueprint(subscriber.blueprint)
     app.register_blueprint(archive.blueprint)
     app.register_blueprint(dashboard_views.blueprint)
+    app.register_blueprint(provider_hooks.blueprint)
 
     @app.before_request
     def _language() -> None:

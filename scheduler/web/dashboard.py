@@ -18,6 +18,7 @@ from scheduler.clock import state as clock_state
 from scheduler.delivery import channel_state, ledger
 from scheduler.delivery.channel_state import ChannelProgress
 from scheduler.errors import AccountError
+from scheduler.listhealth import stats
 from scheduler.review import approvals, holds
 from scheduler.review import policy as review_policy
 from scheduler.store import subscribers
@@ -179,6 +180,7 @@ def overview() -> tuple[str, int]:
     started = channel_state.progress(
         state.engine, list(settled), step_channels={o.id: o.channels for o in upcoming}
     )
+    health = stats.by_occurrence(state.engine, [item.row.id for item in past])
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
@@ -206,6 +208,8 @@ def overview() -> tuple[str, int]:
         ),
         list_counts=all_lists,
         audit_entries=audit.entries(state.engine, limit=AUDIT),
+        health=[(item.row.id, health[item.row.id]) for item in past if health[item.row.id].any()],
+        list_health=stats.by_list(state.engine, now=now),
     )
 
 

@@ -35,6 +35,7 @@ class SubscriberLink:
     subscriber_id: Any  # checked against the store, with the address, before any use
     email: str
     lists: tuple[str, ...]
+    occurrence: str | None = None  # unsubscribe links: the mailing it came in
 
 
 def confirm_token(signup: SignUp, key: bytes) -> str:
@@ -73,4 +74,10 @@ def read_subscriber_token(purpose: str, token: str, key: bytes) -> SubscriberLin
     if not isinstance(email, str) or not isinstance(lists, str):
         raise BadToken("token lacks an address or lists")
     names = tuple(n for n in (part.strip() for part in lists.split(",")) if n)
-    return SubscriberLink(subscriber_id=data.get("s"), email=email, lists=names)
+    occurrence = data.get("o")
+    return SubscriberLink(
+        subscriber_id=data.get("s"),
+        email=email,
+        lists=names,
+        occurrence=occurrence if isinstance(occurrence, str) else None,
+    )

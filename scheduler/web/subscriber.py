@@ -7,11 +7,14 @@ memberships before every batch, so a batch not yet sent skips the address.
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from scheduler.listhealth import events, privacy
 from scheduler.store import subscribers
-from scheduler.store.schema import MembershipStatus
+from scheduler.store.schema import HealthKind, MembershipStatus
 from scheduler.tokens import BadToken, sign
 from scheduler.web import links, memberships
 from scheduler.web.csrf import require_csrf
@@ -83,9 +86,23 @@ def unsubscribe(token: str) -> tuple[str, int]:
     link, who = found
     _speak_for(link)
     use_language(who.language)
-    engine = web_state().engine
+    state = web_state()
     for list_name in link.lists:
-        subscribers.unsubscribe(engine, who.id, list_name)
+        subscribers.unsubscribe(state.engine, who.id, list_name)
+    # Counted once per link (a mail client may POST it again), with the mailing it came in.
+    events.apply(
+        state.engine,
+        state.config,
+        events.Report(
+            source="web",
+            event_key="link:" + hashlib.sha256(token.encode()).hexdigest(),
+            kind=HealthKind.UNSUBSCRIBE,
+            subscriber_id=who.id,
+            occurrence_id=link.occurrence,
+            lists=link.lists,
+            detail="one-click" if request.form.get(ONE_CLICK_FIELD) else "page",
+        ),
+    )
     return render_page(
         "unsubscribed.html",
         lists=_titles(link.lists),
@@ -130,6 +147,7 @@ def preferences_page(token: str) -> tuple[str, int]:
         lists=[(n, list_title(n), who.memberships.get(n) == "active") for n in shown],
         suppressed=who.suppressed,
         saved=request.args.get("saved") == "1",
+        forget_error=request.args.get("forget") == "unconfirmed",
     )
 
 
@@ -154,3 +172,20 @@ def preferences(token: str) -> Response | tuple[str, int]:
     )
     # Post/redirect/get: reloading the page does not send the form again.
     return redirect(url_for("subscriber.preferences_page", token=token, saved=1), code=303)
+
+
+@blueprint.post("/preferences/<token>/forget")
+def forget(token: str) -> Response | tuple[str, int]:
+    """The right to erasure, from the person's own link: everything goes but a keyed hash
+    of the address (scheduler/listhealth/privacy.py)."""
+    require_csrf()
+    found = _person(links.PREFERENCES, token)
+    if found is None:
+        return message_page("bad_link_title", "bad_link_body", 400)
+    _link, who = found
+    use_language(who.language)
+    if request.form.get("confirm") != "yes":
+        url = url_for("subscriber.preferences_page", token=token, forget="unconfirmed")
+        return redirect(url, code=303)
+    privacy.forget(web_state().engine, who.email)
+    return message_page("forgotten_title", "forgotten_body", 200)
