@@ -72,9 +72,9 @@ def check_limits(text: str, path: str) -> None:
             continue
         elif isinstance(event, ScalarEvent):
             grown = 1
-            anchor = _anchor(event)
-            if anchor is not None:
-                sizes[anchor] = 1
+            scalar_anchor = _anchor(event)
+            if scalar_anchor is not None:
+                sizes[scalar_anchor] = 1
         else:
             continue
         if stack:
