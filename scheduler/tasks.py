@@ -17,7 +17,7 @@ from celery import Celery
 from celery.signals import worker_process_shutdown
 
 from scheduler import calendar
-from scheduler.config.project import load_project
+from scheduler.config.validate import require_valid
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.fire import fire
@@ -58,7 +58,7 @@ def context() -> DeliveryContext:
     """One per worker process: config, engine, SMTP connections and rendered messages."""
     global _context
     if _context is None:
-        project = load_project(os.environ.get("SCHEDULER_CONFIG"))
+        project = require_valid(os.environ.get("SCHEDULER_CONFIG"))
         engine = make_engine()
         migrate(engine)
         _context = DeliveryContext(project, engine, redis_url=broker_url())

@@ -62,12 +62,15 @@ def validate(
         print_json(
             {
                 "ok": report.ok,
+                "blocked": sorted(report.blocked),
                 "problems": [
                     {
                         "file": d.file,
                         "line": d.line,
                         "column": d.column,
                         "severity": d.severity,
+                        "scope": d.scope,
+                        "campaign": d.campaign,
                         "message": d.message,
                         "hint": d.hint,
                     }
@@ -76,12 +79,28 @@ def validate(
             }
         )
         raise typer.Exit(0 if report.ok else 1)
-    for d in report.diagnostics:
-        err.print(d.format(), markup=False)
+    # A template shared by two campaigns blocks both: say it once.
+    for text in dict.fromkeys(d.format() for d in report.diagnostics):
+        err.print(text, markup=False)
+    warnings = len(report.warnings)
+    if warnings:
+        err.print(
+            f"{warnings} warning{'s' if warnings != 1 else ''}: those list rows are left out; "
+            "the other rows are imported and sent (--strict makes warnings errors).",
+            markup=False,
+        )
     if not report.ok:
         n = len(report.errors)
+        blocked = report.blocked
+        if report.project is not None and blocked:
+            err.print(
+                f"blocked until fixed: {', '.join(sorted(blocked))}; every other campaign "
+                "is scheduled and sent.",
+                markup=False,
+            )
         err.print(
-            f"{n} error{'s' if n != 1 else ''}; fix them and run `scheduler validate` again.",
+            f"{n} error{'s' if n != 1 else ''}; fix {'them' if n != 1 else 'it'} and run "
+            "`scheduler validate` again.",
             markup=False,
         )
         raise typer.Exit(1)
@@ -226,7 +245,7 @@ def preview(
     ] = False,
 ) -> None:
     """Render what each channel would get for the campaign's next occurrence; send nothing."""
-    project = valid_project()
+    project = valid_project(campaign)
     target = out_dir if (out_dir is not None or as_json) else Path("preview")
     try:
         items = build_preview(

@@ -144,7 +144,7 @@ def send_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Fire one occurrence now. Idempotent: run again, it sends nothing already sent."""
-    project = valid_project()
+    project = valid_project(campaign)
     now = dt.datetime.now(dt.UTC)
     engine = store()
     try:
