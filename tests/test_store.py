@@ -44,7 +44,7 @@ def test_migrations_create_the_tables_and_match_the_schema(bare_engine: Engine) 
         assert set(sa.inspect(conn).get_table_names()) >= TABLES
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0004"
 
 
 def test_import_then_reimport_is_idempotent(store_engine: Engine) -> None:

@@ -6,7 +6,10 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
   with a note saying how late and why;
 - outside the window: never sent, recorded as `missed` and reported;
 - already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed);
-- its campaign is paused: wait (if it is resumed inside the window it fires late).
+- its campaign is paused: wait (if it is resumed inside the window it fires late);
+- its campaign is blocked by a problem of its own (a missing statement, a template that
+  fails): recorded `planned` with the reason at its instant, and fired late if the file is
+  fixed inside the catch-up window; past the window it is recorded `missed` with the reason.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Action(StrEnum):
     MISSED = "missed"
     RESUME = "resume"  # claimed before, never finished (a crash): carry on
     WAIT = "wait"  # its campaign is paused
+    BLOCKED = "blocked"  # its campaign has a problem of its own: wait for a fix, say why
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +59,13 @@ def decide(
     now: dt.datetime,
     *,
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
+    blocked: Mapping[str, str] | None = None,
 ) -> list[Decision]:
-    """Decisions for the occurrences whose instant is not after `now`."""
+    """Decisions for the occurrences whose instant is not after `now`.
+
+    `blocked` maps a campaign that cannot be sent to why.
+    """
+    blocked = blocked or {}
     out: list[Decision] = []
     for occ in occurrences:
         if occ.instant > now:
@@ -66,13 +75,37 @@ def decide(
             continue
         late_by = now - occ.instant
         row = known.get(occ.id)
-        if row is not None:
+        # A `planned` row only says why it has not fired yet (it was blocked): decide again.
+        if row is not None and row.state != "planned":
             stale = row.state == "firing" and now - row.updated_at > stale_after
             if stale and late_by <= campaign.catch_up_window:
                 out.append(Decision(occ, Action.RESUME, "resuming after an interruption"))
             continue
         if occ.campaign_id in paused:
             out.append(Decision(occ, Action.WAIT, "campaign paused"))
+            continue
+        why = blocked.get(occ.campaign_id)
+        if why is not None:
+            window = campaign.catch_up_window
+            if late_by <= max(window, ON_TIME):
+                out.append(
+                    Decision(
+                        occ,
+                        Action.BLOCKED,
+                        f"blocked at its instant: {why}; it is sent late if fixed before "
+                        f"{occ.instant + window:%Y-%m-%d %H:%M} UTC (catch-up window "
+                        f"{campaign.catch_up}), otherwise recorded as missed",
+                    )
+                )
+            else:
+                out.append(
+                    Decision(
+                        occ,
+                        Action.MISSED,
+                        f"not sent: blocked ({why}) and not fixed inside the catch-up window "
+                        f"of {campaign.catch_up} after {occ.instant:%Y-%m-%d %H:%M} UTC",
+                    )
+                )
             continue
         if late_by <= ON_TIME:
             out.append(Decision(occ, Action.FIRE))

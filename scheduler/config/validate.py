@@ -44,6 +44,8 @@ class Report:
 
     project: Project | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Each blocked campaign with its own problems (a shared template's appear under each).
+    blocked: dict[str, list[Diagnostic]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -57,14 +59,6 @@ class Report:
     def fatal(self) -> list[Diagnostic]:
         """The errors that stop every campaign."""
         return [d for d in self.errors if d.scope == "file"]
-
-    @property
-    def blocked(self) -> dict[str, list[Diagnostic]]:
-        out: dict[str, list[Diagnostic]] = {}
-        for d in self.errors:
-            if d.scope == "campaign" and d.campaign is not None:
-                out.setdefault(d.campaign, []).append(d)
-        return out
 
     @property
     def ok(self) -> bool:
@@ -86,13 +80,23 @@ def validate_project(config_option: str | Path | None = None, *, strict: bool = 
             dataclasses.replace(d, severity="error") if d.severity == "warning" else d
             for d in diagnostics
         ]
-    report = Report(project, diagnostics)
+    blocked: dict[str, list[Diagnostic]] = {}
+    unique: dict[str, Diagnostic] = {}
+    for d in diagnostics:
+        if d.severity == "error" and d.scope == "campaign" and d.campaign is not None:
+            blocked.setdefault(d.campaign, []).append(d)
+        # Said once: a template that fails for two campaigns, or fails to compile and so to
+        # render, is one problem to fix.
+        kept = unique.setdefault(d.format(), d)
+        if kept.scope == "template" and d.scope == "campaign":
+            unique[d.format()] = d
+    report = Report(project, list(unique.values()), blocked)
     report.diagnostics.sort(key=lambda d: (d.file != project.display, d.file, d.line, d.column))
     if report.fatal:
         report.project = None  # a shared structure is broken: nothing may be sent from it
     else:
-        blocked = {cid: tuple(ds) for cid, ds in report.blocked.items()}
-        report.project = dataclasses.replace(project, blocked=blocked)
+        frozen = {cid: tuple(ds) for cid, ds in blocked.items()}
+        report.project = dataclasses.replace(project, blocked=frozen)
     return report
 
 

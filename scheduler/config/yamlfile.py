@@ -129,13 +129,13 @@ def _duplicate(e: DuplicateKeyError, text: str, lines: list[str], path: str) -> 
     key = str(e.problem).split('"')[1] if '"' in str(e.problem) else ""
     first_line = _first_key_line(text, key, first.line if first else 0, mark)
     message = f"duplicate key {key!r}" if key else "duplicate key"
-    if first_line:
-        message += f" (the first is on line {first_line})"
     hint = "each key may appear once in a mapping; merge or rename the two entries"
+    if first_line:
+        hint += f" (the first is on line {first_line})"
     if mark is not None:
         slipped = duplicate_after_block(lines, mark.line, key)
         if slipped:
-            message, hint = f"{message}; {slipped}", "otherwise " + hint
+            message, hint = f"{message}: {slipped}", "otherwise " + hint
     return Diagnostic(
         path, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0, message, hint
     )

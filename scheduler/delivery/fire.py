@@ -18,7 +18,7 @@ from scheduler.delivery import ledger
 from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
-from scheduler.store import subscribers
+from scheduler.store import problems, subscribers
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ class FireReport:
 
 
 def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, int]:
-    """Import each list's CSV `source` (upsert; never resurrects an unsubscribe)."""
+    """Import each list's CSV `source` (upsert; never resurrects an unsubscribe).
+
+    Bad rows are left out, logged in one line and kept in the store for `status`."""
     org = ctx.config.organization
     synced: dict[str, int] = {}
     for name in list_names:
@@ -53,6 +55,18 @@ def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, i
         result = read_csv(path, languages=org.languages, default_language=org.default_language)
         report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
         synced[name] = report.total
+        shown = ctx.project.relative(path)
+        problems.record_list(ctx.engine, name, shown, result.diagnostics(shown))
+        if result.problems:
+            lines = sorted({p.row for p in result.problems})
+            log.warning(
+                "event=list_rows_left_out list=%s file=%s count=%d lines=%s%s",
+                name,
+                shown,
+                len(result.problems),
+                ",".join(str(n) for n in lines[:5]),
+                ",..." if len(lines) > 5 else "",
+            )
     return synced
 
 

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 from scheduler import calendar
 from scheduler.clock import state as clock_state
 from scheduler.delivery import ledger
-from scheduler.store import subscribers
+from scheduler.store import problems, subscribers
 from scheduler.web.app import client_ip, message_page, render_page, t, web_state
 from scheduler.web.csrf import require_csrf
 
@@ -116,6 +116,7 @@ def overview() -> tuple[str, int]:
         for occ_id, row in clock_state.known(state.engine, [o.id for o in upcoming]).items()
     }
     past = _past(ledger.list_occurrences(state.engine, limit=PAST))
+    found = problems.current(state.engine)
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
@@ -123,6 +124,8 @@ def overview() -> tuple[str, int]:
         settled=settled,
         past=past,
         paused=sorted(paused),
+        problems=found,
+        blocked={p.subject for p in found if p.kind == problems.CAMPAIGN},
         campaign_name=lambda cid: (
             config.campaigns[cid].display_name() if cid in config.campaigns else cid
         ),
