@@ -147,7 +147,7 @@ def _syntax(e: MarkedYAMLError, lines: list[str], path: str) -> Diagnostic:
     advice = None
     if mark is not None:
         if "expected <block end>" in problem or "expected <block mapping" in problem:
-            advice = unindented(lines, mark.line)
+            advice = unindented(lines, mark.line) or overindented(lines, mark.line)
         elif "mapping values are not allowed" in problem:
             advice = overindented(lines, mark.line)
     if advice is not None:
