@@ -12,9 +12,9 @@ from sqlalchemy.engine import Engine
 
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
-from scheduler.config.validate import require_valid
 from scheduler.errors import ConfigError, Diagnostic
 from scheduler.store.db import database_url, make_engine, migrate
+from scheduler.validate import require_valid
 
 # Piped output has no terminal width; 80 columns would cut occurrence ids in tables.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

@@ -10,23 +10,22 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
-from scheduler import calendar
-from scheduler.config.validate import require_valid
+from scheduler import calendar, settings
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.fire import fire
 from scheduler.store.db import make_engine, migrate
+from scheduler.validate import require_valid
 
 log = logging.getLogger(__name__)
 
-QUEUE = os.environ.get("SCHEDULER_QUEUE", "scheduler")
-VISIBILITY_TIMEOUT = int(os.environ.get("SCHEDULER_VISIBILITY_TIMEOUT", "600"))
+QUEUE = settings.queue()
+VISIBILITY_TIMEOUT = settings.visibility_timeout()
 
 app = Celery("scheduler")
 app.conf.update(
@@ -58,7 +57,7 @@ def context() -> DeliveryContext:
     """One per worker process: config, engine, SMTP connections and rendered messages."""
     global _context
     if _context is None:
-        project = require_valid(os.environ.get("SCHEDULER_CONFIG"))
+        project = require_valid(settings.CONFIG.raw())
         engine = make_engine()
         migrate(engine)
         _context = DeliveryContext(project, engine, redis_url=broker_url())

@@ -7,12 +7,12 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 from typing import Any
 
+from scheduler import settings
 from scheduler.errors import SchedulerError
 
-SECRET_ENV = "SCHEDULER_SECRET_KEY"
+SECRET_ENV = settings.SECRET_KEY.name
 # Only for previews and local runs; `scheduler validate --strict` insists on a real key.
 DEVELOPMENT_KEY = "development-only-secret-change-me"
 
@@ -23,7 +23,7 @@ class BadToken(SchedulerError):
 
 def secret_key() -> bytes:
     # An empty value counts as unset: an empty key would sign every link with nothing.
-    return (os.environ.get(SECRET_ENV) or DEVELOPMENT_KEY).encode()
+    return (settings.secret_key() or DEVELOPMENT_KEY).encode()
 
 
 def _b64(data: bytes) -> str:

@@ -12,10 +12,10 @@ import pytest
 from conftest import ROOT
 from test_cli import run
 
-from scheduler.config.validate import require_valid
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import sync_sources
 from scheduler.store.db import make_engine, migrate
+from scheduler.validate import require_valid
 
 BAD_ROW = "joe.smith@example,Joe Smith,en,US\n"
 

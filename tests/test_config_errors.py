@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import MINIMAL, ProjectFactory
 
-from scheduler.config.validate import validate_project
 from scheduler.errors import Diagnostic
+from scheduler.validate import validate_project
 
 
 def problems(path: Path, *, strict: bool = False) -> list[Diagnostic]:

@@ -22,11 +22,11 @@ from werkzeug import Request, Response
 from scheduler.channels import mastodon as mastodon_module
 from scheduler.channels.bluesky import record_key
 from scheduler.config.project import Project, load_project
-from scheduler.config.validate import validate_project
 from scheduler.delivery import ledger
 from scheduler.delivery.fire import fire
 from scheduler.delivery.posting import delivery_key, thread_of
 from scheduler.store.schema import deliveries
+from scheduler.validate import validate_project
 
 PROJECT = """\
 organization:

@@ -11,13 +11,13 @@ import pytest
 from conftest import ProjectFactory
 
 from scheduler.config.project import load_project
-from scheduler.config.validate import sample_occurrence
 from scheduler.content.message import build_email, message_id_for
 from scheduler.content.render import Recipient, Renderer
 from scheduler.content.statements import parse_statement
 from scheduler.content.templates import Templates
 from scheduler.errors import TemplateError
 from scheduler.tokens import BadToken, sign, verify
+from scheduler.validate import sample_occurrence
 
 STATEMENT = """---
 title: "Rights <now> & {{ 7 * 7 }}"

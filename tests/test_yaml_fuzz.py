@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.config.project import load_project_partially
-from scheduler.config.validate import validate_project
 from scheduler.config.yamlfile import decode_utf8, parse_yaml
 from scheduler.errors import ConfigError
+from scheduler.validate import validate_project
 
 EXAMPLE = (ROOT / "campaigns.yaml").read_text(encoding="utf-8")
 SEEDS = [MINIMAL, EXAMPLE]

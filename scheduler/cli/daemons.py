@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from scheduler import settings
 from scheduler.config.project import Project
 from scheduler.console import err, out, safe_url, state, store, valid_project
 from scheduler.delivery.context import broker_url
@@ -24,7 +25,7 @@ def worker_command(
 
     valid_project()  # refuse to start on a broken campaigns.yaml
     if state.config:
-        os.environ["SCHEDULER_CONFIG"] = str(Path(state.config).resolve())
+        os.environ[settings.CONFIG.name] = str(Path(state.config).resolve())
     from scheduler.tasks import QUEUE, app
 
     app.worker_main(
@@ -96,14 +97,10 @@ def clock_command(
     _logging(loglevel)
     engine = store()
     url = broker_url()
-    import os
-
-    from scheduler.clock.leader import KEY
-
     leader = LeaderLock(
         redis.Redis.from_url(url),
         ttl_seconds=leader_ttl,
-        key=os.environ.get("SCHEDULER_LEADER_KEY", KEY),
+        key=settings.leader_key(),
     )
     _print_next(project)
     Clock(

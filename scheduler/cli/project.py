@@ -10,13 +10,13 @@ import typer
 from rich.table import Table
 
 from scheduler import calendar
-from scheduler.audience.sizes import audience_sizes
 from scheduler.config.project import Project
-from scheduler.config.validate import validate_project
 from scheduler.console import err, fail, out, print_json, state, valid_project
 from scheduler.errors import ConfigError, TemplateError, UnknownCampaignError
 from scheduler.ics import to_ics
 from scheduler.preview import build_preview
+from scheduler.store.sizes import audience_sizes
+from scheduler.validate import validate_project
 
 
 def _parse_day(value: str | None, option: str) -> dt.date | None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Annotated
 
 import typer
 
+from scheduler import settings
 from scheduler.console import err, fail, valid_project
 from scheduler.tokens import SECRET_ENV
 
-PROXIES_ENV = "SCHEDULER_WEB_PROXIES"
+PROXIES_ENV = settings.WEB_PROXIES.name
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from scheduler.web import create_app, make_hit_counter
         from scheduler.web.auth import DashboardAuth
 
-        if not os.environ.get(SECRET_ENV) and not dev:
+        if not settings.SECRET_KEY.is_set() and not dev:
             fail(
                 f"{SECRET_ENV} is not set: links in emails could not be checked, and anyone "
                 "could forge them. Set it (python3 -c 'import secrets; "
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
             engine,
             hits=make_hit_counter(broker_url()),
             dashboard=dashboard,
-            trusted_proxies=int(os.environ.get(PROXIES_ENV, "0") or 0),
+            trusted_proxies=settings.web_proxies(),
         )
         url = f"http://{host}:{port}"
         try:

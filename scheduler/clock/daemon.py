@@ -30,13 +30,13 @@ from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
 from scheduler.clock.policy import Action, Decision, decide
 from scheduler.config.project import Project
-from scheduler.config.validate import validate_project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim
 from scheduler.errors import Diagnostic
 from scheduler.store import problems
+from scheduler.validate import validate_project
 
 log = logging.getLogger("scheduler.clock")
 

@@ -12,7 +12,9 @@ import uuid
 
 import redis
 
-KEY = "scheduler:clock:leader"
+from scheduler import settings
+
+KEY = settings.LEADER_KEY.default or "scheduler:clock:leader"
 
 # Renew only our own lock; take a free one. Returns 1 when we hold it afterwards.
 _ACQUIRE_OR_RENEW = """

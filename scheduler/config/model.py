@@ -2,7 +2,7 @@
 
 Field-level checks live here (formats, time zones, impossible dates); checks that need the
 whole file or the disk (a step naming an unknown channel, a missing statement) live in
-`scheduler.config.validate`.
+`scheduler.validate`.
 """
 
 from __future__ import annotations

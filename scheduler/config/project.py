@@ -11,13 +11,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from scheduler import settings
 from scheduler.config.diagnostics import schema_diagnostics
 from scheduler.config.model import Config
 from scheduler.config.yamlfile import YamlDocument, load_yaml
 from scheduler.errors import ConfigError, Diagnostic
 
-CONFIG_ENV = "SCHEDULER_CONFIG"
-DEFAULT_CONFIG = "campaigns.yaml"
+CONFIG_ENV = settings.CONFIG.name
+DEFAULT_CONFIG = settings.CONFIG.default
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Project:
 
 
 def config_path(option: str | Path | None) -> Path:
-    return Path(option or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    return Path(option or settings.config_path())
 
 
 def load_project(option: str | Path | None = None) -> Project:

@@ -7,7 +7,6 @@ batch, so SMTP connections and rendered messages are not rebuilt per batch.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from scheduler import channels
+from scheduler import channels, settings
 from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel
 from scheduler.channels.http import DEFAULT_TIMEOUT
@@ -31,8 +30,8 @@ from scheduler.mail.dkim import DkimSigner
 from scheduler.mail.ratelimit import RateLimiter, make_limiter
 from scheduler.mail.transport import Transport, TransportPool, open_transport
 
-BROKER_ENV = "SCHEDULER_BROKER_URL"
-DEFAULT_BROKER = "redis://localhost:6379/0"
+BROKER_ENV = settings.BROKER_URL.name
+DEFAULT_BROKER = settings.BROKER_URL.default
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +54,7 @@ class DeliveryContext:
     # How long a sender owns the deliveries it claimed; renewed while it works. A sender
     # that dies releases them when the lease runs out.
     lease: dt.timedelta = field(
-        default_factory=lambda: dt.timedelta(
-            seconds=float(os.environ.get("SCHEDULER_LEASE_SECONDS", "120"))
-        )
+        default_factory=lambda: dt.timedelta(seconds=settings.lease_seconds())
     )
     # Rate limits are shared through Redis when a URL is given (distributed mode).
     redis_url: str | None = None
@@ -201,4 +198,4 @@ def _int(value: object) -> int | None:
 
 
 def broker_url() -> str:
-    return os.environ.get(BROKER_ENV, DEFAULT_BROKER)
+    return settings.broker_url()

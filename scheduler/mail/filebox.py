@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from scheduler.mail.transport import Outcome, Outgoing, Status
+from scheduler.mail.envelope import Outcome, Outgoing, Status
 
 
 class FileTransport:

@@ -22,7 +22,8 @@ import smtplib
 import socket
 import ssl
 
-from scheduler.mail.transport import Outcome, Outgoing, SmtpEndpoint, Status, parse_smtp_url
+from scheduler.mail.envelope import Outcome, Outgoing, Status
+from scheduler.mail.urls import SmtpEndpoint, parse_smtp_url
 
 _ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 # Sender-side address problems (RFC 3463 X.1.7, X.1.8) are not the recipient's fault.

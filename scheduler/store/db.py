@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,10 @@ from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
-DEFAULT_URL = "sqlite:///state/scheduler.db"
-URL_ENV = "SCHEDULER_DATABASE_URL"
+from scheduler import settings
+
+DEFAULT_URL = settings.DATABASE_URL.default
+URL_ENV = settings.DATABASE_URL.name
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -24,7 +25,7 @@ WRITE_LOCK = "scheduler_write_lock"
 
 
 def database_url(url: str | None = None) -> str:
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+    return url or settings.database_url()
 
 
 def make_engine(url: str | None = None, **engine_options: Any) -> Engine:

@@ -11,33 +11,30 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from flask import Flask, current_app, g, redirect, render_template, request, url_for
+from flask import Flask, g, redirect, request, url_for
 from jinja2 import StrictUndefined
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.delivery.context import DeliveryContext
 from scheduler.tokens import secret_key as env_secret_key
-from scheduler.web import i18n
+from scheduler.web import archive, i18n, signup, subscriber
+from scheduler.web import dashboard as dashboard_views
 from scheduler.web.auth import DashboardAuth
 from scheduler.web.csrf import csrf_token
 from scheduler.web.mailer import Mailer
+from scheduler.web.pages import EXTENSION, WebState, message_page, t, use_language
 from scheduler.web.ratelimit import HitCounter, Limits, MemoryHits
 
 log = logging.getLogger(__name__)
-
-EXTENSION = "scheduler_web"
 
 # No inline script or style anywhere: the pages need no JavaScript, and the CSS is a file.
 CONTENT_SECURITY_POLICY = (
@@ -53,75 +50,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "interest-cohort=()",
 }
-
-
-@dataclass
-class WebState:
-    project: Project
-    engine: Engine
-    key: bytes  # signs and checks the links (SCHEDULER_SECRET_KEY)
-    mailer: Mailer | None  # None: no smtp channel, so nobody can sign up
-    hits: HitCounter
-    limits: Limits
-    dashboard: DashboardAuth
-    now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
-
-    @property
-    def config(self) -> Config:
-        return self.project.config
-
-    @property
-    def languages(self) -> list[str]:
-        return i18n.page_languages(self.config.organization.languages)
-
-
-def web_state() -> WebState:
-    state: WebState = current_app.extensions[EXTENSION]
-    return state
-
-
-def t(key: str, **values: object) -> str:
-    return i18n.translate(g.get("lang", i18n.FALLBACK), key, **values)
-
-
-def use_language(stored: str | None = None) -> str:
-    """Pick the page's language (see `scheduler.web.i18n`); a view that knows the
-    subscriber passes their stored language."""
-    state = web_state()
-    usable = state.languages
-    g.lang = i18n.choose(
-        usable,
-        state.config.organization.default_language,
-        asked=request.args.get("lang"),
-        stored=stored,
-        accepted=request.accept_languages.best_match(usable),
-    )
-    return str(g.lang)
-
-
-@contextmanager
-def speaking(language: str) -> Iterator[None]:
-    """Render in `language` for a while (an email in the subscriber's language)."""
-    previous = g.get("lang", i18n.FALLBACK)
-    g.lang = language if language in web_state().languages else previous
-    try:
-        yield
-    finally:
-        g.lang = previous
-
-
-def client_ip() -> str:
-    return request.remote_addr or "unknown"
-
-
-def render_page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
-    return render_template(template, **context), status
-
-
-def message_page(title: str, body: str, status: int, note: str | None = None) -> tuple[str, int]:
-    return render_page(
-        "message.html", status, title=t(title), body=t(body), note=t(note) if note else None
-    )
 
 
 def _flask_secret(key: bytes) -> bytes:
@@ -148,9 +76,6 @@ def create_app(
     credentials from the environment. `trusted_proxies`: how many reverse proxies put the
     client's address into X-Forwarded-For (0: use the connection's address).
     """
-    from scheduler.web import archive, signup, subscriber
-    from scheduler.web import dashboard as dashboard_views
-
     app = Flask(__name__)
     # A misspelt variable in a page template fails the test suite instead of showing nothing.
     app.jinja_env.undefined = StrictUndefined
@@ -240,10 +165,3 @@ def _lang_url(code: str) -> str:
     args = {k: v for k, v in request.args.items() if k != "lang"}
     args["lang"] = code
     return f"{request.path}?{urlencode(args)}"
-
-
-def masked_address(email: str) -> str:
-    """`a•••@example.org`: enough for a person to recognize their address on a page opened
-    from a link, too little for anyone else who sees the screen or the link."""
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}•••@{domain}"

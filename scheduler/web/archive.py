@@ -22,7 +22,7 @@ from scheduler.config.project import Project
 from scheduler.content.statements import Statement, load_statement
 from scheduler.errors import ConfigError, UnknownCampaignError
 from scheduler.store.schema import OccurrenceState, occurrences
-from scheduler.web.app import web_state
+from scheduler.web.pages import web_state
 
 blueprint = Blueprint("archive", __name__)
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from werkzeug.security import check_password_hash
 
-PASSWORD_HASH_ENV = "SCHEDULER_DASHBOARD_PASSWORD_HASH"
-TOKEN_ENV = "SCHEDULER_DASHBOARD_TOKEN"
+from scheduler import settings
+
+PASSWORD_HASH_ENV = settings.DASHBOARD_PASSWORD_HASH.name
+TOKEN_ENV = settings.DASHBOARD_TOKEN.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +23,10 @@ class DashboardAuth:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardAuth:
-        env = os.environ if env is None else env
         # Empty counts as unset: an empty token would let an empty password in.
         return cls(
-            password_hash=env.get(PASSWORD_HASH_ENV) or None, token=env.get(TOKEN_ENV) or None
+            password_hash=settings.DASHBOARD_PASSWORD_HASH.raw(env),
+            token=settings.DASHBOARD_TOKEN.raw(env),
         )
 
     @property

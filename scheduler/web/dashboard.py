@@ -14,8 +14,8 @@ from scheduler import calendar
 from scheduler.clock import state as clock_state
 from scheduler.delivery import ledger
 from scheduler.store import problems, subscribers
-from scheduler.web.app import client_ip, message_page, render_page, t, web_state
 from scheduler.web.csrf import require_csrf
+from scheduler.web.pages import client_ip, message_page, render_page, t, web_state
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 

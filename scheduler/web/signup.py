@@ -14,7 +14,9 @@ from scheduler.audience.address import address_key, address_problem, normalize_a
 from scheduler.config.model import MailingList
 from scheduler.tokens import BadToken
 from scheduler.web import links, memberships
-from scheduler.web.app import (
+from scheduler.web.csrf import require_csrf
+from scheduler.web.mailer import Letter
+from scheduler.web.pages import (
     client_ip,
     masked_address,
     message_page,
@@ -24,8 +26,6 @@ from scheduler.web.app import (
     use_language,
     web_state,
 )
-from scheduler.web.csrf import require_csrf
-from scheduler.web.mailer import Letter
 
 blueprint = Blueprint("signup", __name__)
 

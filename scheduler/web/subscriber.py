@@ -14,8 +14,8 @@ from scheduler.store import subscribers
 from scheduler.store.schema import MembershipStatus
 from scheduler.tokens import BadToken, sign
 from scheduler.web import links, memberships
-from scheduler.web.app import masked_address, message_page, render_page, use_language, web_state
 from scheduler.web.csrf import require_csrf
+from scheduler.web.pages import masked_address, message_page, render_page, use_language, web_state
 from scheduler.web.signup import list_title
 
 blueprint = Blueprint("subscriber", __name__)

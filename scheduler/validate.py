@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from scheduler import settings
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import CHANNEL_CLASSES, get_channel_class
@@ -162,7 +162,7 @@ class _Checker:
             self.check_rendering()
         else:
             self.check_campaigns()
-        if self.strict and not os.environ.get(SECRET_ENV):
+        if self.strict and not settings.SECRET_KEY.is_set():
             self.diagnostics.append(
                 Diagnostic(
                     self.doc.path,
