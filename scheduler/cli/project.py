@@ -52,7 +52,8 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
 
 def validate(
     strict: Annotated[
-        bool, typer.Option(help="also fail when a secret a channel needs is unset")
+        bool,
+        typer.Option(help="warnings (bad list rows) are errors; also fail on unset secrets"),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print problems as JSON")] = False,
 ) -> None:
