@@ -76,6 +76,16 @@ def test_a_bad_row_is_a_warning_and_every_command_still_works(
         assert "nothing was sent" not in result.stderr.lower() or args[0] == "preview"
 
 
+def test_a_file_with_no_readable_row_is_still_an_error_for_lists_import(
+    example: Path, env: dict[str, str]
+) -> None:
+    (example / "people.csv").write_text("mail,name\na@example.org,A\n", encoding="utf-8")
+    result = run("lists", "import", "members", "people.csv", cwd=example, env=env)
+    assert result.returncode == 1
+    assert "people.csv:1: warning: column 'email': there is no 'email' column" in result.stderr
+    assert "rename column 'mail' to 'email'" in result.stderr
+
+
 def test_a_sync_logs_the_rows_left_out_and_status_shows_them(
     example: Path, env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -122,6 +132,8 @@ def test_a_missing_statement_blocks_that_campaign_only(example: Path, env: dict[
         result = run(*args, cwd=example, env=env)
         assert result.returncode == 0, (args, result.stderr)
         assert "campaign 'may-day' is blocked" in result.stderr
+    listed = json.loads(run("calendar", "--json", cwd=example, env=env).stdout)
+    assert {o["campaign"] for o in listed if o["blocked"]} == {"may-day"}
     dry = run("send", "womens-day", "--dry-run", cwd=example, env=env)
     assert dry.returncode == 0, dry.stderr
     for args in (("preview", "may-day"), ("send", "may-day", "--dry-run")):

@@ -103,6 +103,8 @@ def lists_import(
                 "import again.",
                 markup=False,
             )
+        if not result.rows:
+            raise typer.Exit(1)  # nothing could be read: the file itself is the problem
 
 
 @lists_app.command("show")

@@ -44,6 +44,8 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
         "channels": list(occ.channels),
         "template": occ.template,
         "note": occ.note,
+        # A campaign with a problem of its own is not sent until fixed (`scheduler validate`).
+        "blocked": occ.campaign_id in project.blocked,
     }
 
 
@@ -161,6 +163,8 @@ def calendar_command(
         local = occ.local.strftime("%a %Y-%m-%d %H:%M %Z") + f" ({occ.timezone})"
         if occ.note:
             local += f"\n[yellow]{occ.note}[/]"
+        if occ.campaign_id in project.blocked:
+            local += "\n[red]blocked: not sent until fixed[/]"
         table.add_row(
             occ.id, local, occ.instant.strftime("%Y-%m-%d %H:%M"), ", ".join(occ.channels)
         )
@@ -219,7 +223,7 @@ def plan(
         table.add_row(
             occ.instant.strftime("%Y-%m-%d %H:%M"),
             when_in,
-            occ.id,
+            occ.id + (" (blocked)" if occ.campaign_id in project.blocked else ""),
             ", ".join(occ.channels),
             recipients,
         )
