@@ -213,6 +213,9 @@ def test_run_starts_with_a_blocked_campaign_fires_the_others_and_the_fixed_one_l
     good_at, broken_at = at(6), at(6)
     env = project_env(blocked_project(smtp_server.url, good_at, broken_at, "1h"))
     statements = Path(env["SCHEDULER_CONFIG"]).parent / "statements"
+    # And a bad row in the list's CSV: a warning, logged at the sync; it stops nothing.
+    members = Path(env["SCHEDULER_CONFIG"]).parent / "members.csv"
+    members.write_text("email\njoe.smith@example\n", encoding="utf-8")
     log = tmp_path / "run.log"
     proc = start(["run", "--tick", "1"], env, log)
     broken = f"broken/{broken_at.year}/statement"
@@ -221,6 +224,8 @@ def test_run_starts_with_a_blocked_campaign_fires_the_others_and_the_fixed_one_l
         assert "event=blocked campaign=broken" in log.read_text()
         assert "late-text" in log.read_text()
         assert wait_for(lambda: len(smtp_server.messages) >= 5, 20), log.read_text()
+        assert "event=list_rows_left_out list=members" in log.read_text()
+        assert "count=1 lines=2" in log.read_text()
         # At its instant: said, and recorded with the reason instead of silently dropped.
         assert wait_for(lambda: f"event=blocked occurrence={broken}" in log.read_text(), 10)
         row = status(env)[broken]
