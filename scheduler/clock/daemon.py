@@ -168,9 +168,7 @@ class Clock:
             self.reload(reason="file changed")
 
     def blocked_reasons(self) -> dict[str, str]:
-        return {
-            cid: _reason(problems) for cid, problems in self.project.blocked.items() if problems
-        }
+        return {cid: _reason(found) for cid, found in self.project.blocked.items() if found}
 
     def announce_blocked(self) -> None:
         """Say (and record for `status`) which campaigns cannot be sent, and why."""
