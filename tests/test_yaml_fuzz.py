@@ -109,7 +109,7 @@ def test_the_loader_answers_random_bytes_with_diagnostics(data: bytes) -> None:
 
 @settings(
     max_examples=40,
-    deadline=dt.timedelta(seconds=5),
+    deadline=dt.timedelta(seconds=10),  # rendering every template; a blow-up takes minutes
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     database=None,
 )
