@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
-from scheduler.errors import ConfigError
+from scheduler.errors import ConfigError, Diagnostic
 from scheduler.store.db import database_url, make_engine, migrate
 from scheduler.validate import require_valid
 
@@ -41,11 +41,42 @@ def print_diagnostics(error: ConfigError) -> NoReturn:
     raise typer.Exit(1)
 
 
-def valid_project() -> Project:
+def valid_project(campaign: str | None = None) -> Project:
+    """The project, or exit on a problem that stops every campaign.
+
+    Warnings (bad list rows) are left to `validate`. A campaign blocked by its own problem
+    stops only commands about it (`campaign`); the others say in one line that it is blocked.
+    """
     try:
-        return require_valid(state.config)
+        project = require_valid(state.config)
     except ConfigError as e:
         print_diagnostics(e)
+    if campaign is not None and campaign in project.blocked:
+        blocked_exit(project, campaign)
+    for cid, problems in project.blocked.items():
+        if cid != campaign:
+            err.print(f"note: {blocked_line(cid, problems)}", markup=False)
+    return project
+
+
+def blocked_line(campaign: str, problems: tuple[Diagnostic, ...]) -> str:
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return (
+        f"campaign {campaign!r} is blocked and will not be sent until fixed: "
+        f"{first.message}{more}; `scheduler validate` shows where"
+    )
+
+
+def blocked_exit(project: Project, campaign: str) -> NoReturn:
+    problems = project.blocked[campaign]
+    for d in dict.fromkeys(d.format() for d in problems):
+        err.print(d, markup=False)
+    fail(
+        f"campaign {campaign!r} is blocked by {len(problems)} problem"
+        f"{'s' if len(problems) != 1 else ''} of its own; fix them, then try again. "
+        "Nothing was sent."
+    )
 
 
 def print_json(data: Any) -> None:
@@ -66,6 +97,8 @@ def safe_url() -> str:
 
 
 def known_campaign(project: Project, campaign: str) -> None:
+    if campaign in project.blocked and campaign not in project.config.campaigns:
+        blocked_exit(project, campaign)
     if campaign not in project.config.campaigns:
         fail(
             f"unknown campaign {campaign!r}; "

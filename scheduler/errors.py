@@ -14,7 +14,12 @@ class Diagnostic:
     column: int  # 1-based; 0 when unknown
     message: str
     hint: str | None = None
-    severity: str = "error"
+    severity: str = "error"  # or "warning": reported, never stops anything
+    # What an error stops: "file" (nothing can be scheduled from the file), "campaign" (only
+    # `campaign`), or "template" (a broken template file: the campaigns that render with it
+    # are blocked by their own diagnostics).
+    scope: str = "file"
+    campaign: str | None = None
 
     def format(self) -> str:
         where = self.file

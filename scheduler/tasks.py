@@ -16,11 +16,11 @@ from celery import Celery
 from celery.signals import worker_process_shutdown
 
 from scheduler import calendar, settings
-from scheduler.config.project import load_project
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.fire import fire
 from scheduler.store.db import make_engine, migrate
+from scheduler.validate import require_valid
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def context() -> DeliveryContext:
     """One per worker process: config, engine, SMTP connections and rendered messages."""
     global _context
     if _context is None:
-        project = load_project(settings.CONFIG.raw())
+        project = require_valid(settings.CONFIG.raw())
         engine = make_engine()
         migrate(engine)
         _context = DeliveryContext(project, engine, redis_url=broker_url())

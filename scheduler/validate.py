@@ -8,6 +8,7 @@ with bad rows. It returns every problem at once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -36,8 +37,17 @@ _SECRET_NAME = re.compile(r"(token|password|secret|api_key|apikey|webhook_url)$"
 
 @dataclass
 class Report:
+    """Every problem found, and the project to send from when the file as a whole is sound.
+
+    Warnings (bad rows in a list) stop nothing. An error of one campaign blocks that
+    campaign (`Project.blocked`); only an error in a shared structure (YAML syntax,
+    `organization`, a channel, a sender) leaves `project` None.
+    """
+
     project: Project | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Each blocked campaign with its own problems (a shared template's appear under each).
+    blocked: dict[str, list[Diagnostic]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -46,6 +56,11 @@ class Report:
     @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def fatal(self) -> list[Diagnostic]:
+        """The errors that stop every campaign."""
+        return [d for d in self.errors if d.scope == "file"]
 
     @property
     def ok(self) -> bool:
@@ -61,18 +76,41 @@ def validate_project(config_option: str | Path | None = None, *, strict: bool = 
         return Report(None, problems)
     checker = _Checker(project, strict=strict)
     checker.run()
-    report = Report(project, problems + checker.diagnostics)
+    diagnostics = problems + checker.diagnostics
+    if strict:
+        diagnostics = [
+            dataclasses.replace(d, severity="error") if d.severity == "warning" else d
+            for d in diagnostics
+        ]
+    blocked: dict[str, list[Diagnostic]] = {}
+    unique: dict[str, Diagnostic] = {}
+    for d in diagnostics:
+        if d.severity == "error" and d.scope == "campaign" and d.campaign is not None:
+            blocked.setdefault(d.campaign, []).append(d)
+        # Said once: a template that fails for two campaigns, or fails to compile and so to
+        # render, is one problem to fix.
+        kept = unique.setdefault(d.format(), d)
+        if kept.scope == "template" and d.scope == "campaign":
+            unique[d.format()] = d
+    report = Report(project, list(unique.values()), blocked)
     report.diagnostics.sort(key=lambda d: (d.file != project.display, d.file, d.line, d.column))
-    if problems:
-        report.project = None  # a project with entries set aside must not be used to send
+    if report.fatal:
+        report.project = None  # a shared structure is broken: nothing may be sent from it
+    else:
+        frozen = {cid: tuple(ds) for cid, ds in blocked.items()}
+        report.project = dataclasses.replace(project, blocked=frozen)
     return report
 
 
 def require_valid(config_option: str | Path | None = None) -> Project:
-    """Load and fully validate, raising ConfigError listing every problem (for send/preview)."""
+    """Load and validate; raise ConfigError listing the problems that stop every campaign.
+
+    The project returned may have blocked campaigns (`Project.blocked`): callers that send
+    one campaign check it.
+    """
     report = validate_project(config_option)
-    if not report.ok or report.project is None:
-        raise ConfigError(report.errors)
+    if report.project is None:
+        raise ConfigError(report.fatal or report.errors)
     return report.project
 
 
@@ -86,6 +124,7 @@ class _Checker:
         self.renderer = Renderer(project)
         # (campaign, step, channel) whose template is missing: reported once, not rendered.
         self.unrenderable: set[tuple[str, str, str]] = set()
+        self.no_statement: set[str] = set()  # campaigns with a statement missing or broken
 
     def known(self, section: str, name: str) -> bool:
         """Defined, or defined but set aside for its own schema errors (already reported)."""
@@ -102,7 +141,17 @@ class _Checker:
         severity: str = "error",
     ) -> None:
         line, col = self.doc.key_position(loc) if key else self.doc.position(loc)
-        self.diagnostics.append(Diagnostic(self.doc.path, line, col, message, hint, severity))
+        scope, campaign = "file", None
+        if len(loc) >= 2 and loc[0] == "campaigns":
+            scope, campaign = "campaign", str(loc[1])
+        self.diagnostics.append(
+            Diagnostic(self.doc.path, line, col, message, hint, severity, scope, campaign)
+        )
+
+    def block(self, campaign: str, diagnostic: Diagnostic) -> None:
+        self.diagnostics.append(
+            dataclasses.replace(diagnostic, scope="campaign", campaign=campaign)
+        )
 
     def campaign_loc(self, campaign_id: str) -> tuple[str, ...]:
         """Where a campaign is written: `campaigns.X`, or `chapters.C.campaigns.X`."""
@@ -117,11 +166,12 @@ class _Checker:
         self.check_alert_channel()
         self.check_senders()
         self.check_lists()
+        # A broken template or statement blocks the campaigns that use it, found by
+        # rendering each campaign; the others are still checked and sent.
         templates_ok = self.check_templates_compile()
-        statements_ok = self.check_campaigns()
-        if statements_ok:
-            self.check_images()
-        if templates_ok and statements_ok:
+        self.check_campaigns()
+        self.check_images()
+        if templates_ok:
             self.check_rendering()
         if self.strict and not settings.SECRET_KEY.is_set():
             self.diagnostics.append(
@@ -284,20 +334,30 @@ class _Checker:
                 continue
             path = self.project.base_dir / mlist.source
             if not path.is_file():
-                self.error(
-                    ("lists", name, "source"),
+                line, col = self.doc.position(("lists", name, "source"))
+                missing = Diagnostic(
+                    self.doc.path,
+                    line,
+                    col,
                     f"list file {mlist.source!r} not found",
                     "the path is relative to campaigns.yaml; create the CSV or fix the path",
+                    scope="list",
                 )
+                users = [c for c, camp in self.config.campaigns.items() if name in camp.audience]
+                for cid in users:
+                    self.block(cid, missing)
+                if not users:
+                    self.diagnostics.append(missing)
                 continue
-            result = read_csv(
-                path, languages=list(voice.languages), default_language=voice.default_language
-            )
-            shown = self.project.relative(path)
-            for problem in result.problems:
-                self.diagnostics.append(
-                    Diagnostic(shown, problem.row, 0, problem.reason, problem.hint)
+            try:
+                result = read_csv(
+                    path, languages=list(voice.languages), default_language=voice.default_language
                 )
+            except OSError as e:
+                self.error(("lists", name, "source"), f"cannot read {mlist.source!r}: {e}")
+                continue
+            # Bad rows are left out and reported; the good rows are imported and sent.
+            self.diagnostics.extend(result.diagnostics(self.project.relative(path)))
 
     def check_alert_channel(self) -> None:
         name = self.config.settings.alert_channel
@@ -320,8 +380,7 @@ class _Checker:
 
     # --- campaigns ------------------------------------------------------------------------
 
-    def check_campaigns(self) -> bool:
-        statements_ok = True
+    def check_campaigns(self) -> None:
         known_templates = self._template_names()
         for cid, campaign in self.config.campaigns.items():
             base = self.campaign_loc(cid)
@@ -387,7 +446,7 @@ class _Checker:
                 try:
                     self.renderer.statement(campaign.statement, lang, campaign.chapter)
                 except ConfigError as e:
-                    statements_ok = False
+                    self.no_statement.add(cid)
                     for d in e.diagnostics:
                         if d.message == "statement file not found":
                             self.error(
@@ -397,8 +456,7 @@ class _Checker:
                                 d.hint,
                             )
                         else:
-                            self.diagnostics.append(d)
-        return statements_ok
+                            self.block(cid, d)
 
     def check_images(self) -> None:
         """Every language names the same images (each with its alt text), and every post
@@ -416,6 +474,8 @@ class _Checker:
 
     def _check_images(self) -> None:
         for cid, campaign in self.config.campaigns.items():
+            if cid in self.no_statement:
+                continue  # its statement is reported (and the campaign blocked) already
             languages = self.config.campaign_languages(campaign)
             versions = {
                 lang: self.renderer.statement(campaign.statement, lang, campaign.chapter)
@@ -556,14 +616,16 @@ class _Checker:
             try:
                 templates.compile(name)
             except TemplateError as e:
-                ok = False
-                self.diagnostics.append(_template_diagnostic(self.project, str(e)))
+                d = _template_diagnostic(self.project, str(e))
+                self.diagnostics.append(dataclasses.replace(d, scope="template"))
         return ok
 
     def check_rendering(self) -> None:
         """Render every step on every channel in every language with a sample context."""
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for cid, campaign in self.config.campaigns.items():
+            if cid in self.no_statement:
+                continue
             zone = self.config.campaign_zone(campaign)
             for sid, step in campaign.steps.items():
                 occ = sample_occurrence(cid, sid, campaign.time, zone, step.channels, step.template)
@@ -581,9 +643,9 @@ class _Checker:
                                     self.check_overflow(cid, sid, ch, post.text)
                         except (TemplateError, ConfigError) as e:
                             d = _template_diagnostic(self.project, str(e).split("\n")[0])
-                            if d.format() not in seen:
-                                seen.add(d.format())
-                                self.diagnostics.append(d)
+                            if (cid, d.format()) not in seen:
+                                seen.add((cid, d.format()))
+                                self.block(cid, d)
                         if kind != "email":
                             break  # a post is rendered in its channel's one language
 

@@ -193,7 +193,8 @@ def test_a_broken_edit_is_refused_and_a_good_one_is_picked_up(
     try:
         assert wait_for(lambda: "event=start" in log.read_text(), 20), log.read_text()
         good = path.read_text()
-        path.write_text(good.replace("channels: [email]", "channels: [emial]"))
+        # A shared structure broken: the whole file is refused, the old schedule kept.
+        path.write_text(good.replace("  website: https://", "  website: ftp://"))
         assert wait_for(lambda: "event=reload_refused" in log.read_text(), 10), log.read_text()
         # The old schedule keeps firing.
         assert wait_for(lambda: len(smtp_server.messages) >= 5, 20), log.read_text()
@@ -202,8 +203,91 @@ def test_a_broken_edit_is_refused_and_a_good_one_is_picked_up(
         assert wait_for(lambda: len(smtp_server.messages) >= 10, 25), log.read_text()
     finally:
         stop(proc)
-    assert "unknown channel 'emial'" in log.read_text()
+    assert "organization.website" in log.read_text()
     assert smtp_server.count_by_recipient() == {f"m{i}@example.org": 2 for i in range(5)}
+
+
+def blocked_project(url: str, good_at: dt.datetime, broken_at: dt.datetime, catch_up: str) -> str:
+    """`good` and `broken`, whose statement file does not exist."""
+    text = campaigns(url, ("good", good_at), ("broken", broken_at), catch_up=catch_up)
+    start = text.index("  broken:")
+    return text[:start] + text[start:].replace("statement: may-day", "statement: late-text", 1)
+
+
+def test_run_starts_with_a_blocked_campaign_fires_the_others_and_the_fixed_one_late(
+    project_env: Callable[[str], dict[str, str]], smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    good_at, broken_at = at(6), at(6)
+    env = project_env(blocked_project(smtp_server.url, good_at, broken_at, "1h"))
+    statements = Path(env["SCHEDULER_CONFIG"]).parent / "statements"
+    # And a bad row in the list's CSV: a warning, logged at the sync; it stops nothing.
+    members = Path(env["SCHEDULER_CONFIG"]).parent / "members.csv"
+    members.write_text("email\njoe.smith@example\n", encoding="utf-8")
+    log = tmp_path / "run.log"
+    proc = start(["run", "--tick", "1"], env, log)
+    broken = f"broken/{broken_at.year}/statement"
+    try:
+        assert wait_for(lambda: "event=start" in log.read_text(), 20), log.read_text()
+        assert "event=blocked campaign=broken" in log.read_text()
+        assert "late-text" in log.read_text()
+        assert wait_for(lambda: len(smtp_server.messages) >= 5, 20), log.read_text()
+        assert "event=list_rows_left_out list=members" in log.read_text()
+        assert "count=1 lines=2" in log.read_text()
+        # At its instant: said, and recorded with the reason instead of silently dropped.
+        assert wait_for(lambda: f"event=blocked occurrence={broken}" in log.read_text(), 10)
+        row = status(env)[broken]
+        assert row["state"] == "planned" and "blocked at its instant" in str(row["note"])
+        shown = subprocess.run(
+            [sys.executable, "-m", "scheduler", "status"], env=env, capture_output=True, text=True
+        ).stdout
+        assert "blocked campaign broken" in shown and "late-text" in shown
+        # Fixed inside the catch-up window (and past "on time"): fired late, once.
+        time.sleep(max(0.0, broken_at.timestamp() + 11 - time.time()))
+        for lang in ("en", "es"):
+            (statements / f"late-text.{lang}.md").write_text(
+                (statements / f"may-day.{lang}.md").read_text()
+            )
+        assert wait_for(lambda: len(smtp_server.messages) >= 10, 25), log.read_text()
+        assert wait_for(lambda: status(env)[broken]["state"] == "done", 10)
+        time.sleep(2)
+    finally:
+        stop(proc)
+    row = status(env)[broken]
+    assert row["late"] is True and "late" in str(row["note"])
+    assert status(env)[f"good/{good_at.year}/statement"]["late"] is False
+    assert smtp_server.count_by_recipient() == {f"m{i}@example.org": 2 for i in range(5)}
+    import json
+
+    blocked = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "scheduler", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["blocked"]
+    assert blocked == []  # the reload that took the fix cleared it
+
+
+def test_a_campaign_still_blocked_after_its_window_is_recorded_missed_with_the_reason(
+    project_env: Callable[[str], dict[str, str]], smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    good_at, broken_at = at(5), at(5)
+    env = project_env(blocked_project(smtp_server.url, good_at, broken_at, "0m"))
+    log = tmp_path / "run.log"
+    proc = start(["run", "--tick", "1"], env, log)
+    broken = f"broken/{broken_at.year}/statement"
+    try:
+        assert wait_for(lambda: len(smtp_server.messages) >= 5, 20), log.read_text()
+        assert wait_for(lambda: status(env).get(broken, {}).get("state") == "missed", 30), (
+            log.read_text()
+        )
+    finally:
+        stop(proc)
+    note = str(status(env)[broken]["note"])
+    assert "blocked" in note and "late-text" in note and "not fixed inside the catch-up" in note
+    assert len(smtp_server.messages) == 5
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ def test_iterator_streams_rows_and_problems_in_order(tmp_path: Path) -> None:
 def test_problem_becomes_a_diagnostic(tmp_path: Path) -> None:
     problem = only(read(tmp_path, "email,language\na@example.org,fr\n").problems)
     text = problem.to_diagnostic("lists/members.csv").format()
-    assert text.startswith("lists/members.csv:2: error: column 'language': language 'fr'")
+    assert text.startswith("lists/members.csv:2:15: warning: column 'language': language 'fr'")
     assert "hint: use one of" in text
 
 

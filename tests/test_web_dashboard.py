@@ -155,3 +155,30 @@ def test_dashboard_shows_each_channel_sent_failed_or_still_planned(
     assert 'mastodon<br><small class="channel-state">still planned</small>' in ahead
     upcoming = html.split('id="upcoming"')[1].split('id="ahead"')[0]
     assert "<li>email: done — Sent 2, Failed 0</li><li>mastodon: still planned</li>" in upcoming
+
+
+def test_dashboard_shows_blocked_campaigns_and_rows_left_out(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler.errors import Diagnostic
+    from scheduler.store import problems
+
+    project = web_project(make_project)
+    missing = Diagnostic(
+        "campaigns.yaml", 19, 16, "statement 'may-day' has no 'es' version", scope="campaign"
+    )
+    problems.record_blocked(store_engine, {"may-day": [missing]})
+    bad = Diagnostic("members.csv", 7, 1, "invalid address 'joe.smith@example'", severity="warning")
+    problems.record_list(store_engine, "members", "members.csv", [bad])
+    client = web_app(project, store_engine).test_client()
+    headers = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+    html = client.get("/dashboard", headers=headers).get_data(as_text=True)
+    assert "Campaign may-day is blocked and will not be sent until fixed" in html
+    assert "campaigns.yaml:19: statement &#39;may-day&#39; has no &#39;es&#39; version" in html
+    assert "List members: 1 rows of members.csv were left out at the last sync (lines 7)" in html
+    assert "blocked</strong>" in html  # its upcoming occurrences are marked
+    # Fixed: the next load and sync clear them.
+    problems.record_blocked(store_engine, {})
+    problems.record_list(store_engine, "members", "members.csv", [])
+    html = client.get("/dashboard", headers=headers).get_data(as_text=True)
+    assert "is blocked" not in html and "left out" not in html

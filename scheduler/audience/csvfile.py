@@ -2,13 +2,15 @@
 
 The file must be UTF-8 (a byte-order mark is fine) with a header row. Columns: `email`
 (required), `name`, `language`, `timezone`; any other column becomes a text attribute that
-templates can use. Rows with a problem are left out of the result and reported; nothing
+templates can use. Rows with a problem are left out of the result and reported as
+warnings (`FILE:LINE:COL: warning: ...`): one bad row never stops the good ones, and nothing
 about a bad row is guessed.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import os
 import re
@@ -61,10 +63,30 @@ class RowProblem:
     reason: str
     hint: str | None = None
     duplicate_of: int | None = None  # for duplicates: the row kept
+    col: int = 0  # 1-based character column where the value starts on its line; 0 unknown
 
     def to_diagnostic(self, file: str) -> Diagnostic:
         message = f"column {self.column!r}: {self.reason}" if self.column else self.reason
-        return Diagnostic(file=file, line=self.row, column=0, message=message, hint=self.hint)
+        return Diagnostic(
+            file=file,
+            line=self.row,
+            column=self.col,
+            message=message,
+            hint=self.hint,
+            severity="warning",
+            scope="list",
+        )
+
+    def to_json(self, file: str) -> dict[str, object]:
+        return {
+            "file": file,
+            "line": self.row,
+            "column": self.col,
+            "field": self.column,
+            "severity": "warning",
+            "message": self.reason,
+            "hint": self.hint,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +137,8 @@ class _Lines:
         self._stream = stream
         self.count = 0
         self.bad: dict[int, str] = {}
+        # The text of the last few lines, to say at which column of a line a bad value starts.
+        self.recent: dict[int, str] = {}
 
     def __iter__(self) -> Iterator[str]:
         for chunk in self._stream:
@@ -124,7 +148,10 @@ class _Lines:
                 self.count += 1
                 if self.count == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]
-                yield self._decode(raw)
+                text = self._decode(raw)
+                self.recent[self.count] = text
+                self.recent.pop(self.count - 64, None)
+                yield text
 
     def _decode(self, raw: bytes) -> str:
         if b"\x00" in raw:
@@ -194,6 +221,7 @@ def _read(
         )
         return
 
+    delimiter = _delimiter(first)
     checker = _RowChecker(positions, len(header), languages, default_language)
     end = reader.line_num
     try:
@@ -205,7 +233,13 @@ def _read(
             if bad:
                 yield RowProblem(row=start, column=None, reason=bad[0], hint=_SAVE_AS_UTF8)
                 continue
-            yield from checker.check(start, fields)
+            columns = _field_columns(lines.recent.get(start, ""), delimiter)
+            for item in checker.check(start, fields):
+                if isinstance(item, RowProblem) and item.column in positions:
+                    index = positions[item.column]
+                    if index < len(columns):
+                        item = dataclasses.replace(item, col=columns[index])
+                yield item
     except csv.Error as e:
         yield RowProblem(
             row=end + 1,
@@ -213,6 +247,18 @@ def _read(
             reason=f"cannot read the CSV: {e}",
             hint="check for an unbalanced double quote on or just before this line",
         )
+
+
+def _field_columns(line: str, delimiter: str) -> list[int]:
+    """1-based character columns where each field of a CSV line starts (quotes respected)."""
+    starts = [1]
+    quoted = False
+    for i, char in enumerate(line.rstrip("\r\n")):
+        if char == '"':
+            quoted = not quoted
+        elif char == delimiter and not quoted:
+            starts.append(i + 2)
+    return starts
 
 
 def _delimiter(header_line: str) -> str:

@@ -32,7 +32,9 @@ def lists_import(
     ] = "active",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Add or update subscribers from a CSV file. Never resubscribes anyone who left."""
+    """Add or update subscribers from a CSV file. Never resubscribes anyone who left.
+
+    Bad rows are left out with a warning (FILE:LINE:COL); the good rows are imported."""
     project = valid_project()
     if list_name not in project.config.lists:
         fail(
@@ -52,8 +54,9 @@ def lists_import(
         file, languages=list(voice.languages), default_language=voice.default_language
     )
     result = refuse_undeliverable(project, result)
-    for problem in result.problems:
-        err.print(problem.to_diagnostic(str(file)).format(), markup=False)
+    if not as_json:
+        for problem in result.problems:
+            err.print(problem.to_diagnostic(str(file)).format(), markup=False)
     engine = store()
     with Progress(
         TextColumn("[bold]importing"),
@@ -81,6 +84,7 @@ def lists_import(
         "skipped_suppressed": report.skipped_suppressed,
         "skipped_unsubscribed": report.skipped_unsubscribed,
         "rejected": len(result.problems),
+        "problems": [p.to_json(str(file)) for p in result.problems],
     }
     if as_json:
         print_json(data)
@@ -93,7 +97,18 @@ def lists_import(
             markup=False,
         )
     if result.problems:
-        raise typer.Exit(1)
+        n = len(result.problems)
+        lines = sorted({p.row for p in result.problems})
+        shown = ", ".join(str(x) for x in lines[:5]) + (", ..." if len(lines) > 5 else "")
+        if not as_json:
+            err.print(
+                f"{n:,} row problem{'s' if n != 1 else ''} (line{'s' if len(lines) != 1 else ''} "
+                f"{shown}): those rows were left out, the others were imported. Fix them and "
+                "import again.",
+                markup=False,
+            )
+        if not result.rows:
+            raise typer.Exit(1)  # nothing could be read: the file itself is the problem
 
 
 @lists_app.command("show")

@@ -47,6 +47,8 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
         "channels": list(occ.channels),
         "template": occ.template,
         "note": occ.note,
+        # A campaign with a problem of its own is not sent until fixed (`scheduler validate`).
+        "blocked": occ.campaign_id in project.blocked,
     }
 
 
@@ -55,7 +57,8 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
 
 def validate(
     strict: Annotated[
-        bool, typer.Option(help="also fail when a secret a channel needs is unset")
+        bool,
+        typer.Option(help="warnings (bad list rows) are errors; also fail on unset secrets"),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print problems as JSON")] = False,
 ) -> None:
@@ -65,12 +68,15 @@ def validate(
         print_json(
             {
                 "ok": report.ok,
+                "blocked": sorted(report.blocked),
                 "problems": [
                     {
                         "file": d.file,
                         "line": d.line,
                         "column": d.column,
                         "severity": d.severity,
+                        "scope": d.scope,
+                        "campaign": d.campaign,
                         "message": d.message,
                         "hint": d.hint,
                     }
@@ -79,12 +85,28 @@ def validate(
             }
         )
         raise typer.Exit(0 if report.ok else 1)
-    for d in report.diagnostics:
-        err.print(d.format(), markup=False)
+    # A template shared by two campaigns blocks both: say it once.
+    for text in dict.fromkeys(d.format() for d in report.diagnostics):
+        err.print(text, markup=False)
+    warnings = len(report.warnings)
+    if warnings:
+        err.print(
+            f"{warnings} warning{'s' if warnings != 1 else ''}: those list rows are left out; "
+            "the other rows are imported and sent (--strict makes warnings errors).",
+            markup=False,
+        )
     if not report.ok:
         n = len(report.errors)
+        blocked = report.blocked
+        if report.project is not None and blocked:
+            err.print(
+                f"blocked until fixed: {', '.join(sorted(blocked))}; every other campaign "
+                "is scheduled and sent.",
+                markup=False,
+            )
         err.print(
-            f"{n} error{'s' if n != 1 else ''}; fix them and run `scheduler validate` again.",
+            f"{n} error{'s' if n != 1 else ''}; fix {'them' if n != 1 else 'it'} and run "
+            "`scheduler validate` again.",
             markup=False,
         )
         raise typer.Exit(1)
@@ -146,6 +168,8 @@ def calendar_command(
         local = local_time(occ.local, weekday=True) + f" ({occ.timezone})"
         if occ.note:
             local += f"\n[yellow]{occ.note}[/]"
+        if occ.campaign_id in project.blocked:
+            local += "\n[red]blocked: not sent until fixed[/]"
         table.add_row(
             occ.id, local, occ.instant.strftime("%Y-%m-%d %H:%M"), ", ".join(occ.channels)
         )
@@ -204,7 +228,7 @@ def plan(
         table.add_row(
             local_time(occ.local),
             when_in,
-            occ.id,
+            occ.id + (" (blocked)" if occ.campaign_id in project.blocked else ""),
             ", ".join(occ.channels),
             recipients,
         )
@@ -231,7 +255,7 @@ def preview(
     ] = False,
 ) -> None:
     """Render what each channel would get for the campaign's next occurrence; send nothing."""
-    project = valid_project()
+    project = valid_project(campaign)
     target = out_dir if (out_dir is not None or as_json) else Path("preview")
     try:
         items = build_preview(

@@ -168,7 +168,7 @@ def send_command(
     """Fire one occurrence now. Idempotent: run again, it sends nothing already sent.
     With --channel, the step's other channels stay planned: the clock sends them at the
     instant."""
-    project = valid_project()
+    project = valid_project(campaign)
     now = dt.datetime.now(dt.UTC)
     engine = store()
     try:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.engine import Engine
 
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import load_project
@@ -14,6 +15,7 @@ from scheduler.console import fail, out, print_json, safe_url, state, store
 from scheduler.delivery import channel_state, ledger
 from scheduler.errors import ConfigError
 from scheduler.listhealth import stats
+from scheduler.store import problems
 from scheduler.timefmt import local_time
 
 # --- status --------------------------------------------------------------------------------
@@ -66,6 +68,7 @@ def status_command(
     )
     held = [h.occurrence_id for h in holds.open_holds(engine)]
     seen = clock_state.last_seen(engine)
+    found = problem_records(engine)
     if as_json:
         print_json(
             {
@@ -74,6 +77,7 @@ def status_command(
                 "paused": paused,
                 "held": held,
                 "clock_last_seen": seen,
+                **found,
                 "occurrences": records,
                 "lists": {
                     name: [{"week": week.isoformat(), **h.as_dict()} for week, h in weeks.items()]
@@ -84,6 +88,7 @@ def status_command(
         return
     if paused:
         out.print(f"paused campaigns: {', '.join(paused)}", markup=False)
+    print_problems(found)
     for occurrence_id in held:
         out.print(
             f"HELD for review, not sent: {occurrence_id} (scheduler review {occurrence_id})",
@@ -104,7 +109,7 @@ def status_command(
     for row, rec in zip(rows, records, strict=True):
         parts = [_channel_text(p) for p in progress.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
-        if rec["note"] and rec["state"] in ("missed", "cancelled"):
+        if rec["note"] and rec["state"] in ("missed", "cancelled", "planned"):
             state_text += f"\n{rec['note']}"
         h = rec["list_health"]
         table.add_row(
@@ -161,6 +166,52 @@ def _print_list_health(by_list: dict[str, dict[dt.date, stats.Health]]) -> None:
                 name, week.isoformat(), str(h.bounces), str(h.complaints), str(h.unsubscribes)
             )
     out.print(table)
+
+
+def problem_records(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Blocked campaigns (as the clock last loaded the file) and list rows left out at the
+    last sync, from the store."""
+    rows = problems.current(engine)
+    return {
+        "blocked": [
+            {"campaign": r.subject, "since": r.since, "count": r.count, "problems": r.detail}
+            for r in rows
+            if r.kind == problems.CAMPAIGN
+        ],
+        "list_problems": [
+            {
+                "list": r.subject,
+                "file": r.file,
+                "count": r.count,
+                "lines": r.lines,
+                "synced_at": r.updated_at,
+                "problems": r.detail,
+            }
+            for r in rows
+            if r.kind == problems.LIST
+        ],
+    }
+
+
+def print_problems(found: dict[str, list[dict[str, Any]]]) -> None:
+    for b in found["blocked"]:
+        first = b["problems"][0] if b["problems"] else {}
+        where = f"{first.get('file')}:{first.get('line')}: " if first.get("line") else ""
+        out.print(
+            f"blocked campaign {b['campaign']} (since {b['since']:%Y-%m-%d %H:%M} UTC): "
+            f"{where}{first.get('message', '')}"
+            + (f" (and {b['count'] - 1} more)" if b["count"] > 1 else "")
+            + " — not sent until fixed; `scheduler validate` shows every problem",
+            markup=False,
+        )
+    for p in found["list_problems"]:
+        lines = ", ".join(str(n) for n in p["lines"][:5]) + (", ..." if p["count"] > 5 else "")
+        out.print(
+            f"list {p['list']}: {p['count']:,} row{'s' if p['count'] != 1 else ''} of "
+            f"{p['file']} left out at the last sync ({p['synced_at']:%Y-%m-%d %H:%M} UTC), "
+            f"line{'s' if p['count'] != 1 else ''} {lines}; `scheduler validate` says why",
+            markup=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -34,8 +34,10 @@ from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim
+from scheduler.errors import Diagnostic
 from scheduler.review import approvals, gate, holds
 from scheduler.review.policy import DEFAULT_ONE_OFF, has_approvers, review_for
+from scheduler.store import problems
 from scheduler.store.schema import Role
 from scheduler.timefmt import local_time
 from scheduler.validate import validate_project
@@ -86,6 +88,10 @@ class Clock:
         self._reminder_checked: dict[str, dt.datetime] = {}
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
+        self._blocked_logged: set[tuple[str, str]] = set()
+        # Campaigns unblocked by a reload whose entry had failed the schema (so their dates
+        # were unknown): the next sweep looks back to when they were blocked.
+        self._look_back: dict[str, dt.datetime] = {}
         self.fired: list[str] = []  # occurrence ids this process fired (for tests and logs)
         # The occurrences with a timer, in order: what the start lists and the log counts.
         self.scheduled: list[Occurrence] = []
@@ -103,6 +109,7 @@ class Clock:
         )
         self.scheduler.add_job(self.watch, IntervalTrigger(seconds=2), id="watch")
         self.rebuild()
+        self.announce_blocked()
         if self.on_start is not None:
             self.on_start(self)
         self.scheduler.start()
@@ -178,16 +185,31 @@ class Clock:
             self._fingerprint = fingerprint
             self.reload(reason="file changed")
 
+    def blocked_reasons(self) -> dict[str, str]:
+        return {cid: _reason(found) for cid, found in self.project.blocked.items() if found}
+
+    def announce_blocked(self) -> None:
+        """Say (and record for `status`) which campaigns cannot be sent, and why."""
+        for cid, why in self.blocked_reasons().items():
+            log.error("event=blocked campaign=%s reason=%r", cid, why)
+        problems.record_blocked(self.engine, self.project.blocked)
+
     def reload(self, *, reason: str) -> bool:
-        """Take a changed campaigns.yaml if it validates; otherwise keep the old schedule."""
+        """Take a changed campaigns.yaml unless a shared structure is broken (then keep the
+        old schedule); a campaign with a problem of its own is blocked, the others go on."""
         report = validate_project(self.project.path)
-        if not report.ok or report.project is None:
-            for d in report.errors:
+        if report.project is None:
+            for d in report.fatal or report.errors:
                 log.error("event=reload_refused reason=%r problem=%s", reason, d.format())
             log.error(
-                "event=reload_refused errors=%d keeping=previous schedule", len(report.errors)
+                "event=reload_refused errors=%d keeping=previous schedule",
+                len(report.fatal or report.errors),
             )
             return False
+        since = {p.subject: p.since for p in problems.current(self.engine, problems.CAMPAIGN)}
+        for cid in set(self.project.blocked) - set(report.project.blocked):
+            if cid not in self.project.config.campaigns and cid in since:
+                self._look_back[cid] = since[cid]
         old = self.ctx
         self.project = report.project
         self.ctx = DeliveryContext(
@@ -195,6 +217,7 @@ class Clock:
         )
         old.close_when_idle()
         self.rebuild()
+        self.announce_blocked()
         log.info("event=reloaded reason=%r occurrences_scheduled=%d", reason, len(self.jobs()))
         return True
 
@@ -252,7 +275,16 @@ class Clock:
                     ids.add(hold.occurrence_id)
                 except Exception:
                     continue
-        for row in state.firing(self.engine):  # interrupted sends, whenever they were due
+        for cid, start in list(self._look_back.items()):
+            del self._look_back[cid]
+            if cid in config.campaigns:
+                back = calendar.expand(
+                    config, start - dt.timedelta(minutes=1), now, campaigns=[cid]
+                )
+                candidates.extend(o for o in back if o.id not in ids)
+                ids.update(o.id for o in back)
+        # Interrupted sends, and occurrences blocked at their instant, whenever they were due.
+        for row in [*state.firing(self.engine), *state.planned(self.engine)]:
             if row.id not in ids and row.campaign in config.campaigns:
                 try:
                     candidates.append(calendar.occurrence(config, row.id))
@@ -288,6 +320,7 @@ class Clock:
                     now,
                     channels=channels,
                     held=held,
+                    blocked=self.blocked_reasons(),
                 )
                 if d.occurrence.id not in self._in_flight
             ]
@@ -345,6 +378,18 @@ class Clock:
             if holds.hold(self.engine, occ):
                 log.warning("event=held occurrence=%s note=%r", occ.id, d.note)
                 alerts.held(self.ctx, occ, d.note or "held for review")
+            return
+        if d.action is Action.BLOCKED:
+            state.record_blocked(self.engine, occ, d.note or "blocked")
+            why = self.blocked_reasons().get(occ.campaign_id, "")
+            if (occ.id, why) not in self._blocked_logged:
+                self._blocked_logged.add((occ.id, why))
+                log.error(
+                    "event=blocked occurrence=%s campaign=%s reason=%r",
+                    occ.id,
+                    occ.campaign_id,
+                    why,
+                )
             return
         if d.action is Action.WAIT:
             if occ.id not in self._waiting_logged:
@@ -409,6 +454,11 @@ class Clock:
             r.skipped,
             (started - occ.instant).total_seconds(),
         )
+
+
+def _reason(found: tuple[Diagnostic, ...]) -> str:
+    first = found[0].format().split("\n")[0]
+    return first + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
 
 
 def describe_next(project: Project, now: dt.datetime, limit: int = 10) -> list[dict[str, Any]]:

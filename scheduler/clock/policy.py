@@ -11,6 +11,9 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
 - its campaign is paused: wait (if it is resumed inside the window it fires late);
 - it needs review and has no valid approval (`held`, from `review.gate`): hold; approved
   inside the window it fires late, after the window it is recorded missed.
+- its campaign is blocked by a problem of its own (a missing statement, a template that
+  fails): recorded `planned` with the reason at its instant, and fired late if the file is
+  fixed inside the catch-up window; past the window it is recorded `missed` with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Action(StrEnum):
     RESUME = "resume"  # claimed before, never finished (a crash): carry on
     WAIT = "wait"  # its campaign is paused
     HOLD = "hold"  # it needs an approval it does not have
+    BLOCKED = "blocked"  # its campaign has a problem of its own: wait for a fix, say why
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +74,15 @@ def decide(
     channels: Mapping[str, Mapping[str, ChannelRow]] | None = None,
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
     held: Mapping[str, str] | None = None,
+    blocked: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """Decisions for the occurrences whose instant is not after `now`.
 
     `channels` (occurrence -> channel -> row) lets an occurrence some of whose channels went
     out by hand fire the channels still planned; without it a claimed occurrence counts as
-    claimed on every channel.
+    claimed on every channel. `blocked` maps a campaign that cannot be sent to why.
     """
+    blocked = blocked or {}
     out: list[Decision] = []
     for occ in occurrences:
         if occ.instant > now:
@@ -87,7 +93,8 @@ def decide(
         late_by = now - occ.instant
         row = known.get(occ.id)
         remaining: tuple[str, ...] = ()  # empty: every channel of the step
-        if row is not None:
+        # A `planned` row only says why it has not fired yet (it was blocked): decide again.
+        if row is not None and row.state != "planned":
             if row.state in FINAL_OCCURRENCE:
                 continue
             planned = (
@@ -103,6 +110,31 @@ def decide(
             remaining = tuple(planned)
         if occ.campaign_id in paused:
             out.append(Decision(occ, Action.WAIT, "campaign paused", remaining))
+            continue
+        why = blocked.get(occ.campaign_id)
+        if why is not None:
+            window = campaign.catch_up_window
+            if late_by <= max(window, ON_TIME):
+                out.append(
+                    Decision(
+                        occ,
+                        Action.BLOCKED,
+                        f"blocked at its instant: {why}; it is sent late if fixed before "
+                        f"{occ.instant + window:%Y-%m-%d %H:%M} UTC (catch-up window "
+                        f"{campaign.catch_up}), otherwise recorded as missed",
+                        remaining,
+                    )
+                )
+            else:
+                out.append(
+                    Decision(
+                        occ,
+                        Action.MISSED,
+                        f"not sent: blocked ({why}) and not fixed inside the catch-up window "
+                        f"of {campaign.catch_up} after {occ.instant:%Y-%m-%d %H:%M} UTC",
+                        remaining,
+                    )
+                )
             continue
         if held and occ.id in held:
             if late_by <= campaign.catch_up_window:

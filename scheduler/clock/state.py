@@ -83,6 +83,49 @@ def firing(engine: Engine) -> list[OccurrenceRow]:
         return [_occurrence_row(r) for r in rows]
 
 
+def planned(engine: Engine) -> list[OccurrenceRow]:
+    """Occurrences recorded before firing (blocked at their instant): the sweep looks again."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(occurrences).where(O.state == OccurrenceState.PLANNED.value))
+        return [_occurrence_row(r) for r in rows]
+
+
+def record_blocked(engine: Engine, occ: Occurrence, note: str) -> bool:
+    """Say why an occurrence whose instant has come is not sent (yet); True the first time.
+
+    It stays `planned`, so a fix inside its catch-up window fires it (late) and the window
+    running out records it missed.
+    """
+    now = utcnow()
+    with writer(engine).begin() as conn:
+        insert = dialect_insert(conn, occurrences)
+        added = conn.execute(
+            insert.values(
+                id=occ.id,
+                campaign=occ.campaign_id,
+                step=occ.step_id,
+                instant=occ.instant,
+                state=OccurrenceState.PLANNED.value,
+                note=note,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(O.id)
+        ).first()
+        if added is None:
+            conn.execute(
+                sa.update(occurrences)
+                .where(
+                    O.id == occ.id,
+                    O.state == OccurrenceState.PLANNED.value,
+                    sa.or_(O.note.is_(None), O.note != note),
+                )
+                .values(note=note, updated_at=now)
+            )
+    return added is not None
+
+
 def _settle(
     engine: Engine,
     occ: Occurrence,

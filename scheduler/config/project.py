@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -25,6 +27,9 @@ class Project:
     path: Path
     document: YamlDocument
     set_aside: frozenset[tuple[str, str]] = frozenset()
+    # Campaigns that cannot be sent, with why: a problem of their own (an entry that fails
+    # the schema, a missing statement, a template that fails) stops them and nothing else.
+    blocked: Mapping[str, tuple[Diagnostic, ...]] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -114,6 +119,7 @@ def load_project_partially(
             if isinstance(section, dict) and loc[1] in section:
                 del section[loc[1]]
                 set_aside.add((str(loc[0]), str(loc[1])))
+    problems = [_scoped(d, err["loc"], set_aside) for d, err in zip(problems, errors, strict=True)]
     try:
         partial = Config.model_validate(data)
     except ValidationError:
@@ -122,6 +128,15 @@ def load_project_partially(
         config=partial, path=path.resolve(), document=document, set_aside=frozenset(set_aside)
     )
     return project, problems
+
+
+def _scoped(
+    d: Diagnostic, loc: tuple[str | int, ...], set_aside: set[tuple[str, str]]
+) -> Diagnostic:
+    """A schema error inside one campaign blocks that campaign; any other, the whole file."""
+    if len(loc) >= 2 and loc[0] == "campaigns" and ("campaigns", str(loc[1])) in set_aside:
+        return dataclasses.replace(d, scope="campaign", campaign=str(loc[1]))
+    return d
 
 
 __all__ = ["Diagnostic", "Project", "config_path", "load_project", "load_project_partially"]

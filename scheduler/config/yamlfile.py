@@ -10,8 +10,11 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
+from scheduler.config.yamllimits import MAX_BYTES, check_limits
+from scheduler.config.yamlwords import duplicate_after_block, overindented, unindented
 from scheduler.errors import ConfigError, Diagnostic
 
 Loc = tuple[str | int, ...]
@@ -75,43 +78,98 @@ def _plain(node: Any) -> Any:
 
 
 def parse_yaml(text: str, path: str) -> YamlDocument:
+    """Parse one YAML document; every problem is a ConfigError at line:col, never a traceback."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise ConfigError([Diagnostic(path, 0, 0, _TOO_BIG, _TOO_BIG_HINT)])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    lines = text.splitlines()
     try:
+        check_limits(text, path)
         tree = yaml.load(text)
     except DuplicateKeyError as e:
-        mark = e.problem_mark
-        first = e.context_mark
-        hint = "each key may appear once in a mapping; merge or rename the two entries"
-        key = str(e.problem).split('"')[1] if '"' in str(e.problem) else ""
-        first_line = _first_key_line(text, key, first.line if first else 0, mark)
-        if first_line:
-            hint += f" (the first is on line {first_line})"
-        raise ConfigError(
-            [
-                Diagnostic(
-                    path,
-                    mark.line + 1 if mark else 0,
-                    mark.column + 1 if mark else 0,
-                    f"duplicate key {key!r}" if key else "duplicate key",
-                    hint,
-                )
-            ]
-        ) from None
+        raise ConfigError([_duplicate(e, text, lines, path)]) from None
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
+        raise ConfigError([_syntax(e, lines, path)]) from None
+    except ReaderError as e:
+        line, col = _line_col(text, e.position)
         raise ConfigError(
             [
                 Diagnostic(
                     path,
-                    mark.line + 1 if mark else 0,
-                    mark.column + 1 if mark else 0,
-                    f"YAML syntax: {e.problem or e.context}",
-                    "check indentation (spaces, not tabs) and quote values containing ': ' or '#'",
+                    line,
+                    col,
+                    f"character U+{_code(e.character):04X} is not allowed in YAML: {e.reason}",
+                    "delete it or retype the line; it is often pasted from a word processor",
                 )
             ]
         ) from None
+    except (YAMLError, RecursionError, ValueError) as e:
+        raise ConfigError([Diagnostic(path, 0, 0, f"cannot read the file as YAML: {e}")]) from None
     return YamlDocument(path=path, data=_plain(tree), tree=tree)
+
+
+_TOO_BIG = f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB"
+_TOO_BIG_HINT = "campaigns.yaml holds the schedule only: subscriber lists go in CSV files"
+_SYNTAX_HINT = "check indentation (spaces, not tabs) and quote values containing ': ' or '#'"
+
+
+def _code(character: object) -> int:
+    return character if isinstance(character, int) else ord(str(character)[:1] or "\0")
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+
+
+def _duplicate(e: DuplicateKeyError, text: str, lines: list[str], path: str) -> Diagnostic:
+    mark = e.problem_mark
+    first = e.context_mark
+    key = str(e.problem).split('"')[1] if '"' in str(e.problem) else ""
+    first_line = _first_key_line(text, key, first.line if first else 0, mark)
+    message = f"duplicate key {key!r}" if key else "duplicate key"
+    hint = "each key may appear once in a mapping; merge or rename the two entries"
+    if first_line:
+        hint += f" (the first is on line {first_line})"
+    if mark is not None:
+        slipped = duplicate_after_block(lines, mark.line, key)
+        if slipped:
+            message, hint = f"{message}: {slipped}", "otherwise " + hint
+    return Diagnostic(
+        path, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0, message, hint
+    )
+
+
+def _syntax(e: MarkedYAMLError, lines: list[str], path: str) -> Diagnostic:
+    mark = e.problem_mark or e.context_mark
+    problem = str(e.problem or e.context)
+    advice = None
+    if mark is not None:
+        if "expected <block end>" in problem or "expected <block mapping" in problem:
+            advice = unindented(lines, mark.line) or overindented(lines, mark.line)
+        elif "mapping values are not allowed" in problem:
+            advice = overindented(lines, mark.line)
+    if advice is not None:
+        return Diagnostic(path, advice.line, advice.column, advice.message, advice.hint)
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    if "'\\t'" in problem or "\t" in problem:
+        return Diagnostic(
+            path,
+            line,
+            col,
+            "a tab is used here; YAML indents with spaces only",
+            "replace the tab with spaces (most editors have 'convert indentation to spaces')",
+        )
+    if "mapping values are not allowed" in problem:
+        return Diagnostic(
+            path,
+            line,
+            col,
+            "a ': ' inside a value that is not quoted",
+            'put the whole value in double quotes, e.g. name: "Rally: 1 May"',
+        )
+    return Diagnostic(path, line, col, f"YAML syntax: {problem}", _SYNTAX_HINT)
 
 
 def _first_key_line(text: str, key: str, start: int, mark: Any) -> int | None:
@@ -129,11 +187,47 @@ def _first_key_line(text: str, key: str, start: int, mark: Any) -> int | None:
 def load_yaml(path: Path, display: str | None = None) -> YamlDocument:
     name = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(
+                [
+                    Diagnostic(
+                        name,
+                        0,
+                        0,
+                        "is a folder, not a file",
+                        f"pass the file itself: -c {path / 'campaigns.yaml'}",
+                    )
+                ]
+            )
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            raise ConfigError([Diagnostic(name, 0, 0, _TOO_BIG, _TOO_BIG_HINT)])
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             [Diagnostic(name, 0, 0, "file not found", "pass -c FILE or set SCHEDULER_CONFIG")]
         ) from None
+    except OSError as e:
+        raise ConfigError([Diagnostic(name, 0, 0, f"cannot read: {e.strerror or e}")]) from None
+    return parse_yaml(decode_utf8(data, name), name)
+
+
+def decode_utf8(data: bytes, name: str) -> str:
+    """The text of a file, or a ConfigError at the line:col of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigError([Diagnostic(name, 0, 0, f"not UTF-8 text: {e.reason}")]) from None
-    return parse_yaml(text, name)
+        start = e.start
+        line_start = data.rfind(b"\n", 0, start) + 1
+        line = data.count(b"\n", 0, start) + 1
+        column = len(data[line_start:start].decode("utf-8-sig", "replace")) + 1
+        raise ConfigError(
+            [
+                Diagnostic(
+                    name,
+                    line,
+                    column,
+                    f"not UTF-8 text: byte 0x{data[start]:02x} here cannot be read",
+                    "save the file as UTF-8 (most editors: 'Save with encoding' > UTF-8)",
+                )
+            ]
+        ) from None

@@ -21,7 +21,7 @@ from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
 from scheduler.delivery.readiness import not_ready_reason, unset_variables
-from scheduler.store import subscribers
+from scheduler.store import problems, subscribers
 from scheduler.store.schema import ChannelState
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ class FireReport:
 
 
 def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, int]:
-    """Import each list's CSV `source` (upsert; never resurrects an unsubscribe)."""
+    """Import each list's CSV `source` (upsert; never resurrects an unsubscribe).
+
+    Bad rows are left out, logged in one line and kept in the store for `status`."""
     synced: dict[str, int] = {}
     for name in list_names:
         mlist = ctx.config.lists.get(name)
@@ -69,10 +71,22 @@ def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, i
         if result.problems:
             from scheduler import alerts
 
-            problems = [d.format() for d in result.diagnostics(mlist.source)]
-            alerts.bad_rows(ctx, name, mlist.source, problems)
+            messages = [d.format() for d in result.diagnostics(mlist.source)]
+            alerts.bad_rows(ctx, name, mlist.source, messages)
         report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
         synced[name] = report.total
+        shown = ctx.project.relative(path)
+        problems.record_list(ctx.engine, name, shown, result.diagnostics(shown))
+        if result.problems:
+            lines = sorted({p.row for p in result.problems})
+            log.warning(
+                "event=list_rows_left_out list=%s file=%s count=%d lines=%s%s",
+                name,
+                shown,
+                len(result.problems),
+                ",".join(str(n) for n in lines[:5]),
+                ",..." if len(lines) > 5 else "",
+            )
     return synced
 
 

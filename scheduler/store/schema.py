@@ -461,3 +461,19 @@ health_events = sa.Table(
     sa.Index("ix_health_events_subscriber_kind", "subscriber_id", "kind", "created_at"),
     sa.Index("ix_health_events_created_at", "created_at"),
 )
+
+# What the last look at the project found wrong, for `status` and the dashboard: a list's
+# rows left out at its last sync (kind 'list'), a campaign blocked by its own problem (kind
+# 'campaign'). Replaced at every sync and every (re)load; a row disappears once fixed.
+problems = sa.Table(
+    "problems",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("subject", sa.String(200), primary_key=True),  # list name or campaign id
+    sa.Column("file", sa.Text, nullable=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    # The first few, each {"line", "column", "message"}: enough to find them, never a dump.
+    sa.Column("detail", Json, nullable=False, default=list),
+    sa.Column("since", UtcDateTime, nullable=False, default=utcnow),
+    _updated_at(),
+)

@@ -21,7 +21,7 @@ from scheduler.errors import AccountError
 from scheduler.listhealth import stats
 from scheduler.review import approvals, holds
 from scheduler.review import policy as review_policy
-from scheduler.store import subscribers
+from scheduler.store import problems, subscribers
 from scheduler.timefmt import local_time
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
@@ -181,6 +181,7 @@ def overview() -> tuple[str, int]:
         state.engine, list(settled), step_channels={o.id: o.channels for o in upcoming}
     )
     health = stats.by_occurrence(state.engine, [item.row.id for item in past])
+    found = problems.current(state.engine)
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
@@ -203,6 +204,8 @@ def overview() -> tuple[str, int]:
             and who.may_act
             and scope.may_act_on(who.account, config, cid)
         ),
+        problems=found,
+        blocked={p.subject for p in found if p.kind == problems.CAMPAIGN},
         campaign_name=lambda cid: (
             config.campaigns[cid].display_name() if cid in config.campaigns else cid
         ),
