@@ -135,8 +135,27 @@ def sent_count(url: str) -> int:
 
 def run_embedded(env: dict[str, str], n: int) -> tuple[float, float]:
     started = time.perf_counter()
+    # bench/profile_send.sh sets BENCH_PROFILE: the same send, sampled by py-spy.
+    profile = os.environ.get("BENCH_PROFILE")
+    wrapper = (
+        [
+            "py-spy",
+            "record",
+            "--subprocesses",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "-o",
+            profile,
+            "--",
+        ]
+        if profile
+        else []
+    )
     proc = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "scheduler",
