@@ -58,6 +58,11 @@ DASHBOARD_PASSWORD_HASH = Setting(
     "SCHEDULER_DASHBOARD_PASSWORD_HASH", None, "werkzeug password hash for the dashboard"
 )
 DASHBOARD_TOKEN = Setting("SCHEDULER_DASHBOARD_TOKEN", None, "a bearer token for the dashboard")
+SENDER_PROCESSES = Setting(
+    "SCHEDULER_SENDER_PROCESSES",
+    None,
+    "processes that send one occurrence in embedded mode (default: one per core)",
+)
 
 ALL = (
     CONFIG,
@@ -71,6 +76,7 @@ ALL = (
     WEB_PROXIES,
     DASHBOARD_PASSWORD_HASH,
     DASHBOARD_TOKEN,
+    SENDER_PROCESSES,
 )
 
 
@@ -108,3 +114,14 @@ def leader_key() -> str:
 
 def web_proxies() -> int:
     return int(WEB_PROXIES.get())
+
+
+def sender_processes() -> int:
+    """SCHEDULER_SENDER_PROCESSES, else the cores this process may run on."""
+    value = SENDER_PROCESSES.raw()
+    if value:
+        return max(1, int(value))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

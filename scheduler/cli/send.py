@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
 
-from scheduler import calendar
+from scheduler import calendar, settings
 from scheduler.channels import get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
@@ -192,6 +192,7 @@ def send_command(
                     on_total=bar.total,
                     revive_missed=True,
                     note=_manual_note(engine, occ),
+                    processes=settings.sender_processes(),
                 )
     finally:
         ctx.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from scheduler.audience.csvfile import read_csv
@@ -18,11 +19,13 @@ from scheduler.delivery import ledger
 from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
+from scheduler.delivery.senders import Helpers
 from scheduler.store import subscribers
 
 log = logging.getLogger(__name__)
 
 Dispatch = Callable[[str, str, int, int], None]
+HELPERS_FROM_BATCHES = 4
 
 
 @dataclass
@@ -67,7 +70,10 @@ def fire(
     late: bool = False,
     note: str | None = None,
     revive_missed: bool = False,
+    processes: int = 1,
 ) -> FireReport:
+    """`processes` > 1: send with that many processes in all (this one and helpers, see
+    `scheduler.delivery.senders`) when the occurrence has more than one batch."""
     with ctx.in_use():
         return _fire(
             ctx,
@@ -79,6 +85,7 @@ def fire(
             late=late,
             note=note,
             revive_missed=revive_missed,
+            processes=processes,
         )
 
 
@@ -93,6 +100,7 @@ def _fire(
     late: bool,
     note: str | None,
     revive_missed: bool = False,
+    processes: int = 1,
 ) -> FireReport:
     engine = ctx.engine
     claim, row = ledger.claim_occurrence(
@@ -149,16 +157,46 @@ def _fire(
 
     send = dispatch or run_here
     size = ctx.config.settings.batch_size
-    for channel in wanted:
-        for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size):
+    ranges = [
+        (channel, lo, hi)
+        for channel in wanted
+        for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)
+    ]
+    # Helpers only for a large send: starting a process costs more than a few batches.
+    helpers = (
+        Helpers(ctx, processes - 1)
+        if dispatch is None and processes > 1 and len(ranges) > HELPERS_FROM_BATCHES
+        else None
+    )
+    if helpers is not None:
+        helpers.start()
+    elsewhere: list[Future[BatchReport]] = []
+
+    def collect(wait: bool) -> None:
+        for future in [f for f in elsewhere if wait or f.done()]:
+            elsewhere.remove(future)
+            report.result.add(future.result())
+            if progress:
+                progress(report.result)
+
+    try:
+        for channel, lo, hi in ranges:
             if ledger.is_cancelled(engine, occ.id):
                 report.result.cancelled = True
                 break
             if ctx.stopping:
                 report.interrupted = True
                 break
-            send(occ.id, channel, lo, hi)
+            if helpers is not None and helpers.free():
+                elsewhere.append(helpers.submit(occ.id, channel, lo, hi))
+            else:
+                send(occ.id, channel, lo, hi)
             report.batches += 1
+            collect(wait=False)
+        collect(wait=True)  # a helper finishes the batch in hand, also when stopping
+    finally:
+        if helpers is not None:
+            helpers.close()
     ledger.finish_if_complete(engine, occ.id)
     if dispatch is None:
         report.held, report.held_until = ledger.held(engine, occ.id)
