@@ -15,7 +15,7 @@ from scheduler.config.project import Project
 from scheduler.content.statements import Statement, load_statement
 from scheduler.content.templates import Templates
 from scheduler.errors import TemplateError
-from scheduler.tokens import sign
+from scheduler.tokens import secret_key, sign
 
 DEFAULT_SUBJECT = "{{ statement.title }}"
 
@@ -160,9 +160,10 @@ class Renderer:
         base = self.config.organization.public_url.rstrip("/")
         list_name = recipient.list_name or ",".join(campaign.audience)
         data = {"s": recipient.subscriber_id, "e": recipient.email.lower(), "l": list_name}
+        key = secret_key()
         return (
-            f"{base}/unsubscribe/{sign('unsubscribe', data)}",
-            f"{base}/preferences/{sign('preferences', data)}",
+            f"{base}/unsubscribe/{sign('unsubscribe', data, key)}",
+            f"{base}/preferences/{sign('preferences', data, key)}",
         )
 
     # --- rendering ------------------------------------------------------------------------
