@@ -61,8 +61,30 @@ class SendError(SchedulerError):
 
 
 class TransientSendError(SendError):
-    """Delivery failed for now (4xx, timeout, connection reset); retry later."""
+    """Delivery failed for now (4xx, timeout, connection reset, 429); retry later.
+
+    `retry_after`: seconds the server asked us to wait, when it said. `maybe_accepted`: the
+    request reached the server and its answer was lost (a read timeout, a dropped
+    connection), so the message or post may exist already. `status`: the protocol's code.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        maybe_accepted: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+        self.maybe_accepted = maybe_accepted
 
 
 class PermanentSendError(SendError):
-    """Delivery failed for good (5xx, rejected); do not retry."""
+    """Delivery failed for good (5xx, rejected credentials, gone, invalid); do not retry."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

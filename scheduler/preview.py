@@ -9,11 +9,12 @@ from typing import Any
 
 from scheduler import calendar
 from scheduler.calendar import Occurrence
-from scheduler.channels import get_channel_class
+from scheduler.channels import Post, get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.content.message import build_email
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
+from scheduler.delivery.emailing import email_settings, sender_for
 from scheduler.delivery.posting import delivery_key, metadata_for
 from scheduler.errors import UnknownCampaignError
 
@@ -32,6 +33,7 @@ class PreviewItem:
     channel: str
     type: str
     language: str
+    kind: str = "post"
     limit: int | None = None
     text: str = ""
     parts: list[PostPart] = field(default_factory=list)
@@ -43,7 +45,7 @@ class PreviewItem:
 
     @property
     def is_email(self) -> bool:
-        return self.type == "smtp"
+        return self.kind == "email"
 
     @property
     def over_limit(self) -> bool:
@@ -159,9 +161,7 @@ def _email_item(
         subscriber_id=0,
     )
     rendered = renderer.email(occ, recipient)
-    settings = dict(config.channels[ch_name].model_extra or {})
-    sender_name = str(campaign.sender or settings.get("sender") or next(iter(config.senders)))
-    sender = config.senders[sender_name]
+    sender = sender_for(config, campaign, email_settings(config, ch_name))
     list_name = campaign.audience[0] if campaign.audience else "list"
     msg = build_email(
         rendered=rendered,
@@ -175,7 +175,8 @@ def _email_item(
     item = PreviewItem(
         occurrence=occ,
         channel=ch_name,
-        type="smtp",
+        type=config.channels[ch_name].type,
+        kind="email",
         language=rendered.language,
         email_headers={k: str(v) for k, v in msg.items()},
         email_text=rendered.text,
@@ -205,11 +206,13 @@ def _post_item(
     rendered = renderer.post(occ, ch_name)
     parts = channel.split(rendered.text)
     requests = channel.requests(
-        parts,
-        key=delivery_key(occ.id, ch_name),
-        language=rendered.language,
-        at=occ.instant,
-        metadata=metadata_for(occ, ch_name),
+        Post(
+            key=delivery_key(occ.id, ch_name),
+            language=rendered.language,
+            parts=tuple(parts),
+            at=occ.instant,
+            metadata=metadata_for(occ, ch_name),
+        )
     )
     item = PreviewItem(
         occurrence=occ,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from scheduler import settings
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
-from scheduler.channels import CHANNEL_CLASSES, get_channel_class
+from scheduler.channels import CHANNEL_CLASSES, ProjectFacts, get_channel_class, sends_email
 from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
 from scheduler.config.project import Project, load_project_partially
@@ -156,31 +156,18 @@ class _Checker:
                             f"export {var}=... before running, or give a default: "
                             f"${{{var}:-value}}",
                         )
-            if channel.type == "smtp":
-                sender = settings.get("sender")
-                if isinstance(sender, str) and not self.known("senders", sender):
-                    self.error(
-                        ("channels", name, "sender"),
-                        f"unknown sender {sender!r}",
-                        did_you_mean(sender, list(self.config.senders))
-                        or "define it under senders: (known: "
-                        f"{', '.join(self.config.senders) or 'none'})",
-                    )
-                key_file = settings.get("dkim_private_key_file")
-                if isinstance(key_file, str) and not secrets.missing(key_file):
-                    path = Path(secrets.resolve(key_file))
-                    if not path.is_absolute():
-                        path = self.project.base_dir / path
-                    if not path.is_file():
-                        self.error(
-                            ("channels", name, "dkim_private_key_file"),
-                            f"DKIM key file {str(path)!r} not found",
-                            "create it with `openssl genrsa -out dkim.pem 2048` and publish "
-                            "the public key in DNS, or remove the dkim_ settings",
-                        )
+            try:
+                valid = cls.Settings.model_validate(settings)
+            except ValidationError:
+                continue  # reported above
+            facts = ProjectFacts(
+                base_dir=self.project.base_dir, senders=frozenset(self.config.senders)
+            )
+            for problem in cls.project_problems(valid, facts):
+                self.error(("channels", name, problem.key), problem.message, problem.hint)
 
     def check_senders(self) -> None:
-        email_channels = [c for c in self.config.channels.values() if c.type == "smtp"]
+        email_channels = [c for c in self.config.channels.values() if sends_email(c)]
         if email_channels and not self.config.senders:
             self.error(
                 ("channels",), "email channels need a sender", "add a senders: section", key=True

@@ -23,6 +23,7 @@ from werkzeug import Request, Response
 from scheduler.channels import (
     AnyChannel,
     BlueskyChannel,
+    Post,
     PostRef,
     from_config,
 )
@@ -41,6 +42,10 @@ def fresh_instance_limits() -> Iterator[None]:
     mastodon_module._LIMITS.clear()
     yield
     mastodon_module._LIMITS.clear()
+
+
+def post(parts: list[str], *, key: str = KEY, language: str = "en", **fields: Any) -> Post:
+    return Post(key=key, language=language, parts=tuple(parts), **fields)
 
 
 def channel(type_: str, **settings: Any) -> AnyChannel:
@@ -87,7 +92,7 @@ def test_mastodon_reads_the_instance_limit_once_and_threads_with_replies(
     assert len(parts) > 2 and all(m.count(p) <= 120 for p in parts)
     seen: list[tuple[int, PostRef]] = []
     refs = m.send(
-        parts, key=KEY, language="es", env=ENV, on_posted=lambda i, r: seen.append((i, r))
+        post(parts, key=KEY, language="es"), env=ENV, on_posted=lambda i, r: seen.append((i, r))
     )
     assert [r.id for r in refs] == [s["id"] for s in fake.statuses]
     assert seen == list(enumerate(refs, 1))
@@ -109,7 +114,7 @@ def test_mastodon_reads_the_instance_limit_once_and_threads_with_replies(
 def test_mastodon_continues_a_thread_after_the_posted_parts(httpserver: HTTPServer) -> None:
     fake = FakeMastodon(httpserver).install()
     m = mastodon(httpserver)
-    refs = m.send(["a", "b", "c"], key=KEY, language="en", env=ENV, posted=[PostRef(id="77")])
+    refs = m.send(post(["a", "b", "c"], key=KEY, language="en"), env=ENV, posted=[PostRef(id="77")])
     assert len(refs) == 3 and refs[0].id == "77"
     assert [s["status"] for s in fake.statuses] == ["b", "c"]
     assert fake.statuses[0]["in_reply_to_id"] == "77"
@@ -121,7 +126,7 @@ def test_mastodon_refused_token_is_permanent_and_says_so_without_the_token(
     FakeMastodon(httpserver).install()
     m = mastodon(httpserver)
     with pytest.raises(PermanentPostError) as info:
-        m.send(["hello"], key=KEY, language="en", env={"MASTODON_TOKEN": "expired-SECRET-x"})
+        m.send(post(["hello"], key=KEY, language="en"), env={"MASTODON_TOKEN": "expired-SECRET-x"})
     message = str(info.value)
     assert "HTTP 401" in message and "access token" in message
     assert "expired-SECRET-x" not in message and TOKEN not in message
@@ -130,7 +135,7 @@ def test_mastodon_refused_token_is_permanent_and_says_so_without_the_token(
 def test_mastodon_429_carries_retry_after(httpserver: HTTPServer) -> None:
     FakeMastodon(httpserver, script=[("429", "7")]).install()
     with pytest.raises(TransientPostError) as info:
-        mastodon(httpserver).send(["hello"], key=KEY, language="en", env=ENV)
+        mastodon(httpserver).send(post(["hello"], key=KEY, language="en"), env=ENV)
     assert info.value.retry_after == 7 and info.value.status == 429
 
 
@@ -139,7 +144,7 @@ def test_mastodon_validation_error_is_permanent(httpserver: HTTPServer) -> None:
         {"error": "Validation failed: Text character limit of 500 exceeded"}, status=422
     )
     with pytest.raises(PermanentPostError, match="character limit"):
-        mastodon(httpserver).send(["x"], key=KEY, language="en", env=ENV)
+        mastodon(httpserver).send(post(["x"], key=KEY, language="en"), env=ENV)
 
 
 def test_an_unreachable_instance_keeps_the_default_limits() -> None:
@@ -147,7 +152,7 @@ def test_an_unreachable_instance_keeps_the_default_limits() -> None:
     m.prepare(ENV)
     assert m.limit == 500
     with pytest.raises(TransientPostError) as info:
-        m.send(["x"], key=KEY, language="en", env=ENV)
+        m.send(post(["x"], key=KEY, language="en"), env=ENV)
     assert TOKEN not in str(info.value)
 
 
@@ -160,7 +165,7 @@ def test_bluesky_thread_with_emoji_before_links_and_tags(httpserver: HTTPServer)
     url = "https://alliance.example/día?x=1"
     first = f"Día de la Mujer {FAMILY} ¡léelo! {url} #8M #Huelga…"
     parts = [first, "Solidaridad 🇪🇸 #DíaDeLaMujer https://example.org/b", "(3/3) fin"]
-    refs = b.send(parts, key=KEY, language="es", env=ENV)
+    refs = b.send(post(parts, key=KEY, language="es"), env=ENV)
     assert pds.logins == 1
     rkeys = [record_key(KEY, i) for i in (1, 2, 3)]
     assert list(pds.records) == rkeys
@@ -198,9 +203,9 @@ def test_bluesky_thread_with_emoji_before_links_and_tags(httpserver: HTTPServer)
 def test_bluesky_reuses_its_session_and_refreshes_an_expired_token(httpserver: HTTPServer) -> None:
     pds = FakePds(httpserver).install()
     b = bluesky(httpserver)
-    b.send(["one"], key=KEY, language="en", env=ENV)
+    b.send(post(["one"], key=KEY, language="en"), env=ENV)
     pds.expired.add("access-1")
-    b.send(["two"], key=KEY + "x", language="en", env=ENV)
+    b.send(post(["two"], key=KEY + "x", language="en"), env=ENV)
     assert (pds.logins, pds.refreshes) == (1, 1)
     assert len(pds.records) == 2
 
@@ -208,17 +213,19 @@ def test_bluesky_reuses_its_session_and_refreshes_an_expired_token(httpserver: H
 def test_bluesky_signs_in_again_when_the_refresh_token_is_spent(httpserver: HTTPServer) -> None:
     pds = FakePds(httpserver).install()
     b = bluesky(httpserver)
-    b.send(["one"], key=KEY, language="en", env=ENV)
+    b.send(post(["one"], key=KEY, language="en"), env=ENV)
     pds.expired.add("access-1")
     pds.access = "access-9"  # the refresh token the channel holds is no longer known
-    b.send(["two"], key=KEY + "x", language="en", env=ENV)
+    b.send(post(["two"], key=KEY + "x", language="en"), env=ENV)
     assert pds.logins == 2 and len(pds.records) == 2
 
 
 def test_bluesky_wrong_app_password_is_permanent(httpserver: HTTPServer) -> None:
     FakePds(httpserver).install()
     with pytest.raises(PermanentPostError) as info:
-        bluesky(httpserver).send(["x"], key=KEY, language="en", env={"BLUESKY_PASSWORD": "nope-pw"})
+        bluesky(httpserver).send(
+            post(["x"], key=KEY, language="en"), env={"BLUESKY_PASSWORD": "nope-pw"}
+        )
     assert "HTTP 401" in str(info.value) and "app password" in str(info.value)
     assert "nope-pw" not in str(info.value)
 
@@ -228,7 +235,7 @@ def test_bluesky_looks_the_record_up_before_creating_it_again(httpserver: HTTPSe
     b = bluesky(httpserver)
     rkey = record_key(KEY, 1)
     pds.records[rkey] = {"rkey": rkey, "record": {"text": "one"}}  # taken, answer lost
-    (ref,) = b.send(["one"], key=KEY, language="en", env=ENV, maybe_posted=True)
+    (ref,) = b.send(post(["one"], key=KEY, language="en"), env=ENV, maybe_posted=True)
     assert ref == PostRef(id=pds.uri(rkey), cid=f"cid-{rkey}")
     assert pds.creates == [] and pds.lookups == [rkey]
 
@@ -238,7 +245,7 @@ def test_bluesky_duplicate_record_key_answers_500_as_transient(httpserver: HTTPS
     rkey = record_key(KEY, 1)
     pds.records[rkey] = {"rkey": rkey, "record": {"text": "one"}}
     with pytest.raises(TransientPostError) as info:
-        bluesky(httpserver).send(["one"], key=KEY, language="en", env=ENV)
+        bluesky(httpserver).send(post(["one"], key=KEY, language="en"), env=ENV)
     assert info.value.maybe_accepted and info.value.status == 500
 
 
@@ -252,7 +259,7 @@ def test_bluesky_rate_limit_reset_is_honoured(httpserver: HTTPServer) -> None:
         reply({"error": "RateLimitExceeded"}, 429, {"RateLimit-Reset": reset})
     )
     with pytest.raises(TransientPostError) as info:
-        bluesky(httpserver).send(["x"], key=KEY, language="en", env=ENV)
+        bluesky(httpserver).send(post(["x"], key=KEY, language="en"), env=ENV)
     assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 31
 
 
@@ -274,10 +281,10 @@ def test_discord_waits_for_the_message_and_reports_rate_limits(
     env = {"DISCORD_WEBHOOK_URL": httpserver.url_for("/api/webhooks/1/tok")}
     d = channel("discord", webhook_url="${DISCORD_WEBHOOK_URL}", username="Alliance")
     with pytest.raises(TransientPostError) as info:
-        d.send(["@everyone May Day"], key=KEY, language="en", env=env)
+        d.send(post(["@everyone May Day"], key=KEY, language="en"), env=env)
     assert info.value.retry_after == 0.25
     assert "tok" not in str(info.value).replace("token", "")
-    (ref,) = d.send(["@everyone May Day"], key=KEY, language="en", env=env)
+    (ref,) = d.send(post(["@everyone May Day"], key=KEY, language="en"), env=env)
     assert ref.id == "111222333"
     assert calls[1].args.to_dict() == {"wait": "true"}
     assert calls[1].get_json() == {
@@ -294,7 +301,7 @@ def test_discord_deleted_webhook_is_permanent(httpserver: HTTPServer) -> None:
     env = {"DISCORD_WEBHOOK_URL": httpserver.url_for("/api/webhooks/1/tok")}
     with pytest.raises(PermanentPostError, match="Unknown Webhook") as info:
         channel("discord", webhook_url="${DISCORD_WEBHOOK_URL}").send(
-            ["x"], key=KEY, language="en", env=env
+            post(["x"], key=KEY, language="en"), env=env
         )
     assert "/api/webhooks/1/tok" not in str(info.value)
 
@@ -308,9 +315,11 @@ def test_slack_posts_escaped_text_and_reads_plain_text_errors(httpserver: HTTPSe
     )
     env = {"SLACK_WEBHOOK_URL": httpserver.url_for("/services/T/B/X")}
     s = channel("slack", webhook_url="${SLACK_WEBHOOK_URL}")
-    assert s.send(["Wages < rent & more"], key=KEY, language="en", env=env) == [PostRef(id=None)]
+    assert s.send(post(["Wages < rent & more"], key=KEY, language="en"), env=env) == [
+        PostRef(id=None)
+    ]
     with pytest.raises(PermanentPostError, match="channel_is_archived"):
-        s.send(["again"], key=KEY, language="en", env=env)
+        s.send(post(["again"], key=KEY, language="en"), env=env)
 
 
 def test_telegram_sends_escaped_html_as_a_reply_thread(httpserver: HTTPServer) -> None:
@@ -330,7 +339,7 @@ def test_telegram_sends_escaped_html_as_a_reply_thread(httpserver: HTTPServer) -
         chat_id="@alliance_news",
         api_base=origin(httpserver),
     )
-    refs = t.send(["Pay <b>now</b> & fair", "part two"], key=KEY, language="en", env=ENV)
+    refs = t.send(post(["Pay <b>now</b> & fair", "part two"], key=KEY, language="en"), env=ENV)
     assert [r.id for r in refs] == ["501", "502"]
     assert sent[0] == {
         "chat_id": "@alliance_news",
@@ -358,14 +367,14 @@ def test_telegram_429_parameters_retry_after_and_no_token_in_errors(
         "telegram", bot_token="${TELEGRAM_BOT_TOKEN}", chat_id=-100123, api_base=origin(httpserver)
     )
     with pytest.raises(TransientPostError) as info:
-        t.send(["x"], key=KEY, language="en", env=ENV)
+        t.send(post(["x"], key=KEY, language="en"), env=ENV)
     assert info.value.retry_after == 3
     assert BOT_TOKEN not in str(info.value)
     unreachable = channel(
         "telegram", bot_token="${TELEGRAM_BOT_TOKEN}", chat_id=1, api_base="http://127.0.0.1:9"
     )
     with pytest.raises(TransientPostError) as down:
-        unreachable.send(["x"], key=KEY, language="en", env=ENV)
+        unreachable.send(post(["x"], key=KEY, language="en"), env=ENV)
     assert BOT_TOKEN not in str(down.value) and "SECRET" not in str(down.value)
 
 
@@ -374,7 +383,7 @@ def test_an_unset_secret_is_named_not_guessed(httpserver: HTTPServer) -> None:
 
     with pytest.raises(SecretError, match="TELEGRAM_BOT_TOKEN"):
         channel("telegram", bot_token="${TELEGRAM_BOT_TOKEN}", chat_id=1).send(
-            ["x"], key=KEY, language="en", env={}
+            post(["x"], key=KEY, language="en"), env={}
         )
 
 
@@ -392,8 +401,8 @@ def test_webhook_is_signed_per_standard_webhooks_with_a_stable_id(httpserver: HT
     w = channel("webhook", url=httpserver.url_for("/hooks/in"), secret="${WEBHOOK_SECRET}")
     meta = {"occurrence": {"id": "may-day/2027/statement"}, "channel": "partners"}
     with pytest.raises(TransientPostError):
-        w.send(["¡Sí! ✊"], key=KEY, language="es", env=ENV, metadata=meta)
-    (ref,) = w.send(["¡Sí! ✊"], key=KEY, language="es", env=ENV, metadata=meta)
+        w.send(post(["¡Sí! ✊"], key=KEY, language="es", metadata=meta), env=ENV)
+    (ref,) = w.send(post(["¡Sí! ✊"], key=KEY, language="es", metadata=meta), env=ENV)
     assert ref.id == KEY
     verifier = Webhook(WEBHOOK_SECRET)
     for headers, body in received:
@@ -415,7 +424,7 @@ def test_webhook_is_signed_per_standard_webhooks_with_a_stable_id(httpserver: HT
 def test_webhook_parts_of_a_thread_have_their_own_ids(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/hooks/in").respond_with_data("", status=200)
     w = channel("webhook", url=httpserver.url_for("/hooks/in"), secret="${WEBHOOK_SECRET}")
-    refs = w.send(["a", "b"], key=KEY, language="en", env=ENV)
+    refs = w.send(post(["a", "b"], key=KEY, language="en"), env=ENV)
     assert [r.id for r in refs] == [f"{KEY}/1", f"{KEY}/2"]
     bodies = [json.loads(r.get_data()) for r, _ in httpserver.log]
     assert [b["data"]["part"] for b in bodies] == [

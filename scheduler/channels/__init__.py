@@ -14,11 +14,15 @@ from scheduler.channels.base import (
     PartPosted,
     PostRef,
     PreparedPost,
+    ProjectFacts,
+    Runtime,
+    SettingProblem,
     split_thread,
 )
 from scheduler.channels.bluesky import BlueskyChannel
 from scheduler.channels.discord import DiscordChannel
 from scheduler.channels.mastodon import MastodonChannel
+from scheduler.channels.post import LinkCard, Media, Post
 from scheduler.channels.slack import SlackChannel
 from scheduler.channels.smtp import SmtpChannel
 from scheduler.channels.telegram import TelegramChannel
@@ -47,9 +51,14 @@ def get_channel_class(channel_type: str) -> type[AnyChannel]:
         raise ValueError(f"unknown channel type {channel_type!r}; use one of: {known}") from None
 
 
-def from_config(name: str, channel: model.Channel) -> AnyChannel:
+def from_config(name: str, channel: model.Channel, *, runtime: Runtime | None = None) -> AnyChannel:
     """Build the channel a campaigns.yaml entry describes; raises pydantic's ValidationError."""
-    return get_channel_class(channel.type).from_config(name, channel)
+    return get_channel_class(channel.type).from_config(name, channel, runtime=runtime)
+
+
+def sends_email(channel: model.Channel) -> bool:
+    """Whether a campaigns.yaml channel sends email (to subscribers) rather than posts."""
+    return get_channel_class(channel.type).kind == "email"
 
 
 __all__ = [
@@ -59,15 +68,22 @@ __all__ = [
     "Channel",
     "ChannelSettings",
     "DiscordChannel",
+    "LinkCard",
     "MastodonChannel",
+    "Media",
     "PartPosted",
+    "Post",
     "PostRef",
     "PreparedPost",
+    "ProjectFacts",
+    "Runtime",
+    "SettingProblem",
     "SlackChannel",
     "SmtpChannel",
     "TelegramChannel",
     "WebhookChannel",
     "from_config",
     "get_channel_class",
+    "sends_email",
     "split_thread",
 ]

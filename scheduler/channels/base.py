@@ -14,12 +14,14 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import regex  # type: ignore[import-untyped]  # no stubs; wrapped by `graphemes` below
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from scheduler.channels.http import DEFAULT_TIMEOUT, HttpClient
+from scheduler.channels.post import Post
 from scheduler.config import model
 from scheduler.config.secrets import is_reference, resolve
 from scheduler.errors import SecretError
@@ -288,6 +290,36 @@ class _Splitter:
 SettingsT = TypeVar("SettingsT", bound=ChannelSettings)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    """Where a channel runs: what it needs besides its own settings to open connections.
+
+    `base_dir` is campaigns.yaml's folder (relative paths in settings start there);
+    `redis_url` shares rate limits between processes (None: counted in this process).
+    """
+
+    base_dir: Path = Path(".")
+    redis_url: str | None = None
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class SettingProblem:
+    """Something wrong with a channel's settings that only the whole project shows."""
+
+    key: str  # the setting, under channels.NAME
+    message: str
+    hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectFacts:
+    """What a channel may check its settings against (see `Channel.project_problems`)."""
+
+    base_dir: Path
+    senders: frozenset[str]
+
+
 @dataclass(frozen=True, slots=True)
 class PostRef:
     """Where one posted part lives: the platform's id for it (a status id, a message id, an
@@ -314,11 +346,19 @@ class Channel(ABC, Generic[SettingsT]):
     # recognises it). Where it is not, such a retry may show the part twice.
     idempotent: ClassVar[bool] = False
 
-    def __init__(self, name: str, settings: SettingsT, *, language: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: SettingsT,
+        *,
+        language: str | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
         self.language = language
-        self.timeout: tuple[float, float] = DEFAULT_TIMEOUT
+        self.runtime = runtime or Runtime()
+        self.timeout: tuple[float, float] = self.runtime.timeout
         self._client: HttpClient | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -330,7 +370,9 @@ class Channel(ABC, Generic[SettingsT]):
             )
 
     @classmethod
-    def from_config(cls, name: str, channel: model.Channel) -> Self:
+    def from_config(
+        cls, name: str, channel: model.Channel, *, runtime: Runtime | None = None
+    ) -> Self:
         """Build from a campaigns.yaml channel; raises pydantic's ValidationError on bad settings.
 
         Error locations are relative to the channel's own mapping (e.g. `('token',)`).
@@ -339,7 +381,20 @@ class Channel(ABC, Generic[SettingsT]):
             raise ValueError(f"channel {name!r} has type {channel.type!r}, not {cls.type!r}")
         settings = cls.Settings.model_validate(dict(channel.model_extra or {}))
         # Settings is the concrete class bound to SettingsT by each subclass.
-        return cls(name, settings, language=channel.language)  # type: ignore[arg-type]
+        return cls(
+            name,
+            settings,  # type: ignore[arg-type]
+            language=channel.language,
+            runtime=runtime,
+        )
+
+    @classmethod
+    def project_problems(
+        cls, settings: ChannelSettings, facts: ProjectFacts
+    ) -> list[SettingProblem]:
+        """Problems of valid settings that the rest of the project shows (a sender that is
+        not defined, a key file that is missing); `validate` reports them."""
+        return []
 
     @property
     def limit(self) -> int | None:
@@ -362,33 +417,17 @@ class Channel(ABC, Generic[SettingsT]):
         return split_thread(text, self.fits)
 
     @abstractmethod
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
-        """The request for each part, secrets redacted.
+    def requests(self, post: Post) -> list[PreparedPost]:
+        """The requests `post` makes, in order, secrets redacted.
 
-        `key` is the delivery id, stable across retries, used for platform idempotency; `at`
-        is the publication time when known (otherwise a placeholder is shown); `metadata`
-        describes the occurrence, for channels that pass it on (webhooks).
+        `post.at` is the publication time when known (otherwise a placeholder is shown).
         """
 
-    def preview(
-        self,
-        text: str,
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
-        """`requests` for the parts of `text`."""
-        return self.requests(self.split(text), key=key, language=language, at=at, metadata=metadata)
+    def preview(self, text: str, *, key: str, language: str, **fields: Any) -> list[PreparedPost]:
+        """`requests` for the parts of `text` (other `Post` fields as keywords)."""
+        return self.requests(
+            Post(key=key, language=language, parts=tuple(self.split(text)), **fields)
+        )
 
     # --- sending ------------------------------------------------------------------------
 
@@ -416,18 +455,14 @@ class Channel(ABC, Generic[SettingsT]):
 
     def send(
         self,
-        parts: list[str],
+        post: Post,
         *,
-        key: str,
-        language: str,
         posted: Sequence[PostRef] = (),
         on_posted: PartPosted | None = None,
         maybe_posted: bool = False,
         env: Mapping[str, str] | None = None,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
     ) -> list[PostRef]:
-        """Post the parts not yet posted, in order, and return where every part went.
+        """Post the parts of `post` not yet posted, in order, and return where every part went.
 
         `posted` holds the refs of parts 1..len(posted), sent by an earlier attempt: the
         thread continues after them. `maybe_posted` says an earlier attempt may have been
@@ -437,19 +472,13 @@ class Channel(ABC, Generic[SettingsT]):
         os.environ). Raises TransientSendError or PermanentSendError (never with a secret
         in the message); the parts posted before the error have been reported.
         """
+        if post.at is None:
+            post = post.replace(at=dt.datetime.now(dt.UTC))
         refs = list(posted)
         first = len(refs) + 1
-        for index in range(first, len(parts) + 1):
+        for index in range(first, post.total + 1):
             ref = self.send_part(
-                index,
-                parts,
-                refs,
-                key=key,
-                language=language,
-                maybe_posted=maybe_posted and index == first,
-                env=env,
-                at=at or dt.datetime.now(dt.UTC),
-                metadata=metadata,
+                index, post, refs, maybe_posted=maybe_posted and index == first, env=env
             )
             refs.append(ref)
             if on_posted is not None:
@@ -459,17 +488,16 @@ class Channel(ABC, Generic[SettingsT]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
-        """Post part `index` (1-based) of `parts`; `refs` holds the earlier parts."""
+        """Post part `index` (1-based) of `post`; `refs` holds the earlier parts.
+
+        `post.at` is set (the time of sending).
+        """
         raise NotImplementedError(f"{self.type} channels do not post; they send email")
 
     def close(self) -> None:

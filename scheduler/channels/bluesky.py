@@ -25,6 +25,7 @@ from scheduler.channels.base import (
     placeholder_time,
 )
 from scheduler.channels.http import HttpClient, PermanentPostError, TransientPostError
+from scheduler.channels.post import Post
 from scheduler.config.secrets import redact
 
 MAX_BYTES = 3000  # app.bsky.feed.post#text maxLength, alongside maxGraphemes 300
@@ -185,15 +186,8 @@ class BlueskyChannel(Channel[BlueskySettings]):
         # A millisecond apart, so the parts of a thread keep their order.
         return placeholder_time(None if at is None else at + dt.timedelta(milliseconds=index - 1))
 
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
+    def requests(self, post: Post) -> list[PreparedPost]:
+        parts, key, language, at = post.parts, post.key, post.language, post.at
         s = self.settings
         rkeys = [record_key(key, i) for i in range(1, len(parts) + 1)]
 
@@ -347,16 +341,13 @@ class BlueskyChannel(Channel[BlueskySettings]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
+        parts, key, language, at = post.parts, post.key, post.language, post.at
         action = f"posting part {index} of {len(parts)}"
         rkey = record_key(key, index)
         if maybe_posted:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from scheduler.channels.base import Channel, ChannelSettings, PostRef, PreparedPost, SecretRef
+from scheduler.channels.post import Post
 from scheduler.config.secrets import redact
 
 
@@ -42,15 +42,8 @@ class DiscordChannel(Channel[DiscordSettings]):
             ),
         )
 
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
+    def requests(self, post: Post) -> list[PreparedPost]:
+        parts, key = post.parts, post.key
         url = redact(self.settings.webhook_url)
         return [
             self._request(index, len(parts), text, key=key, url=url)
@@ -60,22 +53,19 @@ class DiscordChannel(Channel[DiscordSettings]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
+        parts, key = post.parts, post.key
         url = self.secret("webhook_url", env)
-        post = self._request(index, len(parts), parts[index - 1], key=key, url=url)
+        req = self._request(index, len(parts), parts[index - 1], key=key, url=url)
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
         response = http.check(
-            http.request("POST", post.url, action=action, json_body=post.json),
+            http.request("POST", req.url, action=action, json_body=req.json),
             action=action,
             hints={
                 401: "the webhook URL's token was refused: copy the webhook URL again",

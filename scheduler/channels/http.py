@@ -31,33 +31,9 @@ _DETAIL_CHARS = 200
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 
 
-class TransientPostError(TransientSendError):
-    """The platform did not take the post this time; retry, after `retry_after` if given.
-
-    `maybe_accepted` is true when the request reached the platform and its answer was lost
-    (a read timeout, a dropped connection): the post may exist already.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        status: int | None = None,
-        maybe_accepted: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.status = status
-        self.maybe_accepted = maybe_accepted
-
-
-class PermanentPostError(PermanentSendError):
-    """The platform refused the post (bad credentials, gone, invalid); retrying cannot help."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+# The names the posting code grew up with; the errors themselves live in scheduler.errors.
+TransientPostError = TransientSendError
+PermanentPostError = PermanentSendError
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

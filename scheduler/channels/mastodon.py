@@ -3,12 +3,11 @@ replies, each sent with an Idempotency-Key so a retry never posts twice."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from scheduler.channels.base import (
     Channel,
@@ -21,6 +20,7 @@ from scheduler.channels.base import (
     graphemes,
 )
 from scheduler.channels.http import PermanentPostError, TransientPostError
+from scheduler.channels.post import Post
 from scheduler.config.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -116,18 +116,11 @@ class MastodonChannel(Channel[MastodonSettings]):
             note=note,
         )
 
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
+    def requests(self, post: Post) -> list[PreparedPost]:
+        parts, key, language = post.parts, post.key, post.language
         posts = []
         for index, text in enumerate(parts, 1):
-            post = self._request(
+            req = self._request(
                 index,
                 text,
                 key=key,
@@ -137,11 +130,11 @@ class MastodonChannel(Channel[MastodonSettings]):
             )
             posts.append(
                 PreparedPost(
-                    method=post.method,
-                    url=redact(post.url),
-                    headers=post.headers,
-                    json=post.json,
-                    note=post.note,
+                    method=req.method,
+                    url=redact(req.url),
+                    headers=req.headers,
+                    json=req.json,
+                    note=req.note,
                 )
             )
         return posts
@@ -149,19 +142,16 @@ class MastodonChannel(Channel[MastodonSettings]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
+        parts, key, language = post.parts, post.key, post.language
         # A part the instance took before its answer was lost comes back as the same
         # status: the Idempotency-Key is the same on every attempt.
-        post = self._request(
+        req = self._request(
             index,
             parts[index - 1],
             key=key,
@@ -171,9 +161,7 @@ class MastodonChannel(Channel[MastodonSettings]):
         )
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
-        sent = http.request(
-            "POST", post.url, action=action, json_body=post.json, headers=post.headers
-        )
+        sent = http.request("POST", req.url, action=action, json_body=req.json, headers=req.headers)
         response = http.check(
             sent,
             action=action,

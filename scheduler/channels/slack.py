@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from scheduler.channels.base import Channel, ChannelSettings, PostRef, PreparedPost, SecretRef
+from scheduler.channels.post import Post
 from scheduler.config.secrets import redact
 
 
@@ -44,15 +44,8 @@ class SlackChannel(Channel[SlackSettings]):
             ),
         )
 
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
+    def requests(self, post: Post) -> list[PreparedPost]:
+        parts, key = post.parts, post.key
         url = redact(self.settings.webhook_url)
         return [
             self._request(index, len(parts), text, key=key, url=url)
@@ -62,23 +55,20 @@ class SlackChannel(Channel[SlackSettings]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
+        parts, key = post.parts, post.key
         url = self.secret("webhook_url", env)
-        post = self._request(index, len(parts), parts[index - 1], key=key, url=url)
+        req = self._request(index, len(parts), parts[index - 1], key=key, url=url)
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
         # Errors come as plain text ("invalid_payload", "channel_is_archived", ...).
         http.check(
-            http.request("POST", post.url, action=action, json_body=post.json),
+            http.request("POST", req.url, action=action, json_body=req.json),
             action=action,
             hints={
                 403: "the app may not post to that channel (action_prohibited?)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
@@ -18,6 +17,7 @@ from scheduler.channels.base import (
     SecretRef,
 )
 from scheduler.channels.http import PermanentPostError
+from scheduler.channels.post import Post
 from scheduler.config.secrets import redact
 
 API = "https://api.telegram.org"
@@ -77,15 +77,8 @@ class TelegramChannel(Channel[TelegramSettings]):
             note=note,
         )
 
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
+    def requests(self, post: Post) -> list[PreparedPost]:
+        parts, key = post.parts, post.key
         token = redact(self.settings.bot_token)
         return [
             self._request(
@@ -102,18 +95,15 @@ class TelegramChannel(Channel[TelegramSettings]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
+        parts, key = post.parts, post.key
         reply_to = int(refs[-1].id) if index > 1 and refs[-1].id else None
-        post = self._request(
+        req = self._request(
             index,
             len(parts),
             parts[index - 1],
@@ -122,11 +112,11 @@ class TelegramChannel(Channel[TelegramSettings]):
             reply_to=reply_to,
         )
         if reply_to is None:
-            post.json.pop("reply_parameters", None)
+            req.json.pop("reply_parameters", None)
         http = self.client(env)
         action = f"posting part {index} of {len(parts)}"
         response = http.check(
-            http.request("POST", post.url, action=action, json_body=post.json),
+            http.request("POST", req.url, action=action, json_body=req.json),
             action=action,
             hints={
                 401: "the bot token was refused: get it from @BotFather and update the variable",

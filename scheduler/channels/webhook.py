@@ -22,6 +22,7 @@ from scheduler.channels.base import (
     placeholder_time,
 )
 from scheduler.channels.http import PermanentPostError
+from scheduler.channels.post import Post
 from scheduler.config.secrets import redact, resolve
 
 EVENT_TYPE = "statement.published"
@@ -79,15 +80,9 @@ class WebhookChannel(Channel[WebhookSettings]):
             data.update(metadata)
         return {"type": EVENT_TYPE, "timestamp": timestamp, "data": data}
 
-    def requests(
-        self,
-        parts: list[str],
-        *,
-        key: str,
-        language: str,
-        at: dt.datetime | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[PreparedPost]:
+    def requests(self, post: Post) -> list[PreparedPost]:
+        parts, key, language, at = post.parts, post.key, post.language, post.at
+        metadata = post.metadata
         s = self.settings
         unix_time = "{unix time of sending}" if at is None else str(int(at.timestamp()))
         posts = []
@@ -121,16 +116,14 @@ class WebhookChannel(Channel[WebhookSettings]):
     def send_part(
         self,
         index: int,
-        parts: list[str],
+        post: Post,
         refs: list[PostRef],
         *,
-        key: str,
-        language: str,
         maybe_posted: bool,
         env: Mapping[str, str] | None,
-        at: dt.datetime,
-        metadata: Mapping[str, Any] | None,
     ) -> PostRef:
+        parts, key, language = post.parts, post.key, post.language
+        metadata = post.metadata
         msg_id = self.message_id(key, index, len(parts))
         # The timestamp is the attempt's: receivers refuse old ones (replay protection).
         now = dt.datetime.now(dt.UTC)

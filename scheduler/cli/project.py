@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from scheduler import calendar
+from scheduler.channels import sends_email
 from scheduler.config.project import Project
 from scheduler.console import err, fail, out, print_json, state, valid_project
 from scheduler.errors import ConfigError, TemplateError, UnknownCampaignError
@@ -161,7 +162,7 @@ def plan(
     for occ in occurrences:
         rec = _occurrence_record(project, occ)
         campaign = project.config.campaigns[occ.campaign_id]
-        emails = [c for c in occ.channels if project.config.channels[c].type == "smtp"]
+        emails = [c for c in occ.channels if sends_email(project.config.channels[c])]
         rec["audience"] = {
             "lists": list(campaign.audience),
             "recipients": sizes.recipients(campaign.audience) if emails else 0,
@@ -193,7 +194,7 @@ def plan(
         audience = rec["audience"]
         recipients = (
             "—"
-            if not any(project.config.channels[c].type == "smtp" for c in occ.channels)
+            if not any(sends_email(project.config.channels[c]) for c in occ.channels)
             else f"{audience['recipients']:,} ({', '.join(audience['lists'])})"
         )
         table.add_row(

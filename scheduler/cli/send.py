@@ -254,7 +254,8 @@ def _dry_run(
                 )
                 sizes[ctx.renderer.email_language(campaign, r.language)] = len(data)
             rendered[c] = {
-                "type": "smtp",
+                "type": ctx.config.channels[c].type,
+                "kind": "email",
                 "recipients": len(audience),
                 "by_language": by_language,
                 "message_bytes": sizes,
@@ -286,7 +287,7 @@ def _dry_run(
         f"dry run of {occ.id} at {occ.local:%Y-%m-%d %H:%M %Z} — nothing was sent", markup=False
     )
     for c, info in rendered.items():
-        if info["type"] == "smtp":
+        if info.get("kind") == "email":
             langs = ", ".join(f"{k}: {v:,}" for k, v in sorted(info["by_language"].items()))
             out.print(f"  {c}: {info['recipients']:,} emails ({langs or 'nobody'})", markup=False)
         else:

@@ -18,9 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from dateutil.rrule import rrulestr
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CHANNEL_TYPES = ("smtp", "mastodon", "bluesky", "discord", "slack", "telegram", "webhook")
-ChannelType = Literal["smtp", "mastodon", "bluesky", "discord", "slack", "telegram", "webhook"]
-
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 Identifier = Annotated[str, Field(pattern=_ID, max_length=64)]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
@@ -166,8 +163,25 @@ class Channel(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    type: ChannelType
+    type: str = Field(description="a type from the registry in scheduler.channels")
     language: LanguageCode | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        # The registry is the one list of channel types; imported here, when a file is
+        # read, because the channel modules themselves use this module's types.
+        from scheduler.channels import CHANNEL_CLASSES
+
+        if v not in CHANNEL_CLASSES:
+            close = difflib.get_close_matches(v, list(CHANNEL_CLASSES), n=1)
+            known = ", ".join(CHANNEL_CLASSES)
+            raise ValueError(
+                f"unknown channel type {v!r}; "
+                + (f"did you mean {close[0]!r}? " if close else "")
+                + f"types: {known}"
+            )
+        return v
 
 
 class Step(Strict):

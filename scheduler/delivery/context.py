@@ -13,22 +13,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from scheduler import channels, settings
 from scheduler.calendar import Occurrence
-from scheduler.channels import AnyChannel
+from scheduler.channels import AnyChannel, Runtime, SmtpChannel
 from scheduler.channels.http import DEFAULT_TIMEOUT
-from scheduler.config import secrets
 from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.content.render import Renderer
 from scheduler.delivery.emailing import EmailComposer
 from scheduler.mail.dkim import DkimSigner
-from scheduler.mail.ratelimit import RateLimiter, make_limiter
-from scheduler.mail.transport import Transport, TransportPool, open_transport
+from scheduler.mail.transport import TransportPool
 
 BROKER_ENV = settings.BROKER_URL.name
 DEFAULT_BROKER = settings.BROKER_URL.default
@@ -67,8 +64,6 @@ class DeliveryContext:
     _renderer: Renderer | None = None
     _channels: dict[str, AnyChannel] = field(default_factory=dict)
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
-    _pools: dict[str, TransportPool] = field(default_factory=dict)
-    _signers: dict[str, DkimSigner | None] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _users: int = 0
     _closing: bool = False
@@ -91,57 +86,21 @@ class DeliveryContext:
                 self._composers[key] = EmailComposer(self.renderer, occ, channel, date=occ.instant)
             return self._composers[key]
 
-    def channel_setting(self, channel: str, name: str, default: object = None) -> object:
-        return dict(self.config.channels[channel].model_extra or {}).get(name, default)
-
-    def transport_url(self, channel: str) -> str:
-        """The channel's URL, with a relative `file:` folder taken from campaigns.yaml's
-        folder. SMTP URLs stay unresolved: the transport reads their secrets itself and
-        keeps them out of every message it writes."""
-        raw = str(self.channel_setting(channel, "url"))
-        url = secrets.resolve(raw)
-        if url.startswith("file:"):
-            path = Path(url.removeprefix("file:").removeprefix("//"))
-            if not path.is_absolute():
-                path = self.project.base_dir / path
-            return f"file:{path}"
-        return raw
+    def email_channel(self, name: str) -> SmtpChannel:
+        """The email channel `name`: its connections, rate limiter and DKIM signer live
+        there, made once per process."""
+        channel = self.channel(name)
+        if not isinstance(channel, SmtpChannel):
+            raise TypeError(f"channel {name!r} does not send email")
+        return channel
 
     def pool(self, channel: str) -> TransportPool:
-        with self._lock:
-            if channel not in self._pools:
-                url = self.transport_url(channel)
-                connections = int(str(self.channel_setting(channel, "connections", 4)))
-                if url.startswith("file:"):
-                    connections = 1
-                limiter: RateLimiter | None = make_limiter(
-                    _float(self.channel_setting(channel, "rate_per_second")),
-                    _int(self.channel_setting(channel, "rate_per_hour")),
-                    self.redis_url,
-                    key=channel,
-                )
-
-                def factory(url: str = url) -> Transport:
-                    return open_transport(url)
-
-                self._pools[channel] = TransportPool(factory, connections, limiter)
-            return self._pools[channel]
+        """The email channel's connections (see `SmtpChannel.pool`)."""
+        return self.email_channel(channel).pool()
 
     def dkim_signer(self, channel: str, sender_domain: str) -> DkimSigner | None:
-        """The channel's DKIM signer, if it signs; loaded once per process."""
-        with self._lock:
-            if channel not in self._signers:
-                selector = self.channel_setting(channel, "dkim_selector")
-                key_file = self.channel_setting(channel, "dkim_private_key_file")
-                signer = None
-                if selector and key_file:
-                    path = Path(secrets.resolve(str(key_file)))
-                    if not path.is_absolute():
-                        path = self.project.base_dir / path
-                    domain = str(self.channel_setting(channel, "dkim_domain") or sender_domain)
-                    signer = DkimSigner(str(selector), domain, path.read_bytes())
-                self._signers[channel] = signer
-            return self._signers[channel]
+        """The email channel's DKIM signer, if it signs (see `SmtpChannel.dkim_signer`)."""
+        return self.email_channel(channel).dkim_signer(sender_domain)
 
     @contextmanager
     def in_use(self) -> Iterator[None]:
@@ -169,13 +128,18 @@ class DeliveryContext:
         return self.stop is not None and self.stop.is_set()
 
     def channel(self, name: str) -> AnyChannel:
-        """The posting channel `name`, built once per process: its HTTP session, a Bluesky
-        login and a Mastodon instance's limits are reused by every batch."""
+        """The channel `name`, built once per process: SMTP connections, HTTP sessions, a
+        Bluesky login and a Mastodon instance's limits are reused by every batch."""
         with self._lock:
             if name not in self._channels:
-                channel = channels.from_config(name, self.config.channels[name])
-                channel.timeout = self.http_timeout
-                self._channels[name] = channel
+                runtime = Runtime(
+                    base_dir=self.project.base_dir,
+                    redis_url=self.redis_url,
+                    timeout=self.http_timeout,
+                )
+                self._channels[name] = channels.from_config(
+                    name, self.config.channels[name], runtime=runtime
+                )
             return self._channels[name]
 
     def close(self) -> None:
@@ -183,18 +147,7 @@ class DeliveryContext:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
-            for pool in self._pools.values():
-                pool.close()
-            self._pools.clear()
             self._composers.clear()
-
-
-def _float(value: object) -> float | None:
-    return None if value is None else float(str(value))
-
-
-def _int(value: object) -> int | None:
-    return None if value is None else int(str(value))
 
 
 def broker_url() -> str:

@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass
 
 from scheduler.calendar import Occurrence
-from scheduler.config.model import Sender
+from scheduler.channels.smtp import SmtpChannel
+from scheduler.config.model import Campaign, Config, Sender
 from scheduler.content.message import build_email, domain_of, list_id_for, message_id_for
 from scheduler.content.render import Recipient, Renderer
 from scheduler.mail.compose import MessageFactory
@@ -30,6 +31,17 @@ EMAIL = "ZZrcptEMAILzz9d4c"
 UNSUBSCRIBE = "ZZrcptUNSUBzz8c2d"
 PREFERENCES = "ZZrcptPREFSzz3a7f"
 TOKENS = (NAME, EMAIL, UNSUBSCRIBE, PREFERENCES)
+
+
+def email_settings(config: Config, channel: str) -> SmtpChannel:
+    """The email channel `channel` as configured (nothing is opened until it sends)."""
+    return SmtpChannel.from_config(channel, config.channels[channel])
+
+
+def sender_for(config: Config, campaign: Campaign | None, channel: SmtpChannel) -> Sender:
+    """Who the mail comes from: the campaign's sender, else the channel's."""
+    name = (campaign.sender if campaign else None) or channel.sender
+    return config.senders[name]
 
 
 @dataclass
@@ -49,16 +61,12 @@ class EmailComposer:
         self.channel = channel
         config = renderer.config
         self.campaign = config.campaigns[occ.campaign_id]
-        settings = dict(config.channels[channel].model_extra or {})
-        sender_name = str(
-            self.campaign.sender or settings.get("sender") or next(iter(config.senders))
-        )
-        self.sender: Sender = config.senders[sender_name]
+        settings = email_settings(config, channel)
+        self.sender: Sender = sender_for(config, self.campaign, settings)
         self.list_name = ",".join(self.campaign.audience) or "list"
         domain = domain_of(self.sender.address)
         self.first_list = self.campaign.audience[0] if self.campaign.audience else "list"
-        custom = settings.get("list_id")
-        self.custom_list_id = f"<{str(custom).strip('<>')}>" if custom else None
+        self.custom_list_id = settings.list_id
         self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
         self.domain = domain
         self.unsubscribe_mailto = config.organization.unsubscribe_mailto

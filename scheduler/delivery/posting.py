@@ -31,8 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
-from scheduler.channels import AnyChannel, PostRef
-from scheduler.channels.http import TransientPostError
+from scheduler.channels import AnyChannel, Post, PostRef
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
@@ -163,7 +162,12 @@ def post_delivery(
         posted.append(ref)
         ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
 
-    metadata = metadata_for(occ, channel_name)
+    post = Post(
+        key=key,
+        language=rendered.language,
+        parts=tuple(parts),
+        metadata=metadata_for(occ, channel_name),
+    )
     attempt = delivery.attempts
     # A sender before us (a crash, an expired lease) may have been cut off right after the
     # platform took the next part: channels that can look it up do so first.
@@ -173,20 +177,13 @@ def post_delivery(
     while True:
         try:
             refs = channel.send(
-                parts,
-                key=key,
-                language=rendered.language,
-                posted=list(posted),
-                on_posted=on_posted,
-                maybe_posted=maybe_posted,
-                metadata=metadata,
+                post, posted=list(posted), on_posted=on_posted, maybe_posted=maybe_posted
             )
         except (PermanentSendError, SecretError) as e:
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
-            wait = e.retry_after if isinstance(e, TransientPostError) else None
-            lost_answer = isinstance(e, TransientPostError) and e.maybe_accepted
-            if lost_answer and not channel.idempotent:
+            wait = e.retry_after
+            if e.maybe_accepted and not channel.idempotent:
                 notes.append(
                     f"part {len(posted) + 1} may show twice: its answer was lost "
                     f"(attempt {attempt}) and {channel.type} has no idempotency key"

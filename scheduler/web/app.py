@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from scheduler.channels import sends_email
 from scheduler.config.project import Project
 from scheduler.delivery.context import DeliveryContext
 from scheduler.tokens import secret_key as env_secret_key
@@ -80,7 +81,7 @@ def create_app(
     # A misspelt variable in a page template fails the test suite instead of showing nothing.
     app.jinja_env.undefined = StrictUndefined
     key = secret_key or env_secret_key()
-    if mailer is None and any(c.type == "smtp" for c in project.config.channels.values()):
+    if mailer is None and any(map(sends_email, project.config.channels.values())):
         mailer = Mailer(DeliveryContext(project, engine))
     state = WebState(
         project=project,

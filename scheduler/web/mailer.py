@@ -16,9 +16,11 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from scheduler.channels import sends_email
 from scheduler.config.model import Sender
 from scheduler.content.message import POLICY, domain_of
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.emailing import sender_for
 from scheduler.errors import SchedulerError
 from scheduler.mail.compose import sanitize_header_text
 from scheduler.mail.transport import Outgoing
@@ -41,14 +43,13 @@ class Letter:
 def email_channel(ctx: DeliveryContext) -> str:
     """The channel confirmations go through: the first SMTP channel of campaigns.yaml."""
     for name, channel in ctx.config.channels.items():
-        if channel.type == "smtp":
+        if sends_email(channel):
             return str(name)
     raise SchedulerError("campaigns.yaml has no smtp channel to send confirmations through")
 
 
 def _sender(ctx: DeliveryContext, channel: str) -> Sender:
-    name = ctx.channel_setting(channel, "sender") or next(iter(ctx.config.senders))
-    return ctx.config.senders[str(name)]
+    return sender_for(ctx.config, None, ctx.email_channel(channel))
 
 
 def _address(display: str | None, email: str) -> Address:
