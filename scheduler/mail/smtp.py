@@ -200,11 +200,12 @@ class SmtpTransport:
             assert conn is not None  # opened above, or held by `carry`
             if not self._pipelining and carry is None and message is not None:
                 # One command at a time: `carry` is never set on such a connection.
+                reused = self._reused
                 try:
                     emit(self._transaction(conn, message, params or b""))
                 except _Interrupted as e:
                     self._drop()
-                    if self._reused and not second_try:
+                    if reused and not second_try:
                         retry = message
                     else:
                         emit(Outcome(message.key, "transient", str(e)))
