@@ -57,6 +57,19 @@ def test_helper_processes_share_one_occurrence_and_send_each_message_once(
     assert _ledger_message_ids(store_engine) == {m.message_id for m in smtp_server.messages}
 
 
+def test_a_helper_that_cannot_start_leaves_its_batches_to_this_process(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url, batch_size=25)
+    emails = add_subscribers(store_engine, 150)
+    ctx = context(project, store_engine)
+    project.path.rename(project.path.with_suffix(".gone"))  # the helper cannot load it
+    report = fire(ctx, may_day(project), processes=2)
+    ctx.close()
+    assert (report.result.sent, report.result.failed, report.state) == (150, 0, "done")
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+
+
 def test_temporary_failures_are_retried_until_the_server_recovers(
     make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
 ) -> None:

@@ -170,12 +170,19 @@ def _fire(
     )
     if helpers is not None:
         helpers.start()
-    elsewhere: list[Future[BatchReport]] = []
+    elsewhere: dict[Future[BatchReport], tuple[str, int, int]] = {}
+    failed_helper = False
 
     def collect(wait: bool) -> None:
+        nonlocal failed_helper
         for future in [f for f in elsewhere if wait or f.done()]:
-            elsewhere.remove(future)
-            report.result.add(future.result())
+            channel, lo, hi = elsewhere.pop(future)
+            try:
+                report.result.add(future.result())
+            except Exception as e:  # a helper that cannot work: this process sends its batch
+                log.warning("helper failed on %s %s [%d,%d): %r", occ.id, channel, lo, hi, e)
+                failed_helper = True
+                send(occ.id, channel, lo, hi)
             if progress:
                 progress(report.result)
 
@@ -187,8 +194,8 @@ def _fire(
             if ctx.stopping:
                 report.interrupted = True
                 break
-            if helpers is not None and helpers.free():
-                elsewhere.append(helpers.submit(occ.id, channel, lo, hi))
+            if helpers is not None and not failed_helper and helpers.free():
+                elsewhere[helpers.submit(occ.id, channel, lo, hi)] = (channel, lo, hi)
             else:
                 send(occ.id, channel, lo, hi)
             report.batches += 1
