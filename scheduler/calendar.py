@@ -189,7 +189,34 @@ def expand(
 
 
 def occurrence(config: Config, occurrence_id: str) -> Occurrence:
-    """Read an id such as 'may-day/2027/statement' back into its occurrence."""
+    """Read an id such as 'may-day/2027/statement' back into its occurrence; an id that
+    names none says which existing id is closest ("did you mean ...?")."""
+    try:
+        return _occurrence(config, occurrence_id)
+    except UnknownCampaignError as e:
+        close = _close_occurrence_ids(config, occurrence_id)
+        if not close or close[0] == occurrence_id or "did you mean" in str(e):
+            raise
+        raise UnknownCampaignError(f"{e}; did you mean {close[0]!r}?") from None
+
+
+def _close_occurrence_ids(config: Config, occurrence_id: str) -> list[str]:
+    parts = occurrence_id.split("/")
+    names = difflib.get_close_matches(parts[0], config.campaigns, n=1, cutoff=0.5)
+    if not names:
+        return []
+    years = [int(p[:4]) for p in parts[1:] if p[:4].isdigit() and len(p.split("-")[0]) == 4]
+    year = min(max(years[0] if years else dt.datetime.now(UTC).year, 1971), 9998)
+    start = dt.datetime(year - 1, 1, 1, tzinfo=UTC)
+    ids = [o.id for o in expand(config, start, start.replace(year=year + 2), campaigns=names)]
+    # "may-day/2027" is most likely that day's statement.
+    longer = [i for i in ids if i.startswith(occurrence_id.rstrip("/") + "/")]
+    if longer:
+        return sorted(longer, key=lambda i: not i.endswith("/statement"))[:1]
+    return difflib.get_close_matches(occurrence_id, ids, n=1, cutoff=0.6)
+
+
+def _occurrence(config: Config, occurrence_id: str) -> Occurrence:
     parts = occurrence_id.split("/")
     if len(parts) != 3:
         raise UnknownCampaignError(
@@ -210,6 +237,8 @@ def occurrence(config: Config, occurrence_id: str) -> Occurrence:
             day = dt.date.fromisoformat(key)
             start, end = day, day
         else:
+            if not (key.isdigit() and len(key) == 4):
+                raise ValueError(key)  # "27" is not the year 27
             year = int(key)
             start, end = dt.date(year, 1, 1), dt.date(year, 12, 31)
     except ValueError:

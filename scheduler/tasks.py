@@ -113,8 +113,14 @@ def enqueue_batch(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
 @app.task(
     name="scheduler.fire_occurrence", acks_late=True, reject_on_worker_lost=True, ignore_result=True
 )
-def fire_occurrence_task(occurrence_id: str, late: bool = False, note: str | None = None) -> None:
-    """Claim, fan out and enqueue the batches. Re-run, it enqueues only unfinished batches."""
+def fire_occurrence_task(
+    occurrence_id: str,
+    late: bool = False,
+    note: str | None = None,
+    channels: list[str] | None = None,
+) -> None:
+    """Claim, fan out and enqueue the batches of `channels` (None: the whole step). Re-run,
+    it enqueues only unfinished batches."""
     ctx = context()
     occ = calendar.occurrence(ctx.config, occurrence_id)
-    fire(ctx, occ, dispatch=enqueue_batch, late=late, note=note)
+    fire(ctx, occ, channels=channels, dispatch=enqueue_batch, late=late, note=note)

@@ -113,6 +113,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_at_most_in_fligh
                 "may-day",
                 "--occurrence",
                 OCCURRENCE,
+                "--now",
                 "--enqueue",
                 "--json",
             ],

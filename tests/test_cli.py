@@ -188,7 +188,7 @@ def test_send_refuses_before_anything_goes_out_when_a_channel_secret_is_unset(
     assert "nothing was sent" in refused.stderr and "MASTODON_TOKEN" in refused.stderr
     assert "--channel email" in refused.stderr
     assert not (example / "outbox").exists()
-    sent = run("send", "may-day", "--channel", "email", "--json", cwd=example, env=env)
+    sent = run("send", "may-day", "--channel", "email", "--now", "--json", cwd=example, env=env)
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["sent"] == 5
     assert len(list((example / "outbox").glob("*.eml"))) == 5

@@ -132,7 +132,8 @@ def test_run_sends_an_occurrence_once_at_its_instant(
     assert first >= when.timestamp() - 0.05  # not before its instant
     rows = status(env)
     assert rows["rapid/" + str(when.year) + "/statement"]["state"] == "done"
-    assert "next occurrences" in log.read_text() and "event=fired" in log.read_text()
+    assert "next 1 occurrence, each with a timer" in log.read_text()
+    assert "event=fired" in log.read_text()
     assert proc.returncode == 0  # SIGTERM is a clean stop
 
 

@@ -242,11 +242,11 @@ def test_reference_to_an_entry_set_aside_is_not_reported_twice(
 
 
 def test_dkim_settings_are_checked(make_project: ProjectFactory) -> None:
-    half = MINIMAL.replace('sender: org}', "sender: org, dkim_selector: s1}")
+    half = MINIMAL.replace("sender: org}", "sender: org, dkim_selector: s1}")
     (d,) = problems(make_project(half))
     assert "dkim_selector and dkim_private_key_file" in d.message
     missing = MINIMAL.replace(
-        'sender: org}', "sender: org, dkim_selector: s1, dkim_private_key_file: nokey.pem}"
+        "sender: org}", "sender: org, dkim_selector: s1, dkim_private_key_file: nokey.pem}"
     )
     (d,) = problems(make_project(missing))
     assert d.line == 12 and "DKIM key file" in d.message and "nokey.pem" in d.message

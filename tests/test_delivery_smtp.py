@@ -175,6 +175,7 @@ def test_two_processes_sending_the_same_occurrence_send_one_set(
         "may-day",
         "--occurrence",
         "may-day/2030/statement",
+        "--now",
         "--json",
     ]
     procs = [

@@ -332,10 +332,13 @@ def test_file_transport_writes_eml_files(tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     t = open_transport(f"file:{outbox}")
     assert isinstance(t, FileTransport)
-    outcomes = [t.send(message(n)) for n in (7, 8)]
-    assert [o.response for o in outcomes] == [f"stored {outbox / n}" for n in ("7.eml", "8.eml")]
-    assert (outbox / "7.eml").read_bytes() == message(7).data
-    assert sorted(p.name for p in outbox.iterdir()) == ["7.eml", "8.eml"]  # no temporary left
+    outcomes = [t.send(message(n)) for n in (8, 7, -3)]
+    names = sorted(p.name for p in outbox.iterdir())  # no temporary left
+    # Sorted by when they were written, never starting with "-" (a letter's negative key).
+    assert [n.split("-", 1)[1] for n in names] == ["delivery8.eml", "delivery7.eml", "letter3.eml"]
+    assert all(n[0].isdigit() for n in names)
+    assert [o.response for o in outcomes] == [f"stored {outbox / n}" for n in names]
+    assert (outbox / names[1]).read_bytes() == message(7).data
 
 
 def test_file_transport_in_a_pool(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import xml.etree.ElementTree as ET
 
 from conftest import ProjectFactory
@@ -39,7 +40,9 @@ def test_a_sent_statement_is_published_at_the_emails_url(
     statement = Renderer(project).statement("may-day", "en")
     html = page(client, url.removeprefix("https://lists.example.org"))
     assert statement.title in html
-    assert '<time datetime="2030-05-01">' in html
+    # Dated when it really went out (today, in this test), not on the campaign day.
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert f'<time datetime="{today}">' in html and "2030-05-01" not in html
     assert '<article lang="en">' in html
     first_paragraph = statement.text.strip().split("\n\n")[0].splitlines()[0]
     assert first_paragraph[:40] in html
@@ -71,3 +74,26 @@ def test_a_sent_statement_is_published_at_the_emails_url(
     for path in ("/archive", "/archive/may-day/2030/en", "/archive/feed.atom", "/subscribe"):
         body = client.get(path).get_data(as_text=True)
         assert not any(a in body for a in addresses), path
+
+
+def test_a_day_is_published_when_something_went_out_not_when_it_is_planned(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    """A hand send of one channel publishes the day (it went out), dated then; an
+    occurrence that only failed publishes nothing."""
+    from scheduler.delivery import ledger
+
+    project = web_project(make_project)
+    add_subscribers(store_engine, 2)
+    occ = may_day(project)
+    client = web_app(project, store_engine).test_client()
+    # Claimed, but nothing sent yet: not published.
+    ledger.claim_occurrence(store_engine, occ)
+    assert client.get("/archive/may-day/2030/en").status_code == 404
+    before = dt.datetime.now(dt.UTC)
+    fire(context(project, store_engine), occ)
+    feed = ET.fromstring(client.get("/archive/feed.atom").data)
+    published = {e.findtext(f"{ATOM}published") for e in feed.findall(f"{ATOM}entry")}
+    assert len(published) == 1
+    when = dt.datetime.fromisoformat(str(published.pop()).replace("Z", "+00:00"))
+    assert before - dt.timedelta(seconds=1) <= when <= dt.datetime.now(dt.UTC)

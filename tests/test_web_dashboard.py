@@ -123,3 +123,27 @@ def test_every_page_string_is_translated() -> None:
     for name, strings in catalogs.items():
         assert set(strings) == english, name
         assert all(v.strip() for v in strings.values()), name
+
+
+def test_dashboard_shows_each_channel_sent_failed_or_still_planned(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from web_helpers import WEB_YAML
+
+    from scheduler.config.project import load_project
+
+    text = WEB_YAML.replace("channels: [email]", "channels: [email, mastodon]").replace(
+        "  languages: [en, es]\n", "  languages: [en, es]\n  public_url: https://l.example.org\n"
+    )
+    project = load_project(make_project(text, members_csv="email\n"))
+    add_subscribers(store_engine, 2)
+    # Email sent by hand, ahead of the day: Mastodon waits for the clock.
+    fire(context(project, store_engine), may_day(project), channels=["email"])
+    client = web_app(project, store_engine).test_client()
+    html = page(client, "/dashboard", headers={"Authorization": f"Bearer {DASHBOARD_TOKEN}"})
+    past = " ".join(html.split('id="past"')[1].split('id="failures"')[0].split())
+    assert "<code>may-day/2030/statement</code>" in past
+    assert 'email<br><small class="channel-state">done</small></td> <td class="num">2</td>' in past
+    assert 'mastodon<br><small class="channel-state">still planned</small>' in past
+    upcoming = html.split('id="upcoming"')[1].split('id="past"')[0]
+    assert "<li>email: done — Sent 2, Failed 0</li><li>mastodon: still planned</li>" in upcoming

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from scheduler import settings
-from scheduler.config.project import Project
 from scheduler.console import err, out, safe_url, state, store, valid_project
 from scheduler.delivery.context import broker_url
+
+if TYPE_CHECKING:
+    from scheduler.clock.daemon import Clock
 
 # --- worker --------------------------------------------------------------------------------
 
@@ -56,13 +58,14 @@ def _logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _print_next(project: Project) -> None:
-    from scheduler.clock.daemon import describe_next
+def _brief(clock: Clock) -> None:
+    """Where email goes, which channels cannot send, what has a timer: before the start."""
+    from scheduler.clock.briefing import startup_lines
 
-    upcoming = describe_next(project, dt.datetime.now(dt.UTC), limit=8)
-    err.print(f"next occurrences ({len(upcoming)} shown):", markup=False)
-    for o in upcoming:
-        err.print(f"  {o['local']:<24} {o['id']}  → {', '.join(o['channels'])}", markup=False)
+    for line in startup_lines(
+        clock.project, clock.scheduled, dt.datetime.now(dt.UTC), mode=clock.mode
+    ):
+        err.print(line, markup=False)
 
 
 def run_command(
@@ -75,8 +78,9 @@ def run_command(
     project = valid_project()
     _logging(loglevel)
     engine = store()
-    _print_next(project)
-    Clock(project, engine, tick_seconds=tick).run_forever()
+    clock = Clock(project, engine, tick_seconds=tick)
+    clock.on_start = _brief
+    clock.run_forever()
 
 
 def clock_command(
@@ -102,15 +106,16 @@ def clock_command(
         ttl_seconds=leader_ttl,
         key=settings.leader_key(),
     )
-    _print_next(project)
-    Clock(
+    clock = Clock(
         project,
         engine,
         distributed=True,
         leader=leader,
         redis_url=url,
         tick_seconds=min(tick, leader_ttl / 3),
-    ).run_forever()
+    )
+    clock.on_start = _brief
+    clock.run_forever()
 
 
 def migrate_command() -> None:

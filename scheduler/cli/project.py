@@ -17,6 +17,7 @@ from scheduler.errors import ConfigError, TemplateError, UnknownCampaignError
 from scheduler.ics import to_ics
 from scheduler.preview import build_preview
 from scheduler.store.sizes import audience_sizes
+from scheduler.timefmt import local_time, plural
 from scheduler.validate import validate_project
 
 
@@ -90,8 +91,9 @@ def validate(
     config = report.project.config
     steps = sum(len(c.steps) for c in config.campaigns.values())
     out.print(
-        f"{report.project.display}: ok — {len(config.campaigns)} campaigns, {steps} steps, "
-        f"{len(config.channels)} channels, {len(config.lists)} lists, languages "
+        f"{report.project.display}: ok — {plural(len(config.campaigns), 'campaign')}, "
+        f"{plural(steps, 'step')}, {plural(len(config.channels), 'channel')}, "
+        f"{plural(len(config.lists), 'list')}, languages "
         f"{', '.join(config.organization.languages)}",
         markup=False,
     )
@@ -127,7 +129,7 @@ def calendar_command(
         raise typer.BadParameter(str(e), param_hint="--campaign") from None
     if ics is not None:
         ics.write_bytes(to_ics(project.config, occurrences))
-        err.print(f"wrote {len(occurrences)} events to {ics}", markup=False)
+        err.print(f"wrote {plural(len(occurrences), 'event')} to {ics}", markup=False)
     if as_json:
         print_json([_occurrence_record(project, o) for o in occurrences])
         return
@@ -139,14 +141,14 @@ def calendar_command(
     table.add_column("UTC", no_wrap=True)
     table.add_column("Channels")
     for occ in occurrences:
-        local = occ.local.strftime("%a %Y-%m-%d %H:%M %Z") + f" ({occ.timezone})"
+        local = local_time(occ.local, weekday=True) + f" ({occ.timezone})"
         if occ.note:
             local += f"\n[yellow]{occ.note}[/]"
         table.add_row(
             occ.id, local, occ.instant.strftime("%Y-%m-%d %H:%M"), ", ".join(occ.channels)
         )
     out.print(table)
-    out.print(f"{len(occurrences)} occurrences", markup=False)
+    out.print(plural(len(occurrences), "occurrence"), markup=False)
 
 
 def plan(
@@ -180,7 +182,7 @@ def plan(
         )
         return
     table = Table(title=f"Next {days} days", title_justify="left")
-    for col in ("When (UTC)", "In", "Occurrence"):
+    for col in ("When", "In", "Occurrence"):
         table.add_column(col, no_wrap=True)
     table.add_column("Channels")
     table.add_column("Email recipients")
@@ -198,7 +200,7 @@ def plan(
             else f"{audience['recipients']:,} ({', '.join(audience['lists'])})"
         )
         table.add_row(
-            occ.instant.strftime("%Y-%m-%d %H:%M"),
+            local_time(occ.local),
             when_in,
             occ.id,
             ", ".join(occ.channels),
@@ -244,7 +246,7 @@ def preview(
         occ = item.occurrence
         header = (
             f"[bold]{occ.id}[/] → [cyan]{item.channel}[/] ({item.type}, {item.language}) at "
-            f"{occ.local.strftime('%Y-%m-%d %H:%M %Z')}"
+            f"{local_time(occ.local)}"
         )
         out.print(header)
         if item.is_email:
@@ -264,8 +266,8 @@ def preview(
         out.print()
     over = [i for i in items if i.over_limit]
     if over:
-        fail(f"{len(over)} post(s) over the platform limit")
-    out.print(f"{len(items)} message(s) previewed; nothing was sent.", markup=False)
+        fail(f"{plural(len(over), 'post')} over the platform limit")
+    out.print(f"{plural(len(items), 'message')} previewed; nothing was sent.", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from typing import Annotated, Any
 
@@ -15,14 +16,18 @@ from scheduler.channels import get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.console import err, fail, out, print_json, store, valid_project
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, guard, ledger
 from scheduler.delivery.batch import BatchReport
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.emailing import EmailComposer
 from scheduler.delivery.fire import FireReport, fire
+from scheduler.delivery.guard import check_send_time
 from scheduler.delivery.ledger import Claim
+from scheduler.delivery.readiness import unset_variables
 from scheduler.errors import UnknownCampaignError
 from scheduler.store import subscribers
+from scheduler.store.sizes import audience_sizes
+from scheduler.timefmt import local_time, plural
 
 # --- send ----------------------------------------------------------------------------------
 
@@ -141,9 +146,19 @@ def send_command(
             "--enqueue", help="hand the batches to Celery workers instead of sending here"
         ),
     ] = False,
+    send_now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="send even when it is more than an hour before the instant, or past the "
+            "catch-up window (otherwise asked on a terminal, refused elsewhere)",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Fire one occurrence now. Idempotent: run again, it sends nothing already sent."""
+    """Fire one occurrence now. Idempotent: run again, it sends nothing already sent.
+    With --channel, the step's other channels stay planned: the clock sends them at the
+    instant."""
     project = valid_project()
     now = dt.datetime.now(dt.UTC)
     engine = store()
@@ -161,6 +176,7 @@ def send_command(
         )
     if not dry_run:
         _require_secrets(project, channels)
+        note = _confirm_timing(project, engine, occ, channels, now, send_now)
     ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
     try:
         if dry_run:
@@ -168,7 +184,7 @@ def send_command(
             return
         if not as_json:
             err.print(
-                f"firing {occ.id} ({occ.local:%Y-%m-%d %H:%M %Z}) on {', '.join(channels)}",
+                f"firing {occ.id} ({local_time(occ.local)}) on {', '.join(channels)}",
                 markup=False,
             )
         if enqueue:
@@ -180,7 +196,7 @@ def send_command(
                 channels=channels,
                 dispatch=enqueue_batch,
                 revive_missed=True,
-                note=_manual_note(engine, occ),
+                note=note,
             )
         else:
             with _SendProgress(not as_json) as bar:
@@ -191,25 +207,19 @@ def send_command(
                     progress=bar.update,
                     on_total=bar.total,
                     revive_missed=True,
-                    note=_manual_note(engine, occ),
+                    note=note,
                     processes=settings.sender_processes(),
                 )
     finally:
         ctx.close()
-    _summary(report, as_json, enqueue)
+    _summary(project, occ, report, as_json, enqueue)
 
 
 def _require_secrets(project: Project, channels: list[str]) -> None:
     """Refuse before anything is sent when a channel's `${VAR}` is unset: otherwise the
     email would go out and the posts fail, half a campaign."""
-    from scheduler.config import secrets
-
-    missing: dict[str, list[str]] = {}
-    for name in channels:
-        for value in (project.config.channels[name].model_extra or {}).values():
-            if isinstance(value, str):
-                for var in secrets.missing(value):
-                    missing.setdefault(name, []).append(var)
+    missing = {c: unset_variables(project.config, c) for c in channels}
+    missing = {c: v for c, v in missing.items() if v}
     if missing:
         needs = "; ".join(f"{c} needs {', '.join(v)}" for c, v in missing.items())
         ready = [c for c in channels if c not in missing]
@@ -219,6 +229,31 @@ def _require_secrets(project: Project, channels: list[str]) -> None:
             else ""
         )
         fail(f"nothing was sent: {needs}. Export the variables{hint}.")
+
+
+def _confirm_timing(
+    project: Project,
+    engine: Engine,
+    occ: calendar.Occurrence,
+    channels: list[str],
+    now: dt.datetime,
+    send_now: bool,
+) -> str | None:
+    """Ask before starting an occurrence far from its instant (see delivery.guard); returns
+    the note to record on the channels this send starts."""
+    progress = channel_state.occurrence_progress(engine, occ.id, occ.channels)
+    starting = [p for p in progress if p.channel in channels and p.state in ("planned", "missed")]
+    note = _manual_note(engine, occ)
+    problem = check_send_time(project.config, occ, now) if starting else None
+    if problem is None:
+        return note
+    sent_when = f"sent by hand {problem.timing.value}: {problem.message}"
+    if send_now:
+        err.print(f"{problem.message}; sending now as asked (--now).", markup=False)
+        return sent_when
+    if sys.stdin.isatty() and typer.confirm(f"{problem.message}. Send it now?", err=True):
+        return sent_when
+    fail(f"{problem.message}; nothing was sent. To send it anyway, pass --now.")
 
 
 def _manual_note(engine: Engine, occ: calendar.Occurrence) -> str | None:
@@ -233,6 +268,8 @@ def _dry_run(
 ) -> None:
     campaign = ctx.config.campaigns[occ.campaign_id]
     audience = list(subscribers.active_audience(ctx.engine, campaign.audience))
+    # Counted as `plan` counts: the store plus the CSV sources a send syncs first.
+    expected = max(audience_sizes(ctx.project).recipients(campaign.audience), len(audience))
     by_language: dict[str, int] = {}
     for r in audience:
         lang = ctx.renderer.email_language(campaign, r.language)
@@ -241,7 +278,7 @@ def _dry_run(
     for c in channels:
         kind = get_channel_class(ctx.config.channels[c].type).kind
         if kind == "email":
-            composer = EmailComposer(ctx.renderer, occ, c, date=occ.instant)
+            composer = EmailComposer(ctx.renderer, occ, c)
             sizes = {}
             for r in {
                 ctx.renderer.email_language(campaign, r.language): r for r in audience
@@ -256,7 +293,9 @@ def _dry_run(
             rendered[c] = {
                 "type": ctx.config.channels[c].type,
                 "kind": "email",
-                "recipients": len(audience),
+                "recipients": expected,
+                "in_store": len(audience),
+                "from_sources": expected - len(audience),
                 "by_language": by_language,
                 "message_bytes": sizes,
             }
@@ -283,25 +322,33 @@ def _dry_run(
             }
         )
         return
-    out.print(
-        f"dry run of {occ.id} at {occ.local:%Y-%m-%d %H:%M %Z} — nothing was sent", markup=False
-    )
+    out.print(f"dry run of {occ.id} at {local_time(occ.local)} — nothing was sent", markup=False)
     for c, info in rendered.items():
         if info.get("kind") == "email":
-            langs = ", ".join(f"{k}: {v:,}" for k, v in sorted(info["by_language"].items()))
-            out.print(f"  {c}: {info['recipients']:,} emails ({langs or 'nobody'})", markup=False)
+            langs = [f"{k}: {v:,}" for k, v in sorted(info["by_language"].items())]
+            if info["from_sources"]:
+                langs.append(f"{info['from_sources']:,} more from the lists' CSV sources")
+            out.print(
+                f"  {c}: {plural(info['recipients'], 'email')} ({', '.join(langs) or 'nobody'})",
+                markup=False,
+            )
         else:
             out.print(f"  {c}: 1 post in {info['language']}", markup=False)
     for name, source in sources.items():
-        out.print(
-            f"  (list {name} is synced from {source} before sending; counts above are "
-            "the store's now)",
-            markup=False,
-        )
+        out.print(f"  (list {name} is synced from {source} before sending)", markup=False)
 
 
-def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
+def _summary(
+    project: Project,
+    occ: calendar.Occurrence,
+    report: FireReport,
+    as_json: bool,
+    enqueued: bool,
+) -> None:
     r = report.result
+    now = dt.datetime.now(dt.UTC)
+    planned = report.still_planned
+    when = guard.planned_channels_note(project.config, occ, planned, now) if planned else None
     data = {
         "occurrence": report.occurrence_id,
         "claim": report.claim.value,
@@ -317,6 +364,10 @@ def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
         "already_done": report.already_final,
         "failures": r.reasons,
         "held_by_others": report.held,
+        "channels": {p.channel: p.as_json() for p in report.progress},
+        "still_planned": planned,
+        "still_planned_at": occ.instant if planned else None,
+        "still_planned_note": when,
     }
     if as_json:
         print_json(data)
@@ -324,35 +375,63 @@ def _summary(report: FireReport, as_json: bool, enqueued: bool) -> None:
         out.print(f"{report.occurrence_id} is {report.state}: nothing was sent.", markup=False)
     elif enqueued:
         out.print(
-            f"{report.occurrence_id}: {report.batches} batches handed to the workers "
-            f"({report.total:,} deliveries). `scheduler status` shows progress.",
+            f"{report.occurrence_id}: {plural(report.batches, 'batch', 'batches')} handed to "
+            f"the workers ({plural(report.total, 'delivery', 'deliveries')}). "
+            "`scheduler status` shows progress.",
             markup=False,
         )
     elif r.sent == r.failed == r.skipped == 0 and report.held:
-        until = f"{report.held_until:%H:%M:%S} UTC" if report.held_until else "soon"
+        until = f"{local_time(report.held_until, seconds=True)}" if report.held_until else "soon"
         out.print(
-            f"{report.occurrence_id}: {report.held:,} deliveries are held by another "
-            f"sender, or were left by one that stopped; they can be sent again from "
-            f"{until} (run this command again then).",
+            f"{report.occurrence_id}: {plural(report.held, 'delivery is', 'deliveries are')} "
+            f"held by another sender, or were left by one that stopped; they can be sent again "
+            f"from {until} (run this command again then).",
             markup=False,
         )
     elif r.sent == r.failed == r.skipped == 0:
+        done = plural(report.already_final, "delivery was", "deliveries were")
         out.print(
-            f"{report.occurrence_id}: nothing new to send — {report.already_final:,} "
-            f"deliveries were already done (state: {report.state}).",
+            f"{report.occurrence_id}: nothing new to send — {done} already done.",
             markup=False,
         )
     else:
         out.print(
             f"{report.occurrence_id}: sent {r.sent:,}, failed {r.failed:,}, skipped "
-            f"{r.skipped:,} (left the list meanwhile), retried {r.retried:,}; state "
-            f"{report.state}.",
+            f"{r.skipped:,} (left the list meanwhile), retried {r.retried:,}.",
             markup=False,
         )
         for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
             out.print(f"  {n:,} × {reason}", markup=False)
+    if not as_json and report.claim is not Claim.REFUSED:
+        for line in channel_lines(report.progress):
+            out.print(f"  {line}", markup=False)
+        if planned and when:
+            campaign_id = report.occurrence_id.split("/")[0]
+            flags = " ".join(f"--channel {c}" for c in planned)
+            out.print(
+                f"Still planned: {when}. To send now: scheduler send {campaign_id} "
+                f"--occurrence {report.occurrence_id} {flags}",
+                markup=False,
+            )
     if report.claim is Claim.REFUSED or r.failed:
         raise typer.Exit(1)
+
+
+def channel_lines(progress: list[channel_state.ChannelProgress]) -> list[str]:
+    """One line per channel: `email: done — sent 5, failed 0`, `mastodon: still planned`."""
+    lines = []
+    for p in progress:
+        if p.still_planned:
+            lines.append(f"{p.channel}: still planned")
+            continue
+        counts = f"sent {p.sent:,}, failed {p.failed:,}"
+        if p.skipped:
+            counts += f", skipped {p.skipped:,}"
+        if p.pending:
+            counts += f", pending {p.pending:,}"
+        late = " (late)" if p.late else ""
+        lines.append(f"{p.channel}: {p.state}{late} — {counts}")
+    return lines
 
 
 def register(app: typer.Typer) -> None:

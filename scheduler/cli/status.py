@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from scheduler.console import out, print_json, safe_url, store
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
+from scheduler.timefmt import local_time
 
 # --- status --------------------------------------------------------------------------------
 
@@ -21,6 +22,7 @@ def status_command(
     engine = store()
     rows = ledger.list_occurrences(engine, limit=limit)
     all_counts = ledger.counts(engine)
+    progress = channel_state.progress(engine, [r.id for r in rows])
     records: list[dict[str, Any]] = []
     for row in rows:
         records.append(
@@ -33,6 +35,10 @@ def status_command(
                 "fired_at": row.fired_at,
                 "finished_at": row.finished_at,
                 "deliveries": all_counts.get(row.id, {}),
+                # Per channel: its own state (planned, firing, done, missed, cancelled) and
+                # what it sent, failed, skipped and has pending.
+                "channels": {p.channel: p.as_json() for p in progress.get(row.id, [])},
+                "still_planned": [p.channel for p in progress.get(row.id, []) if p.still_planned],
                 "failures": [
                     {"channel": c, "reason": e, "count": n}
                     for c, e, n in ledger.failures(engine, row.id, limit=5)
@@ -56,31 +62,40 @@ def status_command(
     if paused:
         out.print(f"paused campaigns: {', '.join(paused)}", markup=False)
     if seen:
-        out.print(f"clock last seen {seen:%Y-%m-%d %H:%M:%S} UTC", markup=False)
+        out.print(f"clock last seen {local_time(seen, seconds=True)}", markup=False)
     if not records:
         out.print(
             "No occurrence has fired yet. `scheduler plan` shows what is coming.", markup=False
         )
         return
     table = Table(title="Occurrences", title_justify="left")
-    for col in ("Occurrence", "State", "Instant (UTC)"):
+    for col in ("Occurrence", "State", "Instant"):
         table.add_column(col, no_wrap=True)
-    table.add_column("Deliveries")
-    for rec in records:
-        parts = []
-        for ch, by_state in sorted(rec["deliveries"].items()):
-            shown = " ".join(f"{s} {n:,}" for s, n in sorted(by_state.items()))
-            parts.append(f"{ch}: {shown}")
+    table.add_column("Channels: sent / failed / still planned")
+    for row, rec in zip(rows, records, strict=True):
+        parts = [_channel_text(p) for p in progress.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
         if rec["note"] and rec["state"] in ("missed", "cancelled"):
             state_text += f"\n{rec['note']}"
-        table.add_row(
-            rec["id"], state_text, rec["instant"][:16].replace("T", " "), "\n".join(parts) or "—"
-        )
+        table.add_row(rec["id"], state_text, local_time(row.instant), "\n".join(parts) or "—")
     out.print(table)
     for rec in records:
         for f in rec["failures"]:
             out.print(f"{rec['id']} {f['channel']}: {f['count']:,} × {f['reason']}", markup=False)
+
+
+def _channel_text(p: channel_state.ChannelProgress) -> str:
+    if p.still_planned:
+        return f"{p.channel}: still planned"
+    counts = f"sent {p.sent:,}, failed {p.failed:,}"
+    if p.skipped:
+        counts += f", skipped {p.skipped:,}"
+    if p.pending:
+        counts += f", pending {p.pending:,}"
+    text = f"{p.channel}: {p.state}{' (late)' if p.late else ''} — {counts}"
+    if p.state in ("missed", "cancelled") and p.note:
+        text += f" ({p.note})"
+    return text
 
 
 def register(app: typer.Typer) -> None:

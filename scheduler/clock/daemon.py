@@ -34,11 +34,13 @@ from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim
+from scheduler.timefmt import local_time
 from scheduler.validate import validate_project
 
 log = logging.getLogger("scheduler.clock")
 
 JOB_PREFIX = "occurrence:"
+NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
 
 
 def _now() -> dt.datetime:
@@ -79,6 +81,10 @@ class Clock:
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self.fired: list[str] = []  # occurrence ids this process fired (for tests and logs)
+        # The occurrences with a timer, in order: what the start lists and the log counts.
+        self.scheduled: list[Occurrence] = []
+        # Called once the schedule is built, before the start is logged (the CLI's briefing).
+        self.on_start: Callable[[Clock], None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -91,6 +97,8 @@ class Clock:
         )
         self.scheduler.add_job(self.watch, IntervalTrigger(seconds=2), id="watch")
         self.rebuild()
+        if self.on_start is not None:
+            self.on_start(self)
         self.scheduler.start()
         log.info("event=start mode=%s occurrences_scheduled=%d", self.mode, len(self.jobs()))
 
@@ -137,10 +145,14 @@ class Clock:
     # --- schedule -------------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """One date job per occurrence in the coming `horizon`; the sweep covers the rest."""
+        """One date job per occurrence in the coming `horizon`, and for the next few however
+        far (the ones the start lists); the sweep covers the rest."""
         now = self.now()
-        upcoming = calendar.expand(self.project.config, now, now + self.horizon)
-        wanted = {JOB_PREFIX + o.id: o for o in upcoming}
+        config = self.project.config
+        upcoming = calendar.expand(config, now, now + self.horizon)
+        upcoming += calendar.next_occurrences(config, now, limit=NEXT_LISTED)
+        wanted = {JOB_PREFIX + o.id: o for o in sorted(upcoming, key=lambda o: (o.instant, o.id))}
+        self.scheduled = list(wanted.values())
         for job in self.scheduler.get_jobs():
             if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
                 job.remove()
@@ -241,11 +253,15 @@ class Clock:
     def handle(self, occurrences: list[Occurrence], *, now: dt.datetime | None = None) -> None:
         now = now or self.now()
         with self._lock:
-            known = state.known(self.engine, [o.id for o in occurrences])
+            ids = [o.id for o in occurrences]
+            known = state.known(self.engine, ids)
+            channels = state.channels_of(self.engine, [i for i in ids if i in known])
             paused = state.paused(self.engine)
             decisions = [
                 d
-                for d in decide(self.project.config, occurrences, known, paused, now)
+                for d in decide(
+                    self.project.config, occurrences, known, paused, now, channels=channels
+                )
                 if d.occurrence.id not in self._in_flight
             ]
             for d in decisions:
@@ -256,9 +272,15 @@ class Clock:
 
     def act(self, d: Decision) -> None:
         occ = d.occurrence
+        only = list(d.channels) or None
         if d.action is Action.MISSED:
-            if state.record_missed(self.engine, occ, d.note or "missed"):
-                log.warning("event=missed occurrence=%s note=%r", occ.id, d.note)
+            if state.record_missed(self.engine, occ, d.note or "missed", only):
+                log.warning(
+                    "event=missed occurrence=%s channels=%s note=%r",
+                    occ.id,
+                    ",".join(d.channels or occ.channels),
+                    d.note,
+                )
             return
         if d.action is Action.WAIT:
             if occ.id not in self._waiting_logged:
@@ -270,39 +292,54 @@ class Clock:
             ledger.touch_occurrence(self.engine, occ.id)
             log.info("event=resume occurrence=%s", occ.id)
         try:
-            self._fire(occ, late=d.action is Action.LATE, note=d.note)
+            self._fire(occ, late=d.action is Action.LATE, note=d.note, channels=only)
         except Exception:
             log.exception("event=fire_failed occurrence=%s", occ.id)
         finally:
             with self._lock:
                 self._in_flight.discard(occ.id)
 
-    def _fire(self, occ: Occurrence, *, late: bool, note: str | None) -> None:
+    def _fire(
+        self, occ: Occurrence, *, late: bool, note: str | None, channels: list[str] | None
+    ) -> None:
+        """Fire `channels` (None: the whole step) of the occurrence."""
         started = self.now()
+        shown = ",".join(channels or occ.channels)
         if self.distributed:
             from scheduler.tasks import fire_occurrence_task
 
-            claim, _row = ledger.claim_occurrence(self.engine, occ, late=late, note=note)
+            claim, _row = ledger.claim_occurrence(
+                self.engine, occ, channels=channels, late=late, note=note
+            )
             if claim is Claim.REFUSED:
                 return
-            fire_occurrence_task.delay(occ.id, late, note)
+            fire_occurrence_task.delay(occ.id, late, note, channels)
             self.fired.append(occ.id)
             log.info(
-                "event=enqueued occurrence=%s claim=%s late=%s delay_s=%.3f",
+                "event=enqueued occurrence=%s channels=%s claim=%s late=%s delay_s=%.3f",
                 occ.id,
+                shown,
                 claim.value,
                 late,
                 (started - occ.instant).total_seconds(),
             )
             return
-        report = fire(self.ctx, occ, late=late, note=note, processes=settings.sender_processes())
+        report = fire(
+            self.ctx,
+            occ,
+            channels=channels,
+            late=late,
+            note=note,
+            processes=settings.sender_processes(),
+        )
         if report.claim is not Claim.REFUSED:
             self.fired.append(occ.id)
         r = report.result
         log.info(
-            "event=fired occurrence=%s claim=%s late=%s state=%s sent=%d failed=%d skipped=%d "
-            "delay_s=%.3f",
+            "event=fired occurrence=%s channels=%s claim=%s late=%s state=%s sent=%d failed=%d "
+            "skipped=%d delay_s=%.3f",
             occ.id,
+            shown,
             report.claim.value,
             late,
             report.state,
@@ -317,7 +354,7 @@ def describe_next(project: Project, now: dt.datetime, limit: int = 10) -> list[d
     return [
         {
             "id": o.id,
-            "local": o.local.strftime("%Y-%m-%d %H:%M %Z"),
+            "local": local_time(o.local),
             "timezone": o.timezone,
             "channels": list(o.channels),
         }

@@ -6,6 +6,8 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
   with a note saying how late and why;
 - outside the window: never sent, recorded as `missed` and reported;
 - already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed);
+- claimed for some channels only (sent by hand before the instant): the channels still
+  planned are fired, late or missed by the same rules;
 - its campaign is paused: wait (if it is resumed inside the window it fires late).
 """
 
@@ -18,10 +20,15 @@ from enum import StrEnum
 
 from scheduler.calendar import Occurrence
 from scheduler.config.model import Config
+from scheduler.delivery.channel_state import ChannelRow, still_planned
 from scheduler.delivery.ledger import OccurrenceRow
+from scheduler.timefmt import local_time
 
 # A job that runs this late is still "on time": scheduler wake-ups and a busy machine.
 ON_TIME = dt.timedelta(seconds=10)
+
+
+FINAL_OCCURRENCE = ("done", "missed", "cancelled")
 
 
 class Action(StrEnum):
@@ -37,6 +44,9 @@ class Decision:
     occurrence: Occurrence
     action: Action
     note: str | None = None
+    # The channels to act on when some of the step's went out already (by hand); empty
+    # means every channel of the step.
+    channels: tuple[str, ...] = ()
 
 
 def _ago(delta: dt.timedelta) -> str:
@@ -54,9 +64,15 @@ def decide(
     paused: set[str],
     now: dt.datetime,
     *,
+    channels: Mapping[str, Mapping[str, ChannelRow]] | None = None,
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
 ) -> list[Decision]:
-    """Decisions for the occurrences whose instant is not after `now`."""
+    """Decisions for the occurrences whose instant is not after `now`.
+
+    `channels` (occurrence -> channel -> row) lets an occurrence some of whose channels went
+    out by hand fire the channels still planned; without it a claimed occurrence counts as
+    claimed on every channel.
+    """
     out: list[Decision] = []
     for occ in occurrences:
         if occ.instant > now:
@@ -66,23 +82,35 @@ def decide(
             continue
         late_by = now - occ.instant
         row = known.get(occ.id)
+        remaining: tuple[str, ...] = ()  # empty: every channel of the step
         if row is not None:
-            stale = row.state == "firing" and now - row.updated_at > stale_after
-            if stale and late_by <= campaign.catch_up_window:
-                out.append(Decision(occ, Action.RESUME, "resuming after an interruption"))
-            continue
+            if row.state in FINAL_OCCURRENCE:
+                continue
+            planned = (
+                still_planned(occ.channels, channels.get(occ.id, {}))
+                if channels is not None
+                else []
+            )
+            if not planned:
+                stale = row.state == "firing" and now - row.updated_at > stale_after
+                if stale and late_by <= campaign.catch_up_window:
+                    out.append(Decision(occ, Action.RESUME, "resuming after an interruption"))
+                continue
+            remaining = tuple(planned)
         if occ.campaign_id in paused:
-            out.append(Decision(occ, Action.WAIT, "campaign paused"))
+            out.append(Decision(occ, Action.WAIT, "campaign paused", remaining))
             continue
+        due = local_time(occ.local)
         if late_by <= ON_TIME:
-            out.append(Decision(occ, Action.FIRE))
+            out.append(Decision(occ, Action.FIRE, None, remaining))
         elif late_by <= campaign.catch_up_window:
             out.append(
                 Decision(
                     occ,
                     Action.LATE,
-                    f"fired {_ago(late_by)} late (due {occ.instant:%Y-%m-%d %H:%M} UTC); inside "
+                    f"fired {_ago(late_by)} late (due {due}); inside "
                     f"the catch-up window of {campaign.catch_up}",
+                    remaining,
                 )
             )
         else:
@@ -90,9 +118,10 @@ def decide(
                 Decision(
                     occ,
                     Action.MISSED,
-                    f"due {occ.instant:%Y-%m-%d %H:%M} UTC while nothing was running; "
+                    f"due {due} while nothing was running; "
                     f"{_ago(late_by)} late is outside the catch-up window of {campaign.catch_up}, "
                     "so it was not sent",
+                    remaining,
                 )
             )
     return out

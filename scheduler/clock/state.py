@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
+from scheduler.delivery import channel_state
+from scheduler.delivery.channel_state import ChannelRow
 from scheduler.delivery.ledger import OccurrenceRow, _occurrence_row
 from scheduler.store.db import dialect_insert, writer
-from scheduler.store.schema import OccurrenceState, clock_state, occurrences, pauses, utcnow
+from scheduler.store.schema import (
+    ChannelState,
+    OccurrenceState,
+    clock_state,
+    occurrences,
+    pauses,
+    utcnow,
+)
 
 O = occurrences.c  # noqa: E741
 LAST_SEEN = "last_seen"
@@ -74,9 +83,17 @@ def firing(engine: Engine) -> list[OccurrenceRow]:
         return [_occurrence_row(r) for r in rows]
 
 
-def _settle(engine: Engine, occ: Occurrence, state: OccurrenceState, note: str) -> bool:
-    """Put an occurrence that has not fired into a final state; True if this call did."""
+def _settle(
+    engine: Engine,
+    occ: Occurrence,
+    state: OccurrenceState,
+    note: str,
+    channels: Sequence[str] | None = None,
+) -> bool:
+    """Put an occurrence that has not fired into a final state, or (`channels`) only those of
+    its channels still planned, when others went out by hand; True if this call did."""
     now = utcnow()
+    final = ChannelState(state.value)
     with writer(engine).begin() as conn:
         insert = dialect_insert(conn, occurrences)
         added = conn.execute(
@@ -94,24 +111,43 @@ def _settle(engine: Engine, occ: Occurrence, state: OccurrenceState, note: str) 
             .returning(O.id)
         ).first()
         if added is not None:
+            channel_state.ensure_rows(conn, occ.id, occ.channels, now=now, state=final, note=note)
             return True
-        # Planned (or, for a cancel, firing) rows move on; final ones stay as they are.
-        movable = [OccurrenceState.PLANNED.value]
-        if state is OccurrenceState.CANCELLED:
-            movable.append(OccurrenceState.FIRING.value)
-        moved = conn.execute(
-            sa.update(occurrences)
-            .where(O.id == occ.id, O.state.in_(movable))
-            .values(state=state.value, note=note, updated_at=now)
-            .returning(O.id)
-        ).first()
-        return moved is not None
+        channel_state.ensure_rows(conn, occ.id, occ.channels, now=now)
+        if channels is not None:
+            moved = channel_state.settle_open(conn, occ.id, final, note, now=now, channels=channels)
+        else:
+            # Planned (or, for a cancel, firing) rows move on; final ones stay as they are.
+            movable = [OccurrenceState.PLANNED.value]
+            if state is OccurrenceState.CANCELLED:
+                movable.append(OccurrenceState.FIRING.value)
+            whole = conn.execute(
+                sa.update(occurrences)
+                .where(O.id == occ.id, O.state.in_(movable))
+                .values(state=state.value, note=note, updated_at=now)
+                .returning(O.id)
+            ).first()
+            if whole is None:
+                return False
+            channel_state.settle_open(conn, occ.id, final, note, now=now)
+            return True
+    if moved:
+        channel_state.finish(engine, occ.id)  # the others may all be final now
+    return bool(moved)
 
 
-def record_missed(engine: Engine, occ: Occurrence, note: str) -> bool:
-    return _settle(engine, occ, OccurrenceState.MISSED, note)
+def record_missed(
+    engine: Engine, occ: Occurrence, note: str, channels: Sequence[str] | None = None
+) -> bool:
+    """Record the occurrence missed, or only `channels` of it (the others went out)."""
+    return _settle(engine, occ, OccurrenceState.MISSED, note, channels)
 
 
 def cancel(engine: Engine, occ: Occurrence, note: str = "cancelled by an organizer") -> bool:
     """Cancel before or during sending: batches not yet sent are not sent."""
     return _settle(engine, occ, OccurrenceState.CANCELLED, note)
+
+
+def channels_of(engine: Engine, ids: Iterable[str]) -> dict[str, dict[str, ChannelRow]]:
+    """occurrence -> channel -> its row: what the clock's policy needs besides `known`."""
+    return channel_state.rows(engine, ids)

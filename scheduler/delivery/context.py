@@ -82,8 +82,9 @@ class DeliveryContext:
         key = (occ.id, channel)
         with self._lock:
             if key not in self._composers:
-                # One Date for every message of the occurrence: retries resend identical bytes.
-                self._composers[key] = EmailComposer(self.renderer, occ, channel, date=occ.instant)
+                # Each message is dated when it is composed, just before it is sent (never
+                # the scheduled instant: a message sent early or late says when it went).
+                self._composers[key] = EmailComposer(self.renderer, occ, channel)
             return self._composers[key]
 
     def email_channel(self, name: str) -> SmtpChannel:

@@ -70,7 +70,9 @@ class EmailComposer:
         self.list_id = self.custom_list_id or list_id_for(self.first_list, domain)
         self.domain = domain
         self.unsubscribe_mailto = config.organization.unsubscribe_mailto
-        self.date = date or dt.datetime.now(dt.UTC)
+        # None: every message carries the time it is composed, i.e. really sent (a retry in
+        # the same batch resends the same bytes). A fixed date is for previews and tests.
+        self.fixed_date = date
         self._variants: dict[tuple[str, bool], _Variant] = {}
         self.fallbacks = 0
 
@@ -90,13 +92,14 @@ class EmailComposer:
             subscriber_id=subscriber_id,
             list_name=self.list_name,
         )
+        date = self.date
         lang = self.renderer.email_language(self.campaign, language)
         key = (lang, bool(name and name.strip()))
         variant = self._variants.get(key)
         if variant is None:
             variant = self._variants[key] = _Variant(self._factory(lang, key[1]))
         if variant.factory is None:
-            return self._plain(recipient)
+            return self._plain(recipient, date)
         unsubscribe_url, preferences_url = self.renderer.recipient_links(self.campaign, recipient)
         data = variant.factory.build(
             to_email=email_address,
@@ -109,9 +112,10 @@ class EmailComposer:
                 UNSUBSCRIBE: unsubscribe_url,
                 PREFERENCES: preferences_url,
             },
+            date=date,
         )
         if not variant.verified:
-            plain = self._plain(recipient)
+            plain = self._plain(recipient, date)
             if _same_message(data, plain):
                 variant.verified = True
             else:
@@ -149,7 +153,11 @@ class EmailComposer:
             tokens=TOKENS,
         )
 
-    def _plain(self, recipient: Recipient) -> bytes:
+    @property
+    def date(self) -> dt.datetime:
+        return self.fixed_date or dt.datetime.now(dt.UTC)
+
+    def _plain(self, recipient: Recipient, date: dt.datetime | None = None) -> bytes:
         rendered = self.renderer.email(self.occ, recipient)
         msg = build_email(
             rendered=rendered,
@@ -158,7 +166,7 @@ class EmailComposer:
             delivery_key=self.delivery_key(recipient.subscriber_id or 0),
             list_name=self.first_list,
             unsubscribe_mailto=self.unsubscribe_mailto,
-            date=self.date,
+            date=date or self.date,
         )
         if self.custom_list_id:
             msg.replace_header("List-Id", self.custom_list_id)

@@ -11,16 +11,19 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
 from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
+from scheduler.delivery.readiness import not_ready_reason, unset_variables
 from scheduler.delivery.senders import Helpers
 from scheduler.store import subscribers
+from scheduler.store.schema import ChannelState
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,14 @@ class FireReport:
     held: int = 0  # deliveries another sender holds (or a crashed one left) after this call
     held_until: dt.datetime | None = None
     interrupted: bool = False  # the process is stopping: the rest is left pending
+    channels: list[str] = field(default_factory=list)  # the channels this call worked on
+    # Every channel of the step after this call: sent, failed, still planned.
+    progress: list[channel_state.ChannelProgress] = field(default_factory=list)
+
+    @property
+    def still_planned(self) -> list[str]:
+        """Channels of the step nobody has fired yet: the clock sends them at the instant."""
+        return [p.channel for p in self.progress if p.still_planned]
 
 
 def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, int]:
@@ -72,8 +83,12 @@ def fire(
     revive_missed: bool = False,
     processes: int = 1,
 ) -> FireReport:
-    """`processes` > 1: send with that many processes in all (this one and helpers, see
-    `scheduler.delivery.senders`) when the occurrence has more than one batch."""
+    """Fire `channels` of the occurrence (default: every channel of its step); the others
+    stay `planned` for the clock, or another call, to fire. Channels already fired are
+    resumed: only what is not final is sent.
+
+    `processes` > 1: send with that many processes in all (this one and helpers, see
+    `scheduler.delivery.senders`) when the occurrence has more than a few batches."""
     with ctx.in_use():
         return _fire(
             ctx,
@@ -87,6 +102,19 @@ def fire(
             revive_missed=revive_missed,
             processes=processes,
         )
+
+
+def fire_still_planned(ctx: DeliveryContext, occ: Occurrence, **options: Any) -> FireReport:
+    """Fire only the channels of the step nobody has fired yet (after a hand send of some
+    of them): what the clock does at the instant. Nothing planned, nothing is claimed."""
+    known = channel_state.rows(ctx.engine, [occ.id]).get(occ.id, {})
+    planned = channel_state.still_planned(occ.channels, known)
+    if not planned:
+        row = ledger.get_occurrence(ctx.engine, occ.id)
+        report = FireReport(occ.id, Claim.RESUMED, row.state if row else "planned")
+        report.progress = channel_state.occurrence_progress(ctx.engine, occ.id, occ.channels)
+        return report
+    return fire(ctx, occ, channels=planned, **options)
 
 
 def _fire(
@@ -103,46 +131,74 @@ def _fire(
     processes: int = 1,
 ) -> FireReport:
     engine = ctx.engine
+    wanted = list(channels or occ.channels)
     claim, row = ledger.claim_occurrence(
-        engine, occ, late=late, note=note, revive_missed=revive_missed
+        engine, occ, channels=wanted, late=late, note=note, revive_missed=revive_missed
     )
     report = FireReport(occurrence_id=occ.id, claim=claim, state=row.state)
     if claim is Claim.REFUSED:
         log.warning("occurrence %s is %s: nothing sent", occ.id, row.state)
         return report
     campaign = ctx.config.campaigns[occ.campaign_id]
-    wanted = list(channels or occ.channels)
+    chans = channel_state.rows(engine, [occ.id]).get(occ.id, {})
+    # Only channels in hand: claimed now, or fired before and not finished (a resume).
+    # Done, missed and cancelled ones are left alone; planned ones not asked for wait for
+    # the clock.
+    active = [c for c in wanted if c in chans and chans[c].state == ChannelState.FIRING]
+    report.channels = active
     before = ledger.counts(engine, occ.id).get(occ.id, {})
     report.already_final = sum(
         n
-        for by_state in before.values()
+        for channel, by_state in before.items()
+        if channel in wanted
         for state, n in by_state.items()
         if state in ("sent", "failed", "skipped")
     )
     email_channels = [
-        c for c in wanted if get_channel_class(ctx.config.channels[c].type).kind == "email"
+        c for c in active if get_channel_class(ctx.config.channels[c].type).kind == "email"
     ]
-    if email_channels and row.fanned_out_at is None:
+    unfanned = [c for c in active if chans[c].fanned_out_at is None and c not in before]
+    if any(c in email_channels for c in unfanned):
         report.synced = sync_sources(ctx, campaign.audience)
-    for channel in wanted:
-        if channel in before:
-            continue  # its fan-out ran (one statement, so all or nothing): never add late joiners
-        if channel in email_channels:
-            report.new_rows += ledger.fan_out_email(engine, occ.id, channel, campaign.audience)
-        else:
-            ledger.add_post_delivery(engine, occ.id, channel)
-            report.new_rows += 1
+    for channel in active:
+        if channel in unfanned:
+            # One statement, so all or nothing: a channel with rows is never fanned out
+            # again, and late joiners are not added.
+            if channel in email_channels:
+                report.new_rows += ledger.fan_out_email(engine, occ.id, channel, campaign.audience)
+            else:
+                ledger.add_post_delivery(engine, occ.id, channel)
+                report.new_rows += 1
+        channel_state.mark_fanned_out(engine, occ.id, channel)
     report.total = ledger.mark_fanned_out(engine, occ.id)
     if report.new_rows > 1000:
         ledger.refresh_statistics(engine)
+    for channel in active:
+        missing = unset_variables(ctx.config, channel)
+        if missing:
+            # Nothing on this channel can go out: each delivery is recorded failed with the
+            # reason, so status shows it and a retry sends it once the variable is set.
+            reason = not_ready_reason(missing)
+            failed = ledger.fail_pending(engine, occ.id, channel, reason)
+            report.result.failed += failed
+            if failed:
+                report.result.reasons[reason] = report.result.reasons.get(reason, 0) + failed
+            log.warning(
+                "event=channel_not_ready occurrence=%s channel=%s reason=%r failed=%d",
+                occ.id,
+                channel,
+                reason,
+                failed,
+            )
     if on_total is not None:
         on_total(ledger.remaining(engine, occ.id))
     log.info(
-        "occurrence %s: %s, %d deliveries (%d new)",
+        "occurrence %s: %s, %d deliveries (%d new) on %s",
         occ.id,
         claim.value,
         report.total,
         report.new_rows,
+        ", ".join(active) or "no channel",
     )
 
     def run_here(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
@@ -159,7 +215,7 @@ def _fire(
     size = ctx.config.settings.batch_size
     ranges = [
         (channel, lo, hi)
-        for channel in wanted
+        for channel in active
         for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)
     ]
     # Helpers only for a large send: starting a process costs more than a few batches.
@@ -209,4 +265,5 @@ def _fire(
         report.held, report.held_until = ledger.held(engine, occ.id)
     final = ledger.get_occurrence(engine, occ.id)
     report.state = final.state if final else report.state
+    report.progress = channel_state.occurrence_progress(engine, occ.id, occ.channels)
     return report

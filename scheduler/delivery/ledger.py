@@ -20,13 +20,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
+from scheduler.delivery import channel_state
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
+    ChannelState,
     DeliveryState,
     MembershipStatus,
     OccurrenceState,
     deliveries,
     memberships,
+    occurrence_channels,
     occurrences,
     subscribers,
     suppressions,
@@ -38,8 +41,8 @@ O = occurrences.c  # noqa: E741
 
 
 class Claim(StrEnum):
-    CLAIMED = "claimed"  # this call moved it to `firing`: go on and fan out
-    RESUMED = "resumed"  # it was `firing` or `done` already: only unfinished work remains
+    CLAIMED = "claimed"  # this call moved channels to `firing`: go on and fan them out
+    RESUMED = "resumed"  # they were `firing` or `done` already: only unfinished work remains
     REFUSED = "refused"  # cancelled or missed: nothing may be sent
 
 
@@ -104,20 +107,24 @@ def claim_occurrence(
     engine: Engine,
     occ: Occurrence,
     *,
+    channels: Sequence[str] | None = None,
     now: dt.datetime | None = None,
     late: bool = False,
     note: str | None = None,
     revive_missed: bool = False,
 ) -> tuple[Claim, OccurrenceRow]:
-    """Move the occurrence to `firing`, once. A second claim is a no-op that says so.
+    """Move the occurrence and the given channels of its step (default: all) to `firing`,
+    once. A second claim of the same channels is a no-op that says so (RESUMED); channels
+    not given stay `planned` for the clock to fire at the instant.
 
-    A `missed` occurrence stays missed for the clock; an organizer sending it by hand
-    (`revive_missed`) decides otherwise. A cancelled one is never sent.
+    A `missed` occurrence or channel stays missed for the clock; an organizer sending it by
+    hand (`revive_missed`) decides otherwise. A cancelled one is never sent.
     """
     now = now or utcnow()
+    wanted = list(occ.channels if channels is None else channels)
     with writer(engine).begin() as conn:
         insert = dialect_insert(conn, occurrences)
-        inserted = conn.execute(
+        conn.execute(
             insert.values(
                 id=occ.id,
                 campaign=occ.campaign_id,
@@ -129,34 +136,46 @@ def claim_occurrence(
                 fired_at=now,
                 created_at=now,
                 updated_at=now,
+            ).on_conflict_do_nothing()
+        )
+        channel_state.ensure_rows(conn, occ.id, occ.channels, now=now)
+        # A row the clock created ahead of time (`planned`) is claimed by moving it on; so is
+        # one whose other channels went out already, when a missed channel is sent by hand.
+        movable = [OccurrenceState.PLANNED.value]
+        if revive_missed:
+            movable += [OccurrenceState.MISSED.value, OccurrenceState.DONE.value]
+        revivable = [ChannelState.PLANNED.value]
+        if revive_missed:
+            revivable.append(ChannelState.MISSED.value)
+        claimable = (
+            sa.select(sa.literal(1))
+            .where(
+                occurrence_channels.c.occurrence_id == occ.id,
+                occurrence_channels.c.channel.in_(wanted),
+                occurrence_channels.c.state.in_(revivable),
             )
-            .on_conflict_do_nothing()
-            .returning(O.id)
-        ).first()
-        if inserted is not None:
-            claim = Claim.CLAIMED
-        else:
-            # A row the clock created ahead of time (`planned`) is claimed by moving it on.
-            movable = [OccurrenceState.PLANNED.value]
-            if revive_missed:
-                movable.append(OccurrenceState.MISSED.value)
-            moved = conn.execute(
-                sa.update(occurrences)
-                .where(O.id == occ.id, O.state.in_(movable))
-                .values(
-                    state=OccurrenceState.FIRING.value,
-                    late=late,
-                    note=note,
-                    fired_at=now,
-                    updated_at=now,
-                )
-                .returning(O.id)
-            ).first()
-            claim = Claim.CLAIMED if moved is not None else Claim.RESUMED
+            .exists()
+        )
+        conn.execute(
+            sa.update(occurrences)
+            .where(O.id == occ.id, O.state.in_(movable), claimable)
+            .values(state=OccurrenceState.FIRING.value, fired_at=now, updated_at=now)
+        )
         row = _occurrence_row(conn.execute(sa.select(occurrences).where(O.id == occ.id)).one())
+        moved: list[str] = []
+        if row.state == OccurrenceState.FIRING:
+            moved = channel_state.claim(
+                conn,
+                occ.id,
+                wanted,
+                now=now,
+                late=late,
+                note=note,
+                revive_missed=revive_missed,
+            )
     if row.state in (OccurrenceState.CANCELLED, OccurrenceState.MISSED):
         return Claim.REFUSED, row
-    return claim, row
+    return (Claim.CLAIMED if moved else Claim.RESUMED), row
 
 
 def _wanted(lists: Sequence[str]) -> sa.ColumnElement[bool]:
@@ -243,7 +262,18 @@ def refresh_statistics(engine: Engine) -> None:
 
 
 def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
-    """Record that every delivery row exists; returns how many there are."""
+    """Count the occurrence's delivery rows, and record that every one exists once no channel
+    still to send lacks its fan-out; returns how many there are."""
+    c = occurrence_channels.c
+    unfanned = (
+        sa.select(sa.literal(1))
+        .where(
+            c.occurrence_id == occurrence_id,
+            c.state.not_in(channel_state.FINAL),
+            c.fanned_out_at.is_(None),
+        )
+        .exists()
+    )
     with writer(engine).begin() as conn:
         total = (
             conn.scalar(
@@ -257,12 +287,32 @@ def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
             sa.update(occurrences)
             .where(O.id == occurrence_id)
             .values(
-                fanned_out_at=sa.func.coalesce(O.fanned_out_at, utcnow()),
+                fanned_out_at=sa.case(
+                    (unfanned, O.fanned_out_at), else_=sa.func.coalesce(O.fanned_out_at, utcnow())
+                ),
                 recipients=total,
                 updated_at=utcnow(),
             )
         )
         return int(total)
+
+
+def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) -> int:
+    """Record every pending delivery of a channel as failed with `reason`, without trying:
+    the channel cannot send at all (its secret is unset). Ordinary failed deliveries, so a
+    retry sends them once the reason is fixed. Returns how many."""
+    with writer(engine).begin() as conn:
+        failed = conn.execute(
+            sa.update(deliveries)
+            .where(
+                D.occurrence_id == occurrence_id,
+                D.channel == channel,
+                D.state == DeliveryState.PENDING.value,
+            )
+            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=utcnow())
+            .returning(D.id)
+        )
+        return len(failed.all())
 
 
 def id_range(engine: Engine, occurrence_id: str, channel: str) -> tuple[int, int] | None:
@@ -494,35 +544,13 @@ def _aware(value: object) -> dt.datetime | None:
 
 
 def finish_if_complete(engine: Engine, occurrence_id: str) -> bool:
-    """Mark the occurrence `done` once its fan-out is complete and nothing is left to send.
+    """Mark each channel `done` once its fan-out is complete and nothing of it is left to
+    send, and the occurrence once every channel of its step is (see `channel_state`).
 
-    Called after every batch, so it must stay cheap with a million deliveries: an EXISTS
-    that stops at the first open row, not a count.
+    Called after every batch, so it stays cheap with a million deliveries: an EXISTS per
+    firing channel that stops at the first open row, not a count.
     """
-    open_rows = (
-        sa.select(sa.literal(1))
-        .where(
-            D.occurrence_id == occurrence_id,
-            D.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
-        )
-        .exists()
-    )
-    with engine.connect() as conn:
-        if conn.scalar(sa.select(open_rows)):
-            return False
-    with writer(engine).begin() as conn:
-        done = conn.execute(
-            sa.update(occurrences)
-            .where(
-                O.id == occurrence_id,
-                O.state == OccurrenceState.FIRING.value,
-                O.fanned_out_at.is_not(None),
-                ~open_rows,
-            )
-            .values(state=OccurrenceState.DONE.value, finished_at=utcnow(), updated_at=utcnow())
-            .returning(O.id)
-        ).first()
-        return done is not None
+    return channel_state.finish(engine, occurrence_id)
 
 
 def is_cancelled(engine: Engine, occurrence_id: str) -> bool:

@@ -279,6 +279,12 @@ def _split(body: str, pattern: re.Pattern[str] | None, index: Mapping[str, int])
     return _Base64Body(segments, slots)
 
 
+def _date_line(date: dt.datetime) -> bytes:
+    if date.tzinfo is None or date.utcoffset() is None:
+        raise ValueError("the Date of a message must be timezone-aware")
+    return f"Date: {format_datetime(date.replace(microsecond=0))}\r\n".encode("ascii")
+
+
 # --- the factory -----------------------------------------------------------------------------
 
 
@@ -338,8 +344,8 @@ class MessageFactory:
         if sender.reply_to:
             head += _fold("Reply-To", [_check_address(sender.reply_to, "reply-to address")])
         head += _unstructured("Subject", subject)
-        head += f"Date: {format_datetime(date)}\r\n"
         self._head = head.encode("ascii")
+        self._date_line = _date_line(date)
         part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n'
         self._middle = (
             f"List-Id: {list_id}\r\n"
@@ -392,8 +398,11 @@ class MessageFactory:
         message_id: str,
         unsubscribe_url: str,
         values: Mapping[str, str],
+        date: dt.datetime | None = None,
     ) -> bytes:
         """The whole message for one recipient, as CRLF wire bytes.
+
+        `date` is the message's Date (default: the factory's): the time it is really sent.
 
         `values` maps every token to the recipient's raw value: inserted as is into the text
         part and HTML-escaped (``html.escape(value, quote=True)``) into the HTML part.
@@ -430,7 +439,12 @@ class MessageFactory:
             html_values.append(html_lib.escape(value, quote=True).encode("utf-8", "replace"))
             text_values.append(value.encode("utf-8", "replace"))
 
-        out = [self._head, f"{to}Message-ID: {message_id}\r\n{unsubscribe}".encode("ascii")]
+        date_line = self._date_line if date is None else _date_line(date)
+        out = [
+            self._head,
+            date_line,
+            f"{to}Message-ID: {message_id}\r\n{unsubscribe}".encode("ascii"),
+        ]
         out.append(self._middle)
         self._text.render(text_values, out)
         out.append(self._between)

@@ -41,6 +41,17 @@ class OccurrenceState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ChannelState(StrEnum):
+    """One channel of one occurrence: an occurrence is `done` when every channel of its step
+    is final (done, missed or cancelled), so a hand send of one channel ends nothing else."""
+
+    PLANNED = "planned"  # not fanned out yet: the clock sends it at the instant
+    FIRING = "firing"  # claimed; its deliveries are being created or sent
+    DONE = "done"  # fanned out, and every delivery is final (sent, failed or skipped)
+    MISSED = "missed"  # its instant passed outside the catch-up window: never sent
+    CANCELLED = "cancelled"
+
+
 class DeliveryState(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
@@ -221,6 +232,30 @@ deliveries = sa.Table(
     # Batches are id ranges of one occurrence and channel: claiming one must read ~250 rows,
     # not every row of the occurrence.
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
+)
+
+# One row per (occurrence, channel of its step), written when the occurrence is first claimed
+# or settled. The clock fires the channels still `planned` at the instant, whatever was sent
+# by hand before.
+occurrence_channels = sa.Table(
+    "occurrence_channels",
+    metadata,
+    sa.Column(
+        "occurrence_id",
+        sa.String(200),
+        sa.ForeignKey("occurrences.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("channel", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default=ChannelState.PLANNED.value),
+    sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("note", sa.Text, nullable=True),  # why late, by hand, missed or failed
+    sa.Column("fired_at", UtcDateTime, nullable=True),
+    sa.Column("fanned_out_at", UtcDateTime, nullable=True),  # every delivery row exists
+    sa.Column("first_sent_at", UtcDateTime, nullable=True),  # when something really went out
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    *_timestamps(),
+    _check_in("state", ChannelState),
 )
 
 

@@ -2,8 +2,9 @@
 
 URLs are the ones emails and posts already link to (`Renderer.archive_url`):
 `/archive/<campaign>/<year, or date for rrule campaigns>/<lang>`. A campaign day is
-published when one of its occurrences is `done` in the store: a post or email that links
-here has gone out. Only the statement is shown; nothing about who received it.
+published once a delivery of one of its occurrences was really sent (a post or email that
+links here has gone out), and dated then. Only the statement is shown; nothing about who
+received it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.content.statements import Statement, load_statement
 from scheduler.errors import ConfigError, UnknownCampaignError
-from scheduler.store.schema import OccurrenceState, occurrences
+from scheduler.store.schema import occurrence_channels, occurrences
 from scheduler.web.pages import web_state
 
 blueprint = Blueprint("archive", __name__)
@@ -37,17 +38,21 @@ class Published:
 
     campaign: str
     key: str  # the year, or the date for rrule campaigns
-    day: dt.date
-    published_at: dt.datetime
+    day: dt.date  # the campaign day (the URL's key)
+    published_at: dt.datetime  # when its first message really went out
     languages: tuple[str, ...]
 
 
 def published(engine: Engine, config: Config, campaign: str | None = None) -> list[Published]:
-    """Campaign days with a `done` occurrence, newest first."""
-    o = occurrences.c
+    """Campaign days of which something really went out, newest first, each dated when it
+    first did (a hand send months early is dated then; one planned for later is not here)."""
+    o, c = occurrences.c, occurrence_channels.c
+    first_sent = sa.func.min(c.first_sent_at)
     query = (
-        sa.select(o.id, o.campaign, sa.func.coalesce(o.finished_at, o.instant))
-        .where(o.state == OccurrenceState.DONE.value)
+        sa.select(o.id, o.campaign, first_sent)
+        .join(occurrence_channels, c.occurrence_id == o.id)
+        .where(c.first_sent_at.is_not(None))
+        .group_by(o.id, o.campaign, o.instant)
         .order_by(o.instant.desc())
     )
     if campaign is not None:
@@ -59,16 +64,17 @@ def published(engine: Engine, config: Config, campaign: str | None = None) -> li
         if campaign_id not in config.campaigns:
             continue  # removed from campaigns.yaml since
         key = str(occurrence_id).split("/")[1]
-        if (campaign_id, key) in found:
-            continue
         try:
             occ = calendar.occurrence(config, occurrence_id)
         except UnknownCampaignError:
             continue
         when = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
         languages = config.campaign_languages(config.campaigns[campaign_id])
+        earlier = found.get((campaign_id, key))
+        if earlier is not None and earlier.published_at <= when:
+            continue
         found[(campaign_id, key)] = Published(campaign_id, key, occ.anchor, when, tuple(languages))
-    return sorted(found.values(), key=lambda p: (p.day, p.campaign), reverse=True)
+    return sorted(found.values(), key=lambda p: (p.published_at, p.campaign), reverse=True)
 
 
 def statement_of(project: Project, campaign: str, language: str) -> Statement | None:

@@ -12,8 +12,10 @@ from werkzeug.wrappers import Response
 
 from scheduler import calendar
 from scheduler.clock import state as clock_state
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
+from scheduler.delivery.channel_state import ChannelProgress
 from scheduler.store import subscribers
+from scheduler.timefmt import local_time
 from scheduler.web.csrf import require_csrf
 from scheduler.web.pages import client_ip, message_page, render_page, t, web_state
 
@@ -26,17 +28,10 @@ FAILURE_REASONS = 5
 
 
 @dataclass
-class ChannelCounts:
-    sent: int = 0
-    failed: int = 0
-    pending: int = 0  # pending or being sent
-    skipped: int = 0
-
-
-@dataclass
 class PastRow:
     row: ledger.OccurrenceRow
-    channels: dict[str, ChannelCounts] = field(default_factory=dict)
+    # Each channel of the step: its state (still planned, firing, done, missed) and counts.
+    channels: list[ChannelProgress] = field(default_factory=list)
     failures: list[tuple[str, str, int]] = field(default_factory=list)
 
 
@@ -86,18 +81,11 @@ def logout() -> Response:
 
 def _past(rows: list[ledger.OccurrenceRow]) -> list[PastRow]:
     engine = web_state().engine
-    counts = ledger.counts(engine)
+    progress = channel_state.progress(engine, [r.id for r in rows])
     out = []
     for row in rows:
-        item = PastRow(row)
-        for channel, by_state in sorted(counts.get(row.id, {}).items()):
-            item.channels[channel] = ChannelCounts(
-                sent=by_state.get("sent", 0),
-                failed=by_state.get("failed", 0),
-                pending=by_state.get("pending", 0) + by_state.get("sending", 0),
-                skipped=by_state.get("skipped", 0),
-            )
-        if any(c.failed for c in item.channels.values()):
+        item = PastRow(row, progress.get(row.id, []))
+        if any(c.failed for c in item.channels):
             item.failures = ledger.failures(engine, row.id, limit=FAILURE_REASONS)
         out.append(item)
     return out
@@ -116,12 +104,18 @@ def overview() -> tuple[str, int]:
         for occ_id, row in clock_state.known(state.engine, [o.id for o in upcoming]).items()
     }
     past = _past(ledger.list_occurrences(state.engine, limit=PAST))
+    # An upcoming occurrence some of whose channels went out by hand shows which.
+    started = channel_state.progress(
+        state.engine, list(settled), step_channels={o.id: o.channels for o in upcoming}
+    )
     return render_page(
         "dashboard.html",
         now=now.astimezone(dt.UTC),
         upcoming=upcoming,
         settled=settled,
+        started=started,
         past=past,
+        local_time=local_time,
         paused=sorted(paused),
         campaign_name=lambda cid: (
             config.campaigns[cid].display_name() if cid in config.campaigns else cid
