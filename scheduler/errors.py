@@ -66,6 +66,8 @@ class TransientSendError(SendError):
     `retry_after`: seconds the server asked us to wait, when it said. `maybe_accepted`: the
     request reached the server and its answer was lost (a read timeout, a dropped
     connection), so the message or post may exist already. `status`: the protocol's code.
+    `unreachable`: the server itself is down (no connection, or its gateway says 502/504),
+    not this message: the channel waits for it as a whole instead of counting attempts.
     """
 
     def __init__(
@@ -75,11 +77,13 @@ class TransientSendError(SendError):
         retry_after: float | None = None,
         status: int | None = None,
         maybe_accepted: bool = False,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
         self.maybe_accepted = maybe_accepted
+        self.unreachable = unreachable
 
 
 class PermanentSendError(SendError):

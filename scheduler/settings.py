@@ -42,11 +42,11 @@ BROKER_URL = Setting(
 )
 SECRET_KEY = Setting("SCHEDULER_SECRET_KEY", None, "signs the links in emails")
 LEASE_SECONDS = Setting(
-    "SCHEDULER_LEASE_SECONDS", "120", "how long a sender owns the deliveries it claimed"
+    "SCHEDULER_LEASE_SECONDS", "60", "how long a sender owns the deliveries it claimed"
 )
 QUEUE = Setting("SCHEDULER_QUEUE", "scheduler", "the Celery queue of the tasks")
 VISIBILITY_TIMEOUT = Setting(
-    "SCHEDULER_VISIBILITY_TIMEOUT", "600", "seconds before Redis hands a killed worker's task on"
+    "SCHEDULER_VISIBILITY_TIMEOUT", "120", "seconds before Redis hands a killed worker's task on"
 )
 LEADER_KEY = Setting(
     "SCHEDULER_LEADER_KEY", "scheduler:clock:leader", "the Redis key of the clock's leader lock"

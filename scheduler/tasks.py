@@ -26,6 +26,12 @@ from scheduler.store.db import make_engine, migrate
 log = logging.getLogger(__name__)
 
 QUEUE = settings.queue()
+# Two minutes by default (settings.py): a killed worker's batch is handed to another within
+# about that (plus the 10 s restore sweep), and by then the dead worker's 60 s leases have
+# ended, so recovery takes ~2 minutes instead of 10. A batch that runs longer (a slow server,
+# an outage being waited out) is handed out a second time meanwhile; the copy finds its
+# deliveries held (their lease is renewed) and retries after the lease, never sending one
+# twice. Keep it above the lease (SCHEDULER_LEASE_SECONDS): a held batch retries after it.
 VISIBILITY_TIMEOUT = settings.visibility_timeout()
 
 app = Celery("scheduler")
@@ -38,9 +44,8 @@ app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     # Redis hands an unacknowledged task (its worker was killed) to another worker after
-    # this long. A batch takes seconds (minutes with retries), and nothing is scheduled with
-    # an ETA, so ten minutes is safe and keeps recovery prompt; the sweep that finds such
-    # tasks runs every few seconds instead of kombu's default hundred.
+    # this long (see VISIBILITY_TIMEOUT); the sweep that finds such tasks runs every few
+    # seconds instead of kombu's default hundred.
     broker_transport_options={
         "visibility_timeout": VISIBILITY_TIMEOUT,
         "unacked_restore_interval": min(10, VISIBILITY_TIMEOUT),

@@ -11,7 +11,8 @@
 
 For other setups use the class directly: `with SmtpTestServer(credentials={"u": "pw"}) as s:`,
 `SmtpTestServer(tls="starttls")` or `tls="implicit"` (a throwaway certificate for 127.0.0.1;
-trust it with `s.client_ssl_context()`), `pipelining=False` for a server without PIPELINING.
+trust it with `s.client_ssl_context()`), `pipelining=False` for a server without PIPELINING,
+`smtputf8=True` for one that offers SMTPUTF8. `stop()` then `start(port)` is an outage.
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ class SmtpTestServer:
         credentials: Mapping[str, str] | None = None,
         pipelining: bool = True,
         tls: Literal["starttls", "implicit"] | None = None,
+        smtputf8: bool = False,
     ) -> None:
         self.reject_rcpt: dict[str, str] = dict(reject_rcpt or {})
+        self.smtputf8 = smtputf8
         self.pipelining = pipelining
         self.credentials = dict(credentials) if credentials is not None else None
         self.tls = tls
@@ -141,9 +144,11 @@ class SmtpTestServer:
 
     # --- running -----------------------------------------------------------------------------
 
-    def start(self) -> SmtpTestServer:
-        self.port = _free_port()
-        kwargs: dict[str, Any] = {}
+    def start(self, port: int | None = None) -> SmtpTestServer:
+        """Listen on `port` (e.g. the one of a server stopped to simulate an outage), or a
+        free one. What earlier runs received stays in `messages`."""
+        self.port = port or _free_port()
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
         if self.credentials is not None:
             kwargs.update(
                 authenticator=self._authenticate, auth_require_tls=False, auth_required=True

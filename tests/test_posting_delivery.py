@@ -190,7 +190,8 @@ def test_a_thread_continues_after_the_last_posted_part(
     assert [s.get("in_reply_to_id") for s in masto.statuses] == [None, *ids[:-1]]
     assert len(sleeps) == 2
     (row,) = rows(store_engine).values()
-    assert row.state == "sent" and row.attempts == 3
+    # The 500 counts against the post; the 502 (the platform's gateway: it is down) does not.
+    assert row.state == "sent" and row.attempts == 2
     ctx.close()
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import idna
+
 MAX_ADDRESS = 254  # RFC 5321 path limit minus the angle brackets
 MAX_LOCAL = 64
 
@@ -77,4 +79,38 @@ def address_problem(address: str) -> str | None:
             return f"domain {domain!r} has a label starting or ending with '-'"
         if any(c.isascii() and not (c.isalnum() or c == "-") for c in label):
             return f"domain {domain!r} contains a character not allowed in host names"
+    if not domain.isascii():
+        try:
+            idna_domain(domain)
+        except ValueError as e:
+            return f"domain {domain!r} cannot be written as an IDNA (xn--) name: {e}"
     return None
+
+
+def idna_domain(domain: str) -> str:
+    """The domain as DNS and mail servers know it: `exämple.org` -> `xn--exmple-cua.org`
+    (IDNA 2008 with UTS #46 mapping). Raises ValueError when it has no such form."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as e:
+        raise ValueError(str(e) or "not a valid internationalized domain name") from None
+
+
+def needs_smtputf8(address: str) -> bool:
+    """The part before '@' is not ASCII: only a server offering SMTPUTF8 can take it."""
+    return not address.rpartition("@")[0].isascii()
+
+
+def wire_address(address: str) -> str:
+    """The address to put in RCPT TO and To: with an ASCII local part, the domain in IDNA
+    form, so any server takes it; a non-ASCII local part is kept as it is (it needs
+    SMTPUTF8, and with it the domain may stay UTF-8 too)."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii() or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna_domain(domain)}"
+    except ValueError:
+        return address  # refused at import; a stored one fails with the server's words

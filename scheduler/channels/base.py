@@ -71,10 +71,19 @@ def find_urls(text: str) -> list[tuple[int, int]]:
 # --- settings --------------------------------------------------------------------------------
 
 
+def _check_window(value: str) -> str:
+    model.parse_duration(value)
+    return value
+
+
 class ChannelSettings(BaseModel):
     """Base of every platform's settings: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    # How long a message keeps being retried while its server cannot be reached or answers
+    # "try again later", before it is recorded failed (`scheduler retry` can send it then).
+    retry_window: Annotated[str, AfterValidator(_check_window)] = "6h"
 
 
 class _SecretMarker:

@@ -151,7 +151,8 @@ class HttpClient:
             )
         except requests.ConnectTimeout:
             raise TransientPostError(
-                f"{self.what}: {action}: could not connect within {self.timeout[0]:g}s"
+                f"{self.what}: {action}: could not connect within {self.timeout[0]:g}s",
+                unreachable=True,
             ) from None
         except requests.ReadTimeout:
             raise TransientPostError(
@@ -164,6 +165,7 @@ class HttpClient:
             raise TransientPostError(
                 f"{self.what}: {action}: connection failed ({type(e).__name__})",
                 maybe_accepted=True,
+                unreachable=True,
             ) from None
         except requests.RequestException as e:
             raise PermanentPostError(
@@ -188,7 +190,9 @@ class HttpClient:
             wait = retry_after(response)
             if wait is not None:
                 message += f" (asked to wait {wait:g}s)"
-            raise TransientPostError(message, retry_after=wait, status=status)
+            raise TransientPostError(
+                message, retry_after=wait, status=status, unreachable=status in (502, 504)
+            )
         hint = (hints or {}).get(status) or _GENERIC_HINTS.get(status)
         if hint:
             message += f"; {hint}"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from scheduler.cli import control, daemons, lists, project, send, status, web
+from scheduler.cli import control, daemons, lists, project, retry, send, status, web
 from scheduler.console import err, state
 from scheduler.errors import SchedulerError
 
@@ -23,7 +23,7 @@ app = typer.Typer(
 
 # Every command group, in the order `scheduler --help` lists them. A new command is a module
 # with a `register(app)` and one entry here.
-COMMAND_MODULES = (project, send, status, lists, control, daemons, web)
+COMMAND_MODULES = (project, send, retry, status, lists, control, daemons, web)
 
 
 @app.callback()

@@ -12,6 +12,7 @@ from rich.table import Table
 from scheduler.audience.csvfile import read_csv
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.console import err, fail, out, print_json, store, valid_project
+from scheduler.delivery.addresses import refuse_undeliverable
 from scheduler.store import subscribers
 
 lists_app = typer.Typer(
@@ -48,6 +49,7 @@ def lists_import(
         fail(f"{file}: file not found", 2)
     org = project.config.organization
     result = read_csv(file, languages=org.languages, default_language=org.default_language)
+    result = refuse_undeliverable(project, result)
     for problem in result.problems:
         err.print(problem.to_diagnostic(str(file)).format(), markup=False)
     engine = store()

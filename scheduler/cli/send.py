@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,7 @@ from scheduler.delivery.fire import FireReport, fire
 from scheduler.delivery.guard import check_send_time
 from scheduler.delivery.ledger import Claim
 from scheduler.delivery.readiness import unset_variables
+from scheduler.delivery.retry import wait_for_held
 from scheduler.errors import UnknownCampaignError
 from scheduler.store import subscribers
 from scheduler.store.sizes import audience_sizes
@@ -155,6 +157,13 @@ def send_command(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="do not wait for deliveries another (or a stopped) sender holds; say so, exit 1",
+        ),
+    ] = False,
 ) -> None:
     """Fire one occurrence now. Idempotent: run again, it sends nothing already sent.
     With --channel, the step's other channels stay planned: the clock sends them at the
@@ -210,9 +219,29 @@ def send_command(
                     note=note,
                     processes=settings.sender_processes(),
                 )
+                if not no_wait:
+                    # What a stopped sender left is sent in this run, once its lease ends.
+                    report = wait_for_held(
+                        report,
+                        lambda: fire(ctx, occ, channels=channels, progress=bar.update),
+                        on_wait=_say_waiting(report.occurrence_id),
+                    )
     finally:
         ctx.close()
     _summary(project, occ, report, as_json, enqueue)
+
+
+def _say_waiting(occurrence_id: str) -> Callable[[int, dt.datetime | None], None]:
+    def say(held: int, until: dt.datetime | None) -> None:
+        when = f"{until:%H:%M:%S} UTC" if until else "soon"
+        err.print(
+            f"{occurrence_id}: {held:,} deliveries are held by another sender, or were left "
+            f"by one that stopped; waiting until {when} for their lease to end, then sending "
+            "them (Ctrl-C leaves them for a later run).",
+            markup=False,
+        )
+
+    return say
 
 
 def _require_secrets(project: Project, channels: list[str]) -> None:
@@ -385,7 +414,7 @@ def _summary(
         out.print(
             f"{report.occurrence_id}: {plural(report.held, 'delivery is', 'deliveries are')} "
             f"held by another sender, or were left by one that stopped; they can be sent again "
-            f"from {until} (run this command again then).",
+            f"from {until} (run this command again then, without --no-wait).",
             markup=False,
         )
     elif r.sent == r.failed == r.skipped == 0:
@@ -402,6 +431,12 @@ def _summary(
         )
         for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
             out.print(f"  {n:,} × {reason}", markup=False)
+        if report.held:
+            out.print(
+                f"  {report.held:,} deliveries are still held by another sender (or one "
+                "that stopped); run this command again to send them once it lets go.",
+                markup=False,
+            )
     if not as_json and report.claim is not Claim.REFUSED:
         for line in channel_lines(report.progress):
             out.print(f"  {line}", markup=False)
@@ -413,7 +448,7 @@ def _summary(
                 f"--occurrence {report.occurrence_id} {flags}",
                 markup=False,
             )
-    if report.claim is Claim.REFUSED or r.failed:
+    if report.claim is Claim.REFUSED or r.failed or report.held:
         raise typer.Exit(1)
 
 

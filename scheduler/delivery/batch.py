@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from scheduler import calendar
+from scheduler.audience.address import wire_address
 from scheduler.channels import get_channel_class
 from scheduler.delivery import ledger
+from scheduler.delivery.breaker import Breaker
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.delivery.posting import post_delivery
-from scheduler.mail.transport import Outcome, Outgoing
+from scheduler.delivery.reasons import reason_key
+from scheduler.mail.envelope import Outcome, Outgoing
 from scheduler.store.schema import DeliveryState
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class BatchReport:
     failed: int = 0
     skipped: int = 0
     retried: int = 0
+    waited: int = 0  # times a batch waited for an unreachable server
     cancelled: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
     # Deliveries of this range that another sender holds; when its lease ends they may be
@@ -43,6 +48,7 @@ class BatchReport:
         self.failed += other.failed
         self.skipped += other.skipped
         self.retried += other.retried
+        self.waited += other.waited
         self.cancelled = self.cancelled or other.cancelled
         for k, v in other.reasons.items():
             self.reasons[k] = self.reasons.get(k, 0) + v
@@ -177,7 +183,10 @@ def _send_email(
     # Composed once: a retry sends the very same bytes (same Message-ID, same Date).
     messages: dict[int, Outgoing] = {}
     for d in todo:
-        email_address, name = wanted[d.subscriber_id or 0]
+        stored_address, name = wanted[d.subscriber_id or 0]
+        # An internationalized domain goes out in its IDNA (xn--) form, which every server
+        # takes; only a non-ASCII part before '@' needs SMTPUTF8 (the transport checks).
+        email_address = wire_address(stored_address)
         try:
             data = composer.compose(
                 subscriber_id=d.subscriber_id or 0,
@@ -188,7 +197,8 @@ def _send_email(
         except ValueError as e:  # an address no message can be addressed to
             recorder.add(Result(d.id, DeliveryState.FAILED, error=f"cannot compose: {e}"))
             report.failed += 1
-            report.reasons["cannot compose"] = report.reasons.get("cannot compose", 0) + 1
+            key = reason_key(f"cannot compose: {e}")
+            report.reasons[key] = report.reasons.get(key, 0) + 1
             continue
         if signer is not None:
             data = signer.sign(data)
@@ -197,16 +207,55 @@ def _send_email(
         )
     todo = [d for d in todo if d.id in messages]
     attempt = max((d.attempts for d in todo), default=1)
+    breaker = ctx.breaker(channel)
     while todo:
         recorder.held = [d.id for d in todo]
-        retry: list[tuple[ClaimedDelivery, str]] = []
-        for outcome in pool.send_all(messages[d.id] for d in todo):
+        retry: list[tuple[ClaimedDelivery, str]] = []  # the message's own 4xx: counted
+        waiting: dict[int, str] = {}  # the server was unreachable: not the message's doing
+        seen: set[int] = set()
+        tripped = threading.Event()
+
+        def feed(
+            batch: list[ClaimedDelivery] = todo, tripped: threading.Event = tripped
+        ) -> Iterator[Outgoing]:
+            # Once the server is found unreachable, stop handing it messages: the few in
+            # flight come back, the rest wait with them for the server.
+            for d in batch:
+                if tripped.is_set():
+                    return
+                yield messages[d.id]
+
+        for outcome in pool.send_all(feed()):
             delivery = by_id[outcome.key]
+            seen.add(delivery.id)
+            if outcome.status == "unavailable":
+                waiting[delivery.id] = outcome.response
+                tripped.set()
+                continue
             message_id = composer.message_id(delivery.subscriber_id or 0)
             result = _classify(outcome, delivery, message_id, retry, bounced, report)
+            if outcome.status == "sent":
+                breaker.success()
             if result is not None:
                 recorder.add(result)
         recorder.flush()
+        if waiting:
+            reason = next(iter(waiting.values()))
+            unsent = [d for d in todo if d.id in waiting or d.id not in seen]
+            breaker.failure(reason)
+            done_waiting = _wait_for_server(ctx, occ, channel, breaker, unsent, reason, recorder)
+            if done_waiting:
+                report.waited += 1
+                # The unreachable ones again, plus the 4xx ones (which do count an attempt).
+                if retry:
+                    ledger.count_attempt(engine, [d.id for d, _ in retry])
+                    report.retried += len(retry)
+                todo = unsent + [d for d, _ in retry]
+                todo.sort(key=lambda d: d.id)
+                continue
+            _give_up_waiting(ctx, channel, breaker, unsent, reason, recorder, report)
+            if not retry:
+                break
         if not retry:
             break
         if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
@@ -219,7 +268,7 @@ def _send_email(
                         error=f"gave up after {attempt} attempts: {response}",
                     )
                 )
-                key = _reason(response)
+                key = reason_key(f"gave up after {attempt} attempts: {response}")
                 report.reasons[key] = report.reasons.get(key, 0) + 1
             report.failed += len(retry)
             recorder.flush()
@@ -233,6 +282,10 @@ def _send_email(
             delay,
             attempt + 1,
         )
+        # Held through the wait: the lease must outlast it, or another sender takes over.
+        ledger.renew_lease(
+            engine, [d.id for d, _ in retry], lease=ctx.lease + dt.timedelta(seconds=delay)
+        )
         ctx.sleep(delay)
         attempt += 1
         todo = [d for d, _ in retry]
@@ -243,6 +296,78 @@ def _send_email(
         ledger.mark_bounced(engine, bounced)
     if progress:
         progress(report)
+
+
+def _wait_for_server(
+    ctx: DeliveryContext,
+    occ: calendar.Occurrence,
+    channel: str,
+    breaker: Breaker,
+    held: list[ClaimedDelivery],
+    reason: str,
+    recorder: _Recorder,
+) -> bool:
+    """Wait out the channel's backoff, holding `held` (their leases renewed). False when the
+    waiting must end instead: the retry window is over, the occurrence was cancelled, or the
+    process is stopping."""
+    if breaker.expired() or ctx.stopping or ledger.is_cancelled(ctx.engine, occ.id):
+        return False
+    delay = breaker.backoff()
+    log.warning(
+        "%s %s: server unreachable for %.0fs (%s); %d messages wait, next try in %.1fs",
+        occ.id,
+        channel,
+        breaker.down_for(),
+        reason,
+        len(held),
+        delay,
+    )
+    ids = [d.id for d in held]
+    # Sleep in slices shorter than the lease, renewing it, so nobody takes these over while
+    # this sender is alive and waiting.
+    slice_seconds = max(0.05, ctx.lease.total_seconds() / 3)
+    remaining = delay
+    while remaining > 0:
+        step = min(slice_seconds, remaining)
+        ctx.sleep(step)
+        remaining -= step
+        ledger.renew_lease(ctx.engine, ids, lease=ctx.lease)
+        if ctx.stopping:
+            return False
+    if recorder.progress:
+        recorder.progress(recorder.report)
+    return True
+
+
+def _give_up_waiting(
+    ctx: DeliveryContext,
+    channel: str,
+    breaker: Breaker,
+    held: list[ClaimedDelivery],
+    reason: str,
+    recorder: _Recorder,
+    report: BatchReport,
+) -> None:
+    """The wait ended without the server coming back: fail the messages once the retry
+    window is over (or the occurrence was cancelled); when the process is stopping, leave
+    them pending for the next start, no worse off than before."""
+    if ctx.stopping and not breaker.expired():
+        for d in held:
+            recorder.add(
+                Result(d.id, DeliveryState.PENDING, error=f"waiting for the server: {reason}")
+            )
+        recorder.flush()
+        return
+    window = ctx.retry_window_text(channel)
+    error = f"server unreachable for the whole retry window ({window}): {reason}"
+    if not breaker.expired():
+        error = f"cancelled while the server was unreachable: {reason}"
+    for d in held:
+        recorder.add(Result(d.id, DeliveryState.FAILED, error=error))
+    key = reason_key(error)
+    report.reasons[key] = report.reasons.get(key, 0) + len(held)
+    report.failed += len(held)
+    recorder.flush()
 
 
 def _classify(
@@ -262,7 +387,7 @@ def _classify(
     if outcome.status == "transient":
         retry.append((delivery, outcome.response))
         return None
-    reason = _reason(outcome.response)
+    reason = reason_key(f"{outcome.status}: {outcome.response}")
     report.failed += 1
     report.reasons[reason] = report.reasons.get(reason, 0) + 1
     if outcome.status == "bounced" and delivery.subscriber_id is not None:
@@ -274,8 +399,3 @@ def _classify(
         message_id=message_id,
         error=f"{outcome.status}: {outcome.response}",
     )
-
-
-def _reason(response: str) -> str:
-    """A short, address-free summary for grouping failures: the reply code and text start."""
-    return response.split("\n", 1)[0][:80]

@@ -20,9 +20,10 @@ from scheduler import channels, settings
 from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel, Runtime, SmtpChannel
 from scheduler.channels.http import DEFAULT_TIMEOUT
-from scheduler.config.model import Config
+from scheduler.config.model import Config, parse_duration
 from scheduler.config.project import Project
 from scheduler.content.render import Renderer
+from scheduler.delivery.breaker import Breaker
 from scheduler.delivery.emailing import EmailComposer
 from scheduler.mail.dkim import DkimSigner
 from scheduler.mail.transport import TransportPool
@@ -48,8 +49,9 @@ class DeliveryContext:
     project: Project
     engine: Engine
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    # How long a sender owns the deliveries it claimed; renewed while it works. A sender
-    # that dies releases them when the lease runs out.
+    # How long a sender owns the deliveries it claimed; renewed at half-time while it works
+    # (and while it waits for a server). A sender that dies releases them when the lease
+    # runs out: a re-run waits at most this long for a crashed run's remainder.
     lease: dt.timedelta = field(
         default_factory=lambda: dt.timedelta(seconds=settings.lease_seconds())
     )
@@ -64,6 +66,7 @@ class DeliveryContext:
     _renderer: Renderer | None = None
     _channels: dict[str, AnyChannel] = field(default_factory=dict)
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
+    _breakers: dict[str, Breaker] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _users: int = 0
     _closing: bool = False
@@ -102,6 +105,23 @@ class DeliveryContext:
     def dkim_signer(self, channel: str, sender_domain: str) -> DkimSigner | None:
         """The email channel's DKIM signer, if it signs (see `SmtpChannel.dkim_signer`)."""
         return self.email_channel(channel).dkim_signer(sender_domain)
+
+    def retry_window(self, channel: str) -> dt.timedelta:
+        """How long the channel's messages wait for an unreachable server (`retry_window`)."""
+        return parse_duration(self.retry_window_text(channel))
+
+    def retry_window_text(self, channel: str) -> str:
+        """The channel's `retry_window` as written (`6h` by default), for messages."""
+        return str(dict(self.config.channels[channel].model_extra or {}).get("retry_window", "6h"))
+
+    def breaker(self, channel: str) -> Breaker:
+        """The channel's circuit breaker, shared by every batch of this process (and through
+        Redis by every process, in distributed mode)."""
+        with self._lock:
+            if channel not in self._breakers:
+                window = self.retry_window(channel).total_seconds()
+                self._breakers[channel] = Breaker(channel, window=window, redis_url=self.redis_url)
+            return self._breakers[channel]
 
     @contextmanager
     def in_use(self) -> Iterator[None]:

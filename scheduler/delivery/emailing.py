@@ -93,6 +93,10 @@ class EmailComposer:
             list_name=self.list_name,
         )
         date = self.date
+        if not email_address.isascii():
+            # A non-ASCII part before '@' (the domain is IDNA by now): an RFC 6532 message
+            # with UTF-8 headers, for a server that offers SMTPUTF8. Rare: the plain path.
+            return self._plain(recipient, date, utf8=True)
         lang = self.renderer.email_language(self.campaign, language)
         key = (lang, bool(name and name.strip()))
         variant = self._variants.get(key)
@@ -157,7 +161,9 @@ class EmailComposer:
     def date(self) -> dt.datetime:
         return self.fixed_date or dt.datetime.now(dt.UTC)
 
-    def _plain(self, recipient: Recipient, date: dt.datetime | None = None) -> bytes:
+    def _plain(
+        self, recipient: Recipient, date: dt.datetime | None = None, *, utf8: bool = False
+    ) -> bytes:
         rendered = self.renderer.email(self.occ, recipient)
         msg = build_email(
             rendered=rendered,
@@ -170,6 +176,8 @@ class EmailComposer:
         )
         if self.custom_list_id:
             msg.replace_header("List-Id", self.custom_list_id)
+        if utf8:
+            return msg.as_bytes(policy=email.policy.SMTPUTF8.clone(max_line_length=998))
         return msg.as_bytes()
 
 

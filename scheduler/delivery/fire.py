@@ -17,6 +17,7 @@ from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
 from scheduler.delivery import channel_state, ledger
+from scheduler.delivery.addresses import refuse_undeliverable
 from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
@@ -65,6 +66,7 @@ def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, i
             continue
         path = ctx.project.base_dir / mlist.source
         result = read_csv(path, languages=org.languages, default_language=org.default_language)
+        result = refuse_undeliverable(ctx.project, result)
         report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
         synced[name] = report.total
     return synced

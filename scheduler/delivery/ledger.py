@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
 from scheduler.delivery import channel_state
+from scheduler.delivery.reasons import reason_key
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
     ChannelState,
@@ -581,17 +582,28 @@ def list_occurrences(engine: Engine, *, limit: int = 50) -> list[OccurrenceRow]:
         return [_occurrence_row(r) for r in rows]
 
 
+# Distinct error texts read to group failures: more than any real occurrence has once the
+# addresses are taken out, and a bound on the work if every reply is different.
+_DISTINCT_ERRORS = 10_000
+
+
 def failures(engine: Engine, occurrence_id: str, *, limit: int = 20) -> list[tuple[str, str, int]]:
-    """The most common failure reasons of an occurrence: (channel, reason, count)."""
+    """The most common failure reasons of an occurrence: (channel, reason, count), with the
+    addresses servers echo taken out, so one refusal of fifty people is one line."""
     query = (
         sa.select(D.channel, D.last_error, sa.func.count())
         .where(D.occurrence_id == occurrence_id, D.state == DeliveryState.FAILED.value)
         .group_by(D.channel, D.last_error)
         .order_by(sa.func.count().desc())
-        .limit(limit)
+        .limit(_DISTINCT_ERRORS)
     )
+    grouped: dict[tuple[str, str], int] = {}
     with engine.connect() as conn:
-        return [(c, e or "", int(n)) for c, e, n in conn.execute(query)]
+        for channel, error, n in conn.execute(query):
+            key = (channel, reason_key(error or "failed"))
+            grouped[key] = grouped.get(key, 0) + int(n)
+    ranked = sorted(grouped.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(c, reason, n) for (c, reason), n in ranked[:limit]]
 
 
 def mark_bounced(engine: Engine, subscriber_ids: Sequence[int]) -> None:
@@ -618,3 +630,78 @@ def mark_bounced(engine: Engine, subscriber_ids: Sequence[int]) -> None:
             .where(memberships.c.subscriber_id.in_(ids))
             .values(status=MembershipStatus.BOUNCED.value, updated_at=now)
         )
+
+
+def requeue_failed(
+    engine: Engine, occurrence_id: str, channels: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Put an occurrence's failed deliveries back to `pending` for `scheduler retry`:
+    channel -> how many. Never a sent or skipped one, never a bounce (the address is
+    suppressed); the reason it failed with is kept in `retried_error`. The occurrence goes
+    back to `firing` so a crash during the retry is resumed like any half-sent occurrence.
+    """
+    now = utcnow()
+    where = [
+        D.occurrence_id == occurrence_id,
+        D.state == DeliveryState.FAILED.value,
+        sa.or_(D.last_error.is_(None), ~D.last_error.startswith("bounced:")),
+    ]
+    if channels:
+        where.append(D.channel.in_(list(channels)))
+    statement = (
+        sa.update(deliveries)
+        .where(*where)
+        .values(
+            state=DeliveryState.PENDING.value,
+            retries=D.retries + 1,
+            retried_at=now,
+            retried_error=D.last_error,
+            # One attempt is kept on the books: a post's channel then looks up whether an
+            # earlier attempt got through before posting again.
+            attempts=1,
+            lease_until=None,
+            updated_at=now,
+        )
+        .returning(D.channel)
+    )
+    out: dict[str, int] = {}
+    with writer(engine).begin() as conn:
+        for (channel,) in conn.execute(statement):
+            out[channel] = out.get(channel, 0) + 1
+        if out:
+            conn.execute(
+                sa.update(occurrences)
+                .where(O.id == occurrence_id, O.state == OccurrenceState.DONE.value)
+                .values(state=OccurrenceState.FIRING.value, finished_at=None, updated_at=now)
+            )
+            oc = occurrence_channels.c
+            conn.execute(
+                sa.update(occurrence_channels)
+                .where(
+                    oc.occurrence_id == occurrence_id,
+                    oc.channel.in_(list(out)),
+                    oc.state == ChannelState.DONE.value,
+                )
+                .values(state=ChannelState.FIRING.value, finished_at=None, updated_at=now)
+            )
+    return out
+
+
+def not_retryable(
+    engine: Engine, occurrence_id: str, channels: Sequence[str] | None = None
+) -> dict[str, int]:
+    """What `scheduler retry` leaves alone: bounced (failed with a 5.1.x) and skipped."""
+    bounced = sa.and_(D.state == DeliveryState.FAILED.value, D.last_error.startswith("bounced:"))
+    kind = sa.case((bounced, "bounced"), else_=D.state)
+    query = (
+        sa.select(kind, sa.func.count())
+        .where(
+            D.occurrence_id == occurrence_id,
+            sa.or_(bounced, D.state == DeliveryState.SKIPPED.value),
+        )
+        .group_by(kind)
+    )
+    if channels:
+        query = query.where(D.channel.in_(list(channels)))
+    with engine.connect() as conn:
+        return {str(k): int(n) for k, n in conn.execute(query)}

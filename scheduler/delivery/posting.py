@@ -183,7 +183,48 @@ def post_delivery(
             return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
         except TransientSendError as e:
             wait = e.retry_after
-            if e.maybe_accepted and not channel.idempotent:
+            lost_answer = e.maybe_accepted
+            if e.unreachable:
+                # The platform is down, not this post: the channel waits for it as a whole
+                # and the post's attempts do not move (see delivery/breaker.py).
+                breaker = ctx.breaker(channel_name)
+                breaker.failure(str(e))
+                if lost_answer and not channel.idempotent and posted:
+                    notes.append(
+                        f"part {len(posted) + 1} may show twice: its answer was lost "
+                        f"and {channel.type} has no idempotency key"
+                    )
+                if ctx.stopping:
+                    error = f"stopping while {channel.type} was unreachable: {e}"
+                    return PostOutcome(
+                        Result(delivery.id, DeliveryState.PENDING, error=error), None, retries
+                    )
+                if breaker.expired() or ledger.is_cancelled(engine, occ.id):
+                    window_text = ctx.retry_window_text(channel_name)
+                    why = (
+                        f"{channel.type} unreachable for the whole retry window ({window_text})"
+                        if breaker.expired()
+                        else f"cancelled while {channel.type} was unreachable"
+                    )
+                    return _with_retries(fail(why, str(e)), retries)
+                delay = max(breaker.backoff(), wait or 0.0)
+                log.warning(
+                    "%s %s: platform unreachable for %.0fs (%s); next try in %.1fs",
+                    occ.id,
+                    channel_name,
+                    breaker.down_for(),
+                    e,
+                    delay,
+                )
+                ledger.renew_lease(
+                    engine, [delivery.id], lease=dt.timedelta(seconds=delay) + ctx.lease
+                )
+                ctx.sleep(delay)
+                retries += 1
+                maybe_posted = True
+                ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
+                continue
+            if lost_answer and not channel.idempotent:
                 notes.append(
                     f"part {len(posted) + 1} may show twice: its answer was lost "
                     f"(attempt {attempt}) and {channel.type} has no idempotency key"
@@ -223,6 +264,7 @@ def post_delivery(
             ledger.count_attempt(engine, [delivery.id])
             ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
             continue
+        ctx.breaker(channel_name).success()
         ids = [r.id for r in refs if r.id]
         response = f"posted {len(refs)} part{'s' if len(refs) != 1 else ''}"
         if ids:

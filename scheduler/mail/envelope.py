@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Status = Literal["sent", "transient", "permanent", "bounced"]
+Status = Literal["sent", "transient", "permanent", "bounced", "unavailable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,9 @@ class Outcome:
 
     `bounced` means the server refused the recipient's address itself (5.1.x on RCPT): the
     caller marks the address bounced. `transient` is worth retrying later; `permanent` is not.
+    `unavailable` says nothing about the message: the server could not be reached or is
+    closing the connection (refused, timed out, TLS failed, `421`), and nothing was sent; the
+    caller waits for the server, without counting it against the message.
     """
 
     key: int

@@ -10,6 +10,9 @@ Classification: 2xx sent; 4xx at any stage, and a lost connection, transient; 5.
 Failures while opening the session (refused connection, TLS, AUTH) apply to the message that
 needed the connection, classified the same way: a rejected password, a certificate that
 does not verify, or `starttls=require` against a server without STARTTLS are permanent.
+A server that cannot be reached (refused, timed out, TLS handshake failed, a 4xx or `421`
+greeting, the connection closed before a message was sent) is `unavailable`: no fault of the
+message, which the caller keeps for when the server is back.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ class SmtpTransport:
                     if reused and not second_try:
                         retry = message
                     else:
-                        emit(Outcome(message.key, "transient", str(e)))
+                        emit(Outcome(message.key, "unavailable", str(e)))
                 except (smtplib.SMTPException, OSError) as e:
                     self._drop()
                     emit(Outcome(message.key, "transient", f"{_LOST_DURING}: {e}"))
@@ -280,7 +283,9 @@ class SmtpTransport:
             except (smtplib.SMTPServerDisconnected, OSError) as e:
                 return self._broken(carry, message, reused, second_try, e, emit)
             self._dirty = False  # the reply to the data ends the transaction either way
-            emit(Outcome(carry.key, classify("DATA", code, text), _reply(code, text)))
+            # 421: the server is closing and did not take the message.
+            status: Status = "unavailable" if code == 421 else classify("DATA", code, text)
+            emit(Outcome(carry.key, status, _reply(code, text)))
             if code == 421:
                 self._drop()
                 return self._broken(None, message, True, second_try, None, emit, reply=(code, text))
@@ -308,7 +313,7 @@ class SmtpTransport:
             self._drop()
             if reused and not second_try:
                 return None, message
-            emit(Outcome(message.key, "transient", str(e)))
+            emit(Outcome(message.key, "unavailable", str(e)))
             return None, None
         except (smtplib.SMTPServerDisconnected, OSError) as e:
             return self._broken(None, message, reused, second_try, e, emit)
@@ -346,7 +351,7 @@ class SmtpTransport:
             if reply is not None
             else f"connection lost before the message was sent: {error}"
         )
-        emit(Outcome(message.key, "transient", why))
+        emit(Outcome(message.key, "unavailable", why))
         return None, None
 
     def _sendall(self, data: bytes) -> None:
@@ -410,8 +415,9 @@ class SmtpTransport:
         self._sendall(wire_payload(message.data))
         code, text = self._read_reply()
         self._dirty = False  # the reply to the data ends the transaction either way
-        if code == 421:
+        if code == 421:  # the server is closing: it did not take the message
             self._drop()
+            return Outcome(key, "unavailable", _reply(code, text))
         return Outcome(key, classify("DATA", code, text), _reply(code, text))
 
     # --- the connection --------------------------------------------------------------------
@@ -469,9 +475,10 @@ class SmtpTransport:
         except smtplib.SMTPResponseException as e:
             _close(conn)
             raw = e.smtp_error if isinstance(e.smtp_error, bytes) else str(e.smtp_error).encode()
-            raise _SessionFailed(
-                classify(stage, e.smtp_code, raw), f"{stage} {shown}: {_reply(e.smtp_code, raw)}"
-            ) from None
+            status = classify(stage, e.smtp_code, raw)
+            if status == "transient":  # 421 or another 4xx before any message: the server's
+                status = "unavailable"
+            raise _SessionFailed(status, f"{stage} {shown}: {_reply(e.smtp_code, raw)}") from None
         except ssl.SSLCertVerificationError as e:
             _close(conn)
             raise _SessionFailed(
@@ -479,13 +486,13 @@ class SmtpTransport:
             ) from None
         except smtplib.SMTPServerDisconnected as e:
             _close(conn)
-            raise _SessionFailed("transient", f"{stage} {shown}: {e}") from None
+            raise _SessionFailed("unavailable", f"{stage} {shown}: {e}") from None
         except smtplib.SMTPException as e:  # no AUTH offered, no usable AUTH mechanism
             _close(conn)
             raise _SessionFailed("permanent", f"{stage} {shown}: {e}") from None
         except OSError as e:  # refused, unreachable, timed out, TLS handshake
             _close(conn)
-            raise _SessionFailed("transient", f"{stage} {shown}: {e}") from None
+            raise _SessionFailed("unavailable", f"{stage} {shown}: {e}") from None
         self._pipelining = conn.has_extn("pipelining")
         self._smtputf8 = conn.has_extn("smtputf8")
         self._eight_bit = conn.has_extn("8bitmime")

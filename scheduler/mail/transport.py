@@ -182,7 +182,7 @@ class TransportPool:
                 try:
                     wait = self._limiter.reserve()
                 except Exception as e:  # e.g. Redis is down: do not send unthrottled
-                    done.put(Outcome(item.key, "transient", f"rate limiter unavailable: {e}"))
+                    done.put(Outcome(item.key, "unavailable", f"rate limiter unavailable: {e}"))
                     return take(block)
                 if wait > 0 and stop.wait(wait):
                     finished = True

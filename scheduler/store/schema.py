@@ -226,6 +226,11 @@ deliveries = sa.Table(
     # A worker holds a delivery in `sending` until this instant; after it, the delivery is
     # considered abandoned (a killed worker) and may be claimed again.
     sa.Column("lease_until", UtcDateTime, nullable=True),
+    # `scheduler retry` sent a failed delivery again: how often, when last, and the reason
+    # it had failed with before (last_error then says what happened on the retry).
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retried_at", UtcDateTime, nullable=True),
+    sa.Column("retried_error", sa.Text, nullable=True),
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
     sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),
