@@ -361,7 +361,11 @@ def main() -> None:
             CONFIG.format(port=port, statements=ROOT / "statements", templates=ROOT / "templates")
         )
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
-        base_env.update(SCHEDULER_CONFIG=str(config), SCHEDULER_SECRET_KEY="bench-key")
+        base_env.update(
+            SCHEDULER_CONFIG=str(config),
+            SCHEDULER_SECRET_KEY="bench-key",
+            SCHEDULER_SENDER_PROCESSES="cores",
+        )
 
         print(f"(a) embedded, {n:,} recipients", flush=True)
         sqlite_url = f"sqlite:///{work / 'state.db'}"
