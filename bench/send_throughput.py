@@ -13,6 +13,7 @@ write lock, not the sender). Measures, against the same sink:
                 (2 worker processes), from enqueue until the ledger says all sent
   (c) naive     EmailMessage + smtplib, one message at a time, on a sample of recipients
   (d) ceiling   `smtp-source -s 4 -d -l 4096`: what this machine and sink can take
+  (e) signed    composing and DKIM-signing (RSA-2048, then Ed25519) in one process
 
 Peak RSS is the kernel's high-water mark (VmHWM / ru_maxrss) of the sending processes.
 The last line is machine readable.
@@ -135,8 +136,27 @@ def sent_count(url: str) -> int:
 
 def run_embedded(env: dict[str, str], n: int) -> tuple[float, float]:
     started = time.perf_counter()
+    # bench/profile_send.sh sets BENCH_PROFILE: the same send, sampled by py-spy.
+    profile = os.environ.get("BENCH_PROFILE")
+    wrapper = (
+        [
+            "py-spy",
+            "record",
+            "--subprocesses",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "-o",
+            profile,
+            "--",
+        ]
+        if profile
+        else []
+    )
     proc = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "scheduler",
@@ -273,6 +293,46 @@ def run_naive(port: int, sample: int, config: Path) -> float:
     return sample / (time.perf_counter() - started)
 
 
+def run_signed(config: Path, count: int, kind: str) -> tuple[float, float]:
+    """Compose and DKIM-sign `count` messages in this one process (no sending): what signing
+    leaves of a process's speed. `kind`: "rsa" (2048 bits) or "ed25519". Returns messages per
+    second of wall-clock time and per second of this process's CPU time (on a shared machine
+    the second is what one process can do; the first also measures the other tenants)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    from scheduler import calendar
+    from scheduler.config.project import load_project
+    from scheduler.content.render import Renderer
+    from scheduler.delivery.emailing import EmailComposer
+    from scheduler.mail.dkim import DkimSigner
+
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    project = load_project(config)
+    occ = calendar.occurrence(project.config, OCCURRENCE)
+    composer = EmailComposer(Renderer(project), occ, "email", date=occ.instant)
+    signer = DkimSigner("bench", composer.domain, pem)
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(count):
+        data = composer.compose(
+            subscriber_id=i + 1,
+            email_address=f"member.{i}@chapter{i % 97}.example.org",
+            name=f"Member Número {i}" if i % 5 else None,
+            language="es" if i % 3 == 0 else "en",
+        )
+        signer.sign(data)
+    return count / (time.perf_counter() - started), count / (time.process_time() - cpu)
+
+
 def run_ceiling(port: int, count: int) -> float:
     source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
     started = time.perf_counter()
@@ -301,7 +361,11 @@ def main() -> None:
             CONFIG.format(port=port, statements=ROOT / "statements", templates=ROOT / "templates")
         )
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
-        base_env.update(SCHEDULER_CONFIG=str(config), SCHEDULER_SECRET_KEY="bench-key")
+        base_env.update(
+            SCHEDULER_CONFIG=str(config),
+            SCHEDULER_SECRET_KEY="bench-key",
+            SCHEDULER_SENDER_PROCESSES="cores",
+        )
 
         print(f"(a) embedded, {n:,} recipients", flush=True)
         sqlite_url = f"sqlite:///{work / 'state.db'}"
@@ -335,6 +399,15 @@ def main() -> None:
         naive = run_naive(port, args.naive_sample, config)
         print(f"  {naive:,.0f} msgs/s", flush=True)
 
+        print("(e) compose + DKIM-sign in one process, 5,000 messages", flush=True)
+        signed_wall, signed = run_signed(config, 5000, "rsa")
+        signed_ed_wall, signed_ed = run_signed(config, 5000, "ed25519")
+        print(
+            f"  RSA-2048 {signed:,.0f} msgs per CPU-second ({signed_wall:,.0f} msgs/s wall), "
+            f"Ed25519 {signed_ed:,.0f} ({signed_ed_wall:,.0f} wall)",
+            flush=True,
+        )
+
         print("(d) ceiling: smtp-source -s 4 -d -l 4096", flush=True)
         ceiling = run_ceiling(port, max(20_000, min(n, 100_000)))
         print(f"  {ceiling:,.0f} msgs/s", flush=True)
@@ -342,14 +415,15 @@ def main() -> None:
         print(
             f"embedded/naive = {embedded / naive:.1f}x, celery/naive = "
             f"{(celery / naive) if celery else 0:.1f}x, embedded/ceiling = "
-            f"{embedded / ceiling:.2f}",
+            f"{embedded / ceiling:.2f}, celery/ceiling = {celery / ceiling:.2f}",
             flush=True,
         )
         peak = max(embedded_rss, celery_rss)
         print(
             f"recipients={n} embedded_msgs_per_s={embedded:.0f} celery_msgs_per_s={celery:.0f} "
             f"naive_msgs_per_s={naive:.0f} ceiling_msgs_per_s={ceiling:.0f} "
-            f"peak_rss_mb={peak:.0f}"
+            f"peak_rss_mb={peak:.0f} signed_msgs_per_s={signed:.0f} "
+            f"signed_wall_msgs_per_s={signed_wall:.0f} signed_ed25519_msgs_per_s={signed_ed:.0f}"
         )
     finally:
         sink.terminate()

@@ -1,7 +1,7 @@
 """From campaigns.yaml to occurrences: one step of one campaign at one instant.
 
 Times are wall-clock times in the campaign's IANA zone; instants are UTC. Two DST rules hold
-everywhere (DESIGN.md rule 3):
+everywhere (docs/ARCHITECTURE.md, rule 3):
 
 - a local time that does not exist (spring-forward gap) moves forward by the gap's length,
   so 02:30 on 2026-03-08 in New York becomes 03:30 EDT;

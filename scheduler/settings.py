@@ -82,6 +82,11 @@ SENDGRID_VERIFICATION_KEY = Setting(
     None,
     "SendGrid's signed event webhook verification key (base64 public key)",
 )
+SENDER_PROCESSES = Setting(
+    "SCHEDULER_SENDER_PROCESSES",
+    None,
+    "processes that send one occurrence in embedded mode: a number or `cores` (default 1)",
+)
 
 ALL = (
     CONFIG,
@@ -102,6 +107,7 @@ ALL = (
     POSTMARK_WEBHOOK_AUTH,
     MAILGUN_SIGNING_KEY,
     SENDGRID_VERIFICATION_KEY,
+    SENDER_PROCESSES,
 )
 
 
@@ -139,3 +145,16 @@ def leader_key() -> str:
 
 def web_proxies() -> int:
     return int(WEB_PROXIES.get())
+
+
+def sender_processes() -> int:
+    """SCHEDULER_SENDER_PROCESSES: a number, or `cores`; 1 when unset."""
+    value = SENDER_PROCESSES.raw()
+    if value == "cores":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    # One by default until a killed sender's helpers are shown to wait out their leases
+    # (tests/test_outage.py); "cores" or a number asks for more.
+    return max(1, int(value)) if value else 1

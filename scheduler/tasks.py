@@ -1,8 +1,9 @@
 """Celery tasks: thin wrappers around the plain delivery functions.
 
-Settings follow DESIGN rule 2: late acknowledgement and reject-on-worker-lost (a killed
-worker's batch goes back to the queue), prefetch 1, no results stored, no long ETAs, no
-chords. Re-running a batch is safe: the ledger hands out only deliveries nobody holds.
+Settings follow rule 2 of docs/ARCHITECTURE.md: late acknowledgement and
+reject-on-worker-lost (a killed worker's batch goes back to the queue), prefetch 1, no
+results stored, no long ETAs, no chords. Re-running a batch is safe: the ledger hands out
+only deliveries nobody holds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Everything a user typed is checked before anything is sent (DESIGN rule 4).
+"""Everything a user typed is checked before anything is sent (docs/ARCHITECTURE.md, rule 4).
 
 `validate_project` reads campaigns.yaml, then checks what only the whole project can tell:
 steps naming unknown channels, lists or templates; statements missing in a language; templates

@@ -565,18 +565,73 @@ def test_dkim_signer_checks_its_inputs(rsa_key: tuple[bytes, bytes]) -> None:
     private, _ = rsa_key
     with pytest.raises(ValueError, match="From"):
         DkimSigner("s1", "example.org", private, headers=("Subject", "To"))
-    with pytest.raises(ValueError, match="PEM RSA key"):
+    with pytest.raises(ValueError, match="PEM RSA or Ed25519 private key"):
         DkimSigner("s1", "example.org", b"-----BEGIN PRIVATE KEY-----\nnope\n-----END")
     with pytest.raises(ValueError, match="selector"):
         DkimSigner("s1\r\nx", "example.org", private)
 
 
-def test_dkim_module_imports_without_dkimpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A None entry in sys.modules makes `import dkim` fail as if dkimpy were not installed.
-    monkeypatch.setitem(sys.modules, "dkim", None)
+def test_dkim_module_imports_without_cryptography(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes an import fail as if the package were not installed.
+    for name in [m for m in sys.modules if m == "cryptography" or m.startswith("cryptography.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
     monkeypatch.delitem(sys.modules, "scheduler.mail.dkim", raising=False)
     import scheduler.mail.dkim as module
 
     with pytest.raises(module.DkimUnavailable, match="pip install"):
         module.DkimSigner("s1", "example.org", b"")
     assert Path(module.__file__ or "").name == "dkim.py"
+
+
+def test_ed25519_signature_verifies_with_dkimpy() -> None:
+    # RFC 8463 beside RSA: dkimpy (with PyNaCl) verifies it; tampering fails.
+    dkim = pytest.importorskip("dkim")
+    pytest.importorskip("nacl")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from scheduler.mail.dkim import DkimSigner
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = base64.b64encode(
+        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"ed2027._domainkey.example.org."
+        return b"v=DKIM1; k=ed25519; p=" + public
+
+    signer = DkimSigner("ed2027", "example.org", pem)
+    assert signer.algorithm == "ed25519-sha256"
+    raw = make_factory(subject="¡Hola!").build(**recipient_args("José Ramírez"))  # type: ignore[arg-type]
+    signed = signer.sign(raw)
+    assert b"a=ed25519-sha256" in signed
+    assert dkim.verify(signed, dnsfunc=dnsfunc)
+    assert not dkim.verify(signed.replace(b"Subject: ", b"Subject: Re: ", 1), dnsfunc=dnsfunc)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # folded and spaced headers, trailing blanks, empty lines at the end of the body
+        b"From:  Ana <ana@example.org>  \r\nTo: b@example.org\r\nSubject: a\r\n\t folded"
+        b"   subject\r\nX-Other: not signed\r\n\r\nline  with   spaces  \r\n\r\n\r\n",
+        b"From: a@example.org\r\nSubject: no body\r\n\r\n",
+        b"From: a@example.org\nTo: lf@example.org\n\nbare LF lines\n.\nlast line, no newline",
+        b"From: a@example.org\r\nFrom: second@example.org\r\n\r\ntwo From fields\r\n",
+    ],
+)
+def test_canonicalization_agrees_with_dkimpy(rsa_key: tuple[bytes, bytes], message: bytes) -> None:
+    dkim = pytest.importorskip("dkim")
+    from scheduler.mail.dkim import DkimSigner
+
+    private, public = rsa_key
+    signer = DkimSigner("s1", "example.org", private)
+    signed = signer.sign(message)
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: b"v=DKIM1; k=rsa; p=" + public)

@@ -38,6 +38,38 @@ def test_every_subscriber_gets_one_message_with_its_message_id(
     assert smtp_server.connections <= 4
 
 
+def test_helper_processes_share_one_occurrence_and_send_each_message_once(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    # 12 batches: this process and one helper process (spawned, on the same store) split
+    # them; the ledger and the server agree that everyone got exactly one message.
+    project = email_project(make_project, smtp_server.url, batch_size=25)
+    emails = add_subscribers(store_engine, 300)
+    smtp_server.reject_rcpt[emails[7]] = "550 5.1.1 No such user"
+    ctx = context(project, store_engine)
+    report = fire(ctx, may_day(project), processes=2)
+    ctx.close()
+    assert (report.result.sent, report.result.failed, report.batches) == (299, 1, 12)
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails if e != emails[7]}
+    # The first two batches always go to the helper (it is free then): its own connections.
+    assert smtp_server.connections > 4
+    assert report.state == "done"
+    assert _ledger_message_ids(store_engine) == {m.message_id for m in smtp_server.messages}
+
+
+def test_a_helper_that_cannot_start_leaves_its_batches_to_this_process(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url, batch_size=25)
+    emails = add_subscribers(store_engine, 150)
+    ctx = context(project, store_engine)
+    project.path.rename(project.path.with_suffix(".gone"))  # the helper cannot load it
+    report = fire(ctx, may_day(project), processes=2)
+    ctx.close()
+    assert (report.result.sent, report.result.failed, report.state) == (150, 0, "done")
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+
+
 def test_temporary_failures_are_retried_until_the_server_recovers(
     make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
 ) -> None:

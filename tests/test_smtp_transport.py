@@ -346,3 +346,51 @@ def test_file_transport_in_a_pool(tmp_path: Path) -> None:
         outcomes = list(pool.send_all(message(n) for n in range(30)))
     assert {o.status for o in outcomes} == {"sent"}
     assert len(list(tmp_path.glob("*.eml"))) == 30
+
+
+def _stream(transport: SmtpTransport, messages: list[Outgoing]) -> list[tuple[int, str, str]]:
+    todo = list(reversed(messages))
+    outcomes: list[tuple[int, str, str]] = []
+    transport.send_stream(
+        lambda block: todo.pop() if todo else None,
+        lambda o: outcomes.append((o.key, o.status, o.response)),
+    )
+    return outcomes
+
+
+def test_overlapped_transactions_give_each_message_one_outcome(
+    smtp_server: SmtpTestServer,
+) -> None:
+    # One connection, the next MAIL in the same write as the previous message's bytes;
+    # failures in the middle of the stream land on the right message and nothing else.
+    smtp_server.reject_rcpt["r5@example.org"] = "550 5.1.1 No such user"
+    transport = SmtpTransport(smtp_server.url)
+    first = _stream(transport, [message(n) for n in range(10)])
+    assert [key for key, _, _ in first] == list(range(10))
+    assert {key: status for key, status, _ in first if status != "sent"} == {5: "bounced"}
+    assert smtp_server.connections == 1
+
+    smtp_server.fail_next_data("451 4.3.0 Try again later")
+    second = dict((key, status) for key, status, _ in _stream(transport, [message(10)]))
+    assert second == {10: "transient"}
+    smtp_server.drop_next_data()
+    third = _stream(transport, [message(n) for n in range(11, 20)])
+    transport.close()
+    statuses = {key: status for key, status, _ in third}
+    assert sorted(statuses) == list(range(11, 20))
+    assert list(statuses.values()).count("transient") == 1  # the dropped one, and only it
+    (dropped,) = [key for key, status in statuses.items() if status == "transient"]
+    assert [m.rcpt_tos for m in smtp_server.dropped] == [(f"r{dropped}@example.org",)]
+    counts = smtp_server.count_by_recipient()
+    assert counts == {f"r{n}@example.org": 1 for n in range(20) if n not in (5, 10, dropped)}
+    assert smtp_server.connections == 2  # the drop cost one new connection, no more
+
+
+def test_a_closing_server_mid_stream_costs_no_message(smtp_server: SmtpTestServer) -> None:
+    transport = SmtpTransport(smtp_server.url)
+    assert _stream(transport, [message(1)])[0][1] == "sent"
+    smtp_server.fail_next_rcpt("421 4.4.2 Idle too long, closing")
+    outcomes = _stream(transport, [message(n) for n in range(2, 6)])
+    transport.close()
+    assert {status for _, status, _ in outcomes} == {"sent"}
+    assert sorted(smtp_server.count_by_recipient()) == [f"r{n}@example.org" for n in range(1, 6)]

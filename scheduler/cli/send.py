@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
 
-from scheduler import calendar
+from scheduler import calendar, settings
 from scheduler.channels import get_channel_class
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
@@ -225,6 +225,7 @@ def send_command(
                     on_total=bar.total,
                     revive_missed=True,
                     note=note,
+                    processes=settings.sender_processes(),
                 )
                 if not no_wait:
                     # What a stopped sender left is sent in this run, once its lease ends.

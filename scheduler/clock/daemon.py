@@ -24,7 +24,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from scheduler import alerts, calendar
+from scheduler import alerts, calendar, settings
 from scheduler.calendar import Occurrence
 from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
@@ -436,7 +436,14 @@ class Clock:
                 (started - occ.instant).total_seconds(),
             )
             return
-        report = fire(self.ctx, occ, channels=channels, late=late, note=note)
+        report = fire(
+            self.ctx,
+            occ,
+            channels=channels,
+            late=late,
+            note=note,
+            processes=settings.sender_processes(),
+        )
         if report.claim is not Claim.REFUSED:
             self.fired.append(occ.id)
         r = report.result

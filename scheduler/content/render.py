@@ -17,7 +17,7 @@ from scheduler.content.images import inspect
 from scheduler.content.statements import Statement, StatementImage, load_statement, statement_folder
 from scheduler.content.templates import Templates
 from scheduler.errors import ConfigError, Diagnostic, TemplateError
-from scheduler.tokens import sign
+from scheduler.tokens import secret_key, sign
 
 DEFAULT_SUBJECT = "{{ statement.title }}"
 
@@ -235,10 +235,11 @@ class Renderer:
             "e": recipient.email.lower(),
             "l": list_name,
         }
+        key = secret_key()
         unsubscribe = {**data, "o": occurrence_id} if occurrence_id else data
         return (
-            f"{base}/unsubscribe/{sign('unsubscribe', unsubscribe)}",
-            f"{base}/preferences/{sign('preferences', data)}",
+            f"{base}/unsubscribe/{sign('unsubscribe', unsubscribe, key)}",
+            f"{base}/preferences/{sign('preferences', data, key)}",
         )
 
     # --- rendering ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,14 @@ from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
 from scheduler.delivery.readiness import not_ready_reason, unset_variables
+from scheduler.delivery.senders import Helpers
 from scheduler.store import problems, subscribers
 from scheduler.store.schema import ChannelState
 
 log = logging.getLogger(__name__)
 
 Dispatch = Callable[[str, str, int, int], None]
+HELPERS_FROM_BATCHES = 4
 
 
 @dataclass
@@ -101,10 +104,14 @@ def fire(
     late: bool = False,
     note: str | None = None,
     revive_missed: bool = False,
+    processes: int = 1,
 ) -> FireReport:
     """Fire `channels` of the occurrence (default: every channel of its step); the others
     stay `planned` for the clock, or another call, to fire. Channels already fired are
-    resumed: only what is not final is sent."""
+    resumed: only what is not final is sent.
+
+    `processes` > 1: send with that many processes in all (this one and helpers, see
+    `scheduler.delivery.senders`) when the occurrence has more than a few batches."""
     with ctx.in_use():
         return _fire(
             ctx,
@@ -116,6 +123,7 @@ def fire(
             late=late,
             note=note,
             revive_missed=revive_missed,
+            processes=processes,
         )
 
 
@@ -143,6 +151,7 @@ def _fire(
     late: bool,
     note: str | None,
     revive_missed: bool = False,
+    processes: int = 1,
 ) -> FireReport:
     engine = ctx.engine
     wanted = list(channels or occ.channels)
@@ -227,16 +236,53 @@ def _fire(
 
     send = dispatch or run_here
     size = ctx.config.settings.batch_size
-    for channel in active:
-        for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size):
+    ranges = [
+        (channel, lo, hi)
+        for channel in active
+        for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)
+    ]
+    # Helpers only for a large send: starting a process costs more than a few batches.
+    helpers = (
+        Helpers(ctx, processes - 1)
+        if dispatch is None and processes > 1 and len(ranges) > HELPERS_FROM_BATCHES
+        else None
+    )
+    if helpers is not None:
+        helpers.start()
+    elsewhere: dict[Future[BatchReport], tuple[str, int, int]] = {}
+    failed_helper = False
+
+    def collect(wait: bool) -> None:
+        nonlocal failed_helper
+        for future in [f for f in elsewhere if wait or f.done()]:
+            channel, lo, hi = elsewhere.pop(future)
+            try:
+                report.result.add(future.result())
+            except Exception as e:  # a helper that cannot work: this process sends its batch
+                log.warning("helper failed on %s %s [%d,%d): %r", occ.id, channel, lo, hi, e)
+                failed_helper = True
+                send(occ.id, channel, lo, hi)
+            if progress:
+                progress(report.result)
+
+    try:
+        for channel, lo, hi in ranges:
             if ledger.is_cancelled(engine, occ.id):
                 report.result.cancelled = True
                 break
             if ctx.stopping:
                 report.interrupted = True
                 break
-            send(occ.id, channel, lo, hi)
+            if helpers is not None and not failed_helper and helpers.free():
+                elsewhere[helpers.submit(occ.id, channel, lo, hi)] = (channel, lo, hi)
+            else:
+                send(occ.id, channel, lo, hi)
             report.batches += 1
+            collect(wait=False)
+        collect(wait=True)  # a helper finishes the batch in hand, also when stopping
+    finally:
+        if helpers is not None:
+            helpers.close()
     ledger.finish_if_complete(engine, occ.id)
     if dispatch is None:
         report.held, report.held_until = ledger.held(engine, occ.id)

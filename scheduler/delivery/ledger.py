@@ -394,24 +394,44 @@ def count_attempt(engine: Engine, ids: Sequence[int]) -> None:
         )
 
 
+# Rows per UPDATE ... FROM (VALUES ...): 5 parameters each, far under SQLite's limit.
+_ROWS_PER_STATEMENT = 500
+
+
 def record(engine: Engine, results: Iterable[Result]) -> int:
     """Write outcomes in one transaction. Only deliveries still `sending` change, so a late
-    writer cannot turn a `sent` back into anything else."""
+    writer cannot turn a `sent` back into anything else.
+
+    PostgreSQL: one UPDATE ... FROM (VALUES ...) per few hundred outcomes (one round trip
+    instead of one per row). SQLite, in the same process, runs the row-by-row form as fast
+    (and cannot name the columns of a VALUES list)."""
     now = utcnow()
-    params = [
-        {
-            "b_id": r.id,
-            "b_state": r.state.value,
-            "b_response": r.response,
-            "b_message_id": r.message_id,
-            "b_error": r.error,
-            "b_sent_at": now if r.state == DeliveryState.SENT else None,
-        }
-        for r in results
-    ]
-    if not params:
+    rows = [(r.id, r.state.value, r.response, r.message_id, r.error) for r in results]
+    if not rows:
         return 0
-    statement = (
+    with writer(engine).begin() as conn:
+        if conn.dialect.name != "postgresql":
+            conn.execute(_record_each(now), [_record_params(row, now) for row in rows])
+            return len(rows)
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            conn.execute(_record_statement(rows[start : start + _ROWS_PER_STATEMENT], now))
+    return len(rows)
+
+
+def _record_params(row: tuple[Any, ...], now: dt.datetime) -> dict[str, Any]:
+    id_, state, response, message_id, error = row
+    return {
+        "b_id": id_,
+        "b_state": state,
+        "b_response": response,
+        "b_message_id": message_id,
+        "b_error": error,
+        "b_sent_at": now if state == DeliveryState.SENT.value else None,
+    }
+
+
+def _record_each(now: dt.datetime) -> sa.Update:
+    return (
         sa.update(deliveries)
         .where(D.id == sa.bindparam("b_id"), D.state == DeliveryState.SENDING.value)
         .values(
@@ -424,9 +444,36 @@ def record(engine: Engine, results: Iterable[Result]) -> int:
             updated_at=now,
         )
     )
-    with writer(engine).begin() as conn:
-        conn.execute(statement, params)
-    return len(params)
+
+
+def _record_statement(rows: list[tuple[Any, ...]], now: dt.datetime) -> sa.Update:
+    done = sa.values(
+        sa.column("id", sa.Integer),
+        sa.column("state", sa.Text),
+        sa.column("response", sa.Text),
+        sa.column("message_id", sa.Text),
+        sa.column("error", sa.Text),
+        name="outcome",
+    ).data(rows)
+    # Casts: a VALUES column that is NULL in every row would otherwise have no type.
+    return (
+        sa.update(deliveries)
+        .where(D.id == done.c.id, D.state == DeliveryState.SENDING.value)
+        .values(
+            state=done.c.state,
+            provider_response=sa.func.coalesce(
+                sa.cast(done.c.response, sa.Text), D.provider_response
+            ),
+            message_id=sa.func.coalesce(sa.cast(done.c.message_id, sa.Text), D.message_id),
+            last_error=sa.cast(done.c.error, sa.Text),
+            sent_at=sa.case(
+                (done.c.state == DeliveryState.SENT.value, sa.literal(now, D.sent_at.type)),
+                else_=sa.null(),
+            ),
+            lease_until=None,
+            updated_at=now,
+        )
+    )
 
 
 def still_wanted(

@@ -24,6 +24,8 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
+from typing import BinaryIO
 
 from scheduler.mail.envelope import Outcome, Outgoing, Status
 from scheduler.mail.urls import SmtpEndpoint, parse_smtp_url
@@ -40,6 +42,9 @@ _UNKNOWN_USER = re.compile(
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _BAD_ADDRESS_CHARS = re.compile(r"[\x00-\x20<>\x7f]")
+_EXPECTED = {"RSET": (250,), "MAIL": (250,), "RCPT": (250, 251), "DATA": (354,)}
+_MAXLINE = 8192  # smtplib's limit on a reply line
+_LOST_DURING = "connection lost during the message"
 
 
 def classify(stage: str, code: int, text: bytes) -> Status:
@@ -129,6 +134,8 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self._local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
+        self._file: BinaryIO | None = None  # smtplib's reader of the connection
+        self._reused = False  # a transaction went over this connection already
         self._dirty = False  # a transaction was left open: RSET before the next one
         self._pipelining = False
         self._smtputf8 = False
@@ -140,66 +147,158 @@ class SmtpTransport:
     # --- sending ---------------------------------------------------------------------------
 
     def send(self, message: Outgoing) -> Outcome:
-        key = message.key
+        outcomes: list[Outcome] = []
+        queue = [message]
+        self.send_stream(lambda block: queue.pop() if queue else None, outcomes.append)
+        return outcomes[0]
+
+    def send_stream(
+        self,
+        take: Callable[[bool], Outgoing | None],
+        emit: Callable[[Outcome], None],
+    ) -> None:
+        """Send what `take` hands out until it has nothing more, `emit`ting one outcome each.
+
+        `take(block)` returns the next message, or None: when `block` is False it must not
+        wait (None then means "nothing right now"). With PIPELINING the transactions overlap:
+        the message bytes of one go out in the same write as the MAIL, RCPT and DATA of the
+        next (RFC 2920 lets commands follow the end of data), so each message costs one
+        round trip instead of two; `take(False)` is asked for that next message. Every message
+        taken gets exactly one outcome, also when the connection breaks.
+        """
+        carry: Outgoing | None = None  # got its 354: its bytes go out with the next write
+        retry: Outgoing | None = None  # interrupted before its bytes left: try once more
+        message: Outgoing | None
+        params: bytes | None
+        while True:
+            if retry is not None:
+                message, retry, second_try = retry, None, True
+            else:
+                message = take(carry is None)
+                second_try = False
+            if message is None and carry is None:
+                return
+            params = b""
+            if message is not None:
+                refused = self._refusal(message)
+                if refused is None and self._conn is None and carry is None:
+                    try:
+                        self._open()
+                    except _SessionFailed as failure:
+                        refused = Outcome(message.key, failure.status, failure.text)
+                if refused is not None:
+                    emit(refused)
+                    message = None
+                    if carry is None:
+                        continue
+                else:
+                    params = self._mail_params(message)
+                    if params is None:
+                        emit(self._no_smtputf8(message))
+                        message = None
+                        if carry is None:
+                            continue
+                        params = b""
+            conn = self._conn
+            assert conn is not None  # opened above, or held by `carry`
+            if not self._pipelining and carry is None and message is not None:
+                # One command at a time: `carry` is never set on such a connection.
+                reused = self._reused
+                try:
+                    emit(self._transaction(conn, message, params or b""))
+                except _Interrupted as e:
+                    self._drop()
+                    if reused and not second_try:
+                        retry = message
+                    else:
+                        emit(Outcome(message.key, "unavailable", str(e)))
+                except (smtplib.SMTPException, OSError) as e:
+                    self._drop()
+                    emit(Outcome(message.key, "transient", f"{_LOST_DURING}: {e}"))
+                continue
+            carry, retry = self._overlapped(conn, carry, message, params or b"", second_try, emit)
+
+    def _refusal(self, message: Outgoing) -> Outcome | None:
         if not message.recipient or _BAD_ADDRESS_CHARS.search(message.recipient):
-            return Outcome(key, "permanent", f"invalid recipient address {message.recipient!r}")
+            return Outcome(
+                message.key, "permanent", f"invalid recipient address {message.recipient!r}"
+            )
         if _BAD_ADDRESS_CHARS.search(message.envelope_from):
-            return Outcome(key, "permanent", f"invalid sender address {message.envelope_from!r}")
-        for attempt in (1, 2):
-            reused = self._conn is not None
-            try:
-                conn = self._conn or self._open()
-            except _SessionFailed as failure:
-                return Outcome(key, failure.status, failure.text)
-            mail_params = b""
-            if not (message.envelope_from + message.recipient).isascii():
-                if not self._smtputf8:
-                    return Outcome(
-                        key,
-                        "permanent",
-                        f"{self.endpoint.display()} does not accept internationalized "
-                        f"addresses (no SMTPUTF8): {message.recipient!r}",
-                    )
-                mail_params += b" SMTPUTF8"
-            if self._eight_bit and not message.data.isascii():
-                mail_params += b" BODY=8BITMIME"
-            try:
-                return self._transaction(conn, message, mail_params)
-            except _Interrupted as e:
-                self._drop()
-                # A server may close an idle connection at any time; when it did so before
-                # this message was sent, one fresh connection is a safe and cheap retry.
-                if reused and attempt == 1:
-                    continue
-                return Outcome(key, "unavailable", str(e))
-            except (smtplib.SMTPException, OSError) as e:
-                self._drop()
-                return Outcome(key, "transient", f"connection lost during the message: {e}")
-        raise AssertionError("unreachable")
+            return Outcome(
+                message.key, "permanent", f"invalid sender address {message.envelope_from!r}"
+            )
+        return None
 
-    def _transaction(self, conn: smtplib.SMTP, message: Outgoing, params: bytes) -> Outcome:
-        key = message.key
-        steps: list[tuple[str, bytes]] = []
-        if self._dirty:
-            steps.append(("RSET", b"RSET\r\n"))
-        steps.append(
-            ("MAIL", b"MAIL FROM:<" + message.envelope_from.encode() + b">" + params + b"\r\n")
+    def _mail_params(self, message: Outgoing) -> bytes | None:
+        """MAIL FROM parameters, or None when the server cannot take the addresses."""
+        params = b""
+        if not (message.envelope_from + message.recipient).isascii():
+            if not self._smtputf8:
+                return None
+            params += b" SMTPUTF8"
+        if self._eight_bit and not message.data.isascii():
+            params += b" BODY=8BITMIME"
+        return params
+
+    def _no_smtputf8(self, message: Outgoing) -> Outcome:
+        return Outcome(
+            message.key,
+            "permanent",
+            f"{self.endpoint.display()} does not accept internationalized "
+            f"addresses (no SMTPUTF8): {message.recipient!r}",
         )
-        steps.append(("RCPT", b"RCPT TO:<" + message.recipient.encode() + b">\r\n"))
-        steps.append(("DATA", b"DATA\r\n"))
-        expected = {"RSET": (250,), "MAIL": (250,), "RCPT": (250, 251), "DATA": (354,)}
 
-        failure: Outcome | None = None
+    def _overlapped(
+        self,
+        conn: smtplib.SMTP,
+        carry: Outgoing | None,
+        message: Outgoing | None,
+        params: bytes,
+        second_try: bool,
+        emit: Callable[[Outcome], None],
+    ) -> tuple[Outgoing | None, Outgoing | None]:
+        """One write: `carry`'s bytes, then `message`'s commands; then their replies.
+        Returns the next (carry, retry)."""
+        out: list[bytes] = []
+        if carry is not None:
+            out.append(wire_payload(carry.data))
+        stages: list[str] = []
+        if message is not None:
+            if self._dirty and carry is None:
+                stages.append("RSET")
+                out.append(b"RSET\r\n")
+            stages += ("MAIL", "RCPT", "DATA")
+            out.append(b"MAIL FROM:<" + message.envelope_from.encode() + b">" + params + b"\r\n")
+            out.append(b"RCPT TO:<" + message.recipient.encode() + b">\r\n")
+            out.append(b"DATA\r\n")
+        reused = self._reused
         try:
-            if self._pipelining:
-                conn.send(b"".join(command for _, command in steps))
-            for stage, command in steps:
-                if not self._pipelining:
-                    conn.send(command)
-                code, text = conn.getreply()
+            self._sendall(b"".join(out))
+        except OSError as e:
+            return self._broken(carry, message, reused, second_try, e, emit)
+        self._reused = True
+        if carry is not None:
+            try:
+                code, text = self._read_reply()
+            except (smtplib.SMTPServerDisconnected, OSError) as e:
+                return self._broken(carry, message, reused, second_try, e, emit)
+            self._dirty = False  # the reply to the data ends the transaction either way
+            # 421: the server is closing and did not take the message.
+            status: Status = "unavailable" if code == 421 else classify("DATA", code, text)
+            emit(Outcome(carry.key, status, _reply(code, text)))
+            if code == 421:
+                self._drop()
+                return self._broken(None, message, True, second_try, None, emit, reply=(code, text))
+        if message is None:
+            return None, None
+        failure: Outcome | None = None
+        code = 0
+        try:
+            for stage in stages:
+                code, text = self._read_reply()
                 if code == 421:  # the server is closing this connection
                     raise _Interrupted(f"{_reply(code, text)} (after {stage})")
-                if code in expected[stage]:
+                if code in _EXPECTED[stage]:
                     if stage == "MAIL":
                         self._dirty = True
                     elif stage == "RSET":
@@ -209,20 +308,112 @@ class SmtpTransport:
                     raise _Interrupted(f"{_reply(code, text)} (after RSET)")
                 if failure is None:
                     status = classify(stage, code, text)
-                    failure = Outcome(key, status, f"{_reply(code, text)} (after {stage})")
-                if not self._pipelining:
-                    break  # the rest was never sent
+                    failure = Outcome(message.key, status, f"{_reply(code, text)} (after {stage})")
+        except _Interrupted as e:
+            self._drop()
+            if reused and not second_try:
+                return None, message
+            emit(Outcome(message.key, "unavailable", str(e)))
+            return None, None
         except (smtplib.SMTPServerDisconnected, OSError) as e:
-            raise _Interrupted(f"connection lost before the message was sent: {e}") from e
-
+            return self._broken(None, message, reused, second_try, e, emit)
         if failure is not None:
             if code == 354:
                 # The server wants data although the transaction failed: no half message.
                 self._drop()
-            return failure
+            emit(failure)
+            return None, None
+        return message, None
 
-        conn.send(wire_payload(message.data))
-        code, text = conn.getreply()
+    def _broken(
+        self,
+        carry: Outgoing | None,
+        message: Outgoing | None,
+        reused: bool,
+        second_try: bool,
+        error: Exception | None,
+        emit: Callable[[Outcome], None],
+        reply: tuple[int, bytes] | None = None,
+    ) -> tuple[Outgoing | None, Outgoing | None]:
+        """The connection broke: `carry`'s bytes may have arrived (transient: the ledger keeps
+        its Message-ID for the retry); `message` had sent none of its bytes, so it is tried
+        once more on a fresh connection when this one was an old one the server may have
+        closed."""
+        self._drop()
+        if carry is not None:
+            emit(Outcome(carry.key, "transient", f"{_LOST_DURING}: {error}"))
+        if message is None:
+            return None, None
+        if reused and not second_try:
+            return None, message
+        why = (
+            f"{_reply(*reply)} (after DATA)"
+            if reply is not None
+            else f"connection lost before the message was sent: {error}"
+        )
+        emit(Outcome(message.key, "unavailable", why))
+        return None, None
+
+    def _sendall(self, data: bytes) -> None:
+        sock = self._conn.sock if self._conn is not None else None
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        sock.sendall(data)
+
+    def _read_reply(self) -> tuple[int, bytes]:
+        """One reply, as smtplib's getreply reads it, without its per-line overhead."""
+        file = self._file
+        assert file is not None
+        lines: list[bytes] = []
+        while True:
+            line = file.readline(_MAXLINE + 1)
+            if not line:
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            if len(line) > _MAXLINE:
+                raise smtplib.SMTPResponseException(500, b"Line too long.")
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                break
+        try:
+            code = int(line[:3])
+        except ValueError:
+            code = -1
+        return code, b"\n".join(lines)
+
+    def _transaction(self, conn: smtplib.SMTP, message: Outgoing, params: bytes) -> Outcome:
+        """One message on a server without PIPELINING: each command waits for its reply."""
+        key = message.key
+        steps: list[tuple[str, bytes]] = []
+        if self._dirty:
+            steps.append(("RSET", b"RSET\r\n"))
+        steps.append(
+            ("MAIL", b"MAIL FROM:<" + message.envelope_from.encode() + b">" + params + b"\r\n")
+        )
+        steps.append(("RCPT", b"RCPT TO:<" + message.recipient.encode() + b">\r\n"))
+        steps.append(("DATA", b"DATA\r\n"))
+        self._reused = True
+        try:
+            for stage, command in steps:
+                self._sendall(command)
+                code, text = self._read_reply()
+                if code == 421:  # the server is closing this connection
+                    raise _Interrupted(f"{_reply(code, text)} (after {stage})")
+                if code in _EXPECTED[stage]:
+                    if stage == "MAIL":
+                        self._dirty = True
+                    elif stage == "RSET":
+                        self._dirty = False
+                    continue
+                if stage == "RSET":
+                    raise _Interrupted(f"{_reply(code, text)} (after RSET)")
+                return Outcome(
+                    key, classify(stage, code, text), f"{_reply(code, text)} (after {stage})"
+                )
+        except (smtplib.SMTPServerDisconnected, OSError) as e:
+            raise _Interrupted(f"connection lost before the message was sent: {e}") from e
+
+        self._sendall(wire_payload(message.data))
+        code, text = self._read_reply()
         self._dirty = False  # the reply to the data ends the transaction either way
         if code == 421:  # the server is closing: it did not take the message
             self._drop()
@@ -306,6 +497,8 @@ class SmtpTransport:
         self._smtputf8 = conn.has_extn("smtputf8")
         self._eight_bit = conn.has_extn("8bitmime")
         self._dirty = False
+        self._reused = False
+        self._file = conn.file
         self._conn = conn
         return conn
 
@@ -319,6 +512,7 @@ class SmtpTransport:
             with contextlib.suppress(OSError):
                 self._conn.close()
             self._conn = None
+        self._file = None
         self._dirty = False
 
     def close(self) -> None:

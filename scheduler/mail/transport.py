@@ -20,6 +20,7 @@ environment are used as they are. The password never appears in logs, errors or 
 
 from __future__ import annotations
 
+import logging
 import queue
 import ssl
 import threading
@@ -31,6 +32,8 @@ from scheduler.mail.filebox import FileTransport
 from scheduler.mail.ratelimit import RateLimiter
 from scheduler.mail.smtp import SmtpTransport
 from scheduler.mail.urls import SmtpEndpoint, StartTls, file_directory, parse_smtp_url
+
+log = logging.getLogger(__name__)
 
 # Names callers have always taken from here; they live in the small modules above.
 __all__ = [
@@ -161,25 +164,60 @@ class TransportPool:
         done: queue.SimpleQueue[Outcome],
         stop: threading.Event,
     ) -> None:
-        while True:
-            item = todo.get()
+        stream = getattr(transport, "send_stream", None)
+        finished = False
+
+        def take(block: bool) -> Outgoing | None:
+            nonlocal finished
+            if finished or stop.is_set():
+                return None
+            try:
+                item = todo.get() if block else todo.get_nowait()
+            except queue.Empty:
+                return None
             if not isinstance(item, Outgoing):
-                return
+                finished = True
+                return None
             if self._limiter is not None:
                 try:
                     wait = self._limiter.reserve()
                 except Exception as e:  # e.g. Redis is down: do not send unthrottled
                     done.put(Outcome(item.key, "unavailable", f"rate limiter unavailable: {e}"))
-                    continue
+                    return take(block)
                 if wait > 0 and stop.wait(wait):
-                    return
+                    finished = True
+                    return None
             if stop.is_set():
+                return None
+            in_flight[item.key] = item
+            return item
+
+        def emit(outcome: Outcome) -> None:
+            in_flight.pop(outcome.key, None)
+            done.put(outcome)
+
+        in_flight: dict[int, Outgoing] = {}
+        if stream is not None:
+            # Overlapping transactions (see SmtpTransport.send_stream); it ends when `take`
+            # has nothing more and nothing is in flight.
+            while not finished and not stop.is_set():
+                try:
+                    stream(take, emit)
+                except Exception as e:  # a bug must not hang the caller's loop
+                    log.exception("transport failed")
+                    transport.close()
+                    for key in list(in_flight):
+                        emit(Outcome(key, "transient", f"internal error while sending: {e!r}"))
+            return
+        while True:
+            item = take(True)
+            if item is None:
                 return
             try:
                 outcome = transport.send(item)
             except Exception as e:  # a bug in a transport must not hang the caller's loop
                 outcome = Outcome(item.key, "transient", f"internal error while sending: {e!r}")
-            done.put(outcome)
+            emit(outcome)
 
     def close(self) -> None:
         """Close every transport the pool holds (idempotent)."""

@@ -7,6 +7,7 @@ a bounce/complaint (through `suppress`) changes those.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -175,7 +176,10 @@ def _import_batch(
         else:
             counts["updated" if changed else "unchanged"] += 1
 
-    if upserts:
+    postgres = conn.dialect.name == "postgresql"
+    if upserts and postgres:
+        _pg_subscriber_upsert(conn, upserts)
+    elif upserts:
         # Plain executemany, no RETURNING: with RETURNING SQLAlchemy sends multi-row VALUES
         # statements, which psycopg parses slower than it pipelines one row at a time.
         conn.execute(_subscriber_upsert(conn), upserts)
@@ -187,6 +191,9 @@ def _import_batch(
         query = sa.select(subscribers.c.email_key, subscribers.c.id)
         found = conn.execute(query.where(_among(conn, subscribers.c.email_key, missing)))
         ids.update({key: sid for key, sid in found})
+    if postgres:
+        _pg_membership_upsert(conn, [ids[key] for key in joining], list_name, status, source)
+        return
     conn.execute(
         _membership_upsert(conn),
         [
@@ -270,6 +277,55 @@ def _membership_upsert(conn: sa.Connection) -> sa.Executable:
         set_={"status": new.status, "source": new.source, "updated_at": _NOW},
         where=(c.status == MembershipStatus.UNCONFIRMED.value)
         & (new.status == MembershipStatus.ACTIVE.value),
+    )
+
+
+# PostgreSQL: one statement per batch over arrays (unnest), instead of one row at a time.
+# The same upserts as `_subscriber_upsert` and `_membership_upsert` below.
+_PG_SUBSCRIBERS = """
+INSERT INTO subscribers (email_key, email, name, language, timezone, attributes,
+                         created_at, updated_at)
+SELECT k, e, n, l, t, a::jsonb, now(), now()
+FROM unnest(%(k)s::text[], %(e)s::text[], %(n)s::text[], %(l)s::text[], %(t)s::text[],
+            %(a)s::text[]) AS u(k, e, n, l, t, a)
+ON CONFLICT (email_key) DO UPDATE SET
+    email = excluded.email,
+    name = coalesce(excluded.name, subscribers.name),
+    language = excluded.language,
+    timezone = coalesce(excluded.timezone, subscribers.timezone),
+    attributes = excluded.attributes,
+    updated_at = now()
+"""
+_PG_MEMBERSHIPS = """
+INSERT INTO memberships (subscriber_id, list_name, status, source, subscribed_at, updated_at)
+SELECT s, %(list)s, %(status)s, %(source)s, now(), now()
+FROM unnest(%(ids)s::bigint[]) AS u(s)
+ON CONFLICT (subscriber_id, list_name) DO UPDATE SET
+    status = excluded.status, source = excluded.source, updated_at = now()
+WHERE memberships.status = 'unconfirmed' AND excluded.status = 'active'
+"""
+
+
+def _pg_subscriber_upsert(conn: sa.Connection, upserts: list[dict[str, Any]]) -> None:
+    conn.exec_driver_sql(
+        _PG_SUBSCRIBERS,
+        {
+            "k": [u["email_key"] for u in upserts],
+            "e": [u["email"] for u in upserts],
+            "n": [u["name"] for u in upserts],
+            "l": [u["language"] for u in upserts],
+            "t": [u["timezone"] for u in upserts],
+            "a": [json.dumps(u["attributes"]) for u in upserts],
+        },
+    )
+
+
+def _pg_membership_upsert(
+    conn: sa.Connection, ids: list[int], list_name: str, status: MembershipStatus, source: str
+) -> None:
+    conn.exec_driver_sql(
+        _PG_MEMBERSHIPS,
+        {"ids": ids, "list": list_name, "status": status.value, "source": source},
     )
 
 

@@ -1,0 +1,100 @@
+"""More sender processes for the embedded runner: one per core, so composing, SMTP and the
+ledger writes of one occurrence are not all held by one interpreter's lock.
+
+The firing process keeps sending batches itself (the first message of an occurrence never
+waits for a process to start); batches go to a helper only when one is free. A helper is
+`send_batch` in another process on the same store, so every rule of the ledger holds: a batch
+is claimed with a lease, sent once, and left to the lease if a helper dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.util
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from scheduler.config.project import load_project
+from scheduler.delivery.batch import BatchReport, send_batch
+from scheduler.delivery.context import DeliveryContext
+from scheduler.store.db import make_engine
+
+log = logging.getLogger(__name__)
+
+_context: DeliveryContext | None = None
+
+
+class Helpers:
+    """`count` sender processes for one fire; started on first use, stopped by `close`."""
+
+    def __init__(self, ctx: DeliveryContext, count: int) -> None:
+        self.count = count
+        self._args = (
+            str(Path(ctx.project.path).resolve()),
+            ctx.engine.url.render_as_string(hide_password=False),
+            ctx.redis_url,
+            ctx.lease.total_seconds(),
+        )
+        self._executor: ProcessPoolExecutor | None = None
+        self._running: list[Future[BatchReport]] = []
+
+    def free(self) -> bool:
+        self._running = [f for f in self._running if not f.done()]
+        # Two batches per helper: the next one is there when it finishes the first.
+        return len(self._running) < 2 * self.count
+
+    def start(self) -> None:
+        """Start the processes now (they take a second or two to import and load the
+        project), so they are ready when the batches are."""
+        if self._executor is None:
+            # spawn, not fork: the parent has threads (SMTP pool, the clock's scheduler).
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.count,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start,
+                initargs=self._args,
+            )
+            for _ in range(self.count):
+                self._executor.submit(_ready)
+
+    def submit(self, occurrence_id: str, channel: str, lo: int, hi: int) -> Future[BatchReport]:
+        self.start()
+        assert self._executor is not None
+        future = self._executor.submit(_send, occurrence_id, channel, lo, hi)
+        self._running.append(future)
+        return future
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def _start(config: str, url: str, redis_url: str | None, lease_seconds: float) -> None:
+    import datetime as dt
+
+    # The firing process decides when to stop (Ctrl-C reaches the whole process group):
+    # a helper finishes the batch in hand and takes no other.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _context
+    project = load_project(config)
+    _context = DeliveryContext(
+        project,
+        make_engine(url),
+        redis_url=redis_url,
+        lease=dt.timedelta(seconds=lease_seconds),
+    )
+    # Run at the helper's exit (atexit is not, in a multiprocessing child): QUIT to the server.
+    multiprocessing.util.Finalize(None, _context.close, exitpriority=10)
+
+
+def _ready() -> None:
+    pass
+
+
+def _send(occurrence_id: str, channel: str, lo: int, hi: int) -> BatchReport:
+    assert _context is not None
+    with _context.in_use():
+        return send_batch(_context, occurrence_id, channel, lo, hi)
