@@ -160,7 +160,14 @@ def claim_occurrence(
         conn.execute(
             sa.update(occurrences)
             .where(O.id == occ.id, O.state.in_(movable), claimable)
-            .values(state=OccurrenceState.FIRING.value, fired_at=now, updated_at=now)
+            .values(
+                state=OccurrenceState.FIRING.value,
+                fired_at=now,
+                updated_at=now,
+                # A row recorded before it could fire (blocked, held) that now fires late
+                # says so, like one claimed fresh.
+                **({"late": True, "note": note} if late else {}),
+            )
         )
         row = _occurrence_row(conn.execute(sa.select(occurrences).where(O.id == occ.id)).one())
         moved: list[str] = []

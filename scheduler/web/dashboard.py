@@ -180,7 +180,7 @@ def overview() -> tuple[str, int]:
     started = channel_state.progress(
         state.engine, list(settled), step_channels={o.id: o.channels for o in upcoming}
     )
-    health = stats.by_occurrence(state.engine, [item.row.id for item in past])
+    health = stats.by_occurrence(state.engine, [item.row.id for item in past + ahead])
     found = problems.current(state.engine)
     return render_page(
         "dashboard.html",
@@ -211,7 +211,9 @@ def overview() -> tuple[str, int]:
         ),
         list_counts=all_lists,
         audit_entries=audit.entries(state.engine, limit=AUDIT),
-        health=[(item.row.id, health[item.row.id]) for item in past if health[item.row.id].any()],
+        health=[
+            (item.row.id, health[item.row.id]) for item in past + ahead if health[item.row.id].any()
+        ],
         list_health=stats.by_list(state.engine, now=now),
     )
 
