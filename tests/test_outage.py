@@ -200,7 +200,7 @@ def test_a_rerun_after_a_killed_sender_waits_for_its_lease_and_sends_the_rest(
         "SCHEDULER_CONFIG": str(project.path),
         "SCHEDULER_LEASE_SECONDS": "6",
     }
-    command = [sys.executable, "-m", "scheduler", "send", "may-day", "--occurrence", OCC]
+    command = [sys.executable, "-m", "scheduler", "send", "may-day", "--occurrence", OCC, "--now"]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(smtp_server.messages) < 30 and time.monotonic() < deadline:
@@ -236,7 +236,9 @@ def test_no_wait_says_what_is_held_and_exits_1(
 
     ledger.claim_batch(engine, occ.id, "email", lo, hi + 1, lease=dt.timedelta(minutes=5))
     ctx.close()
-    result = _cli(project.path, db_url, "send", "may-day", "--occurrence", OCC, "--no-wait")
+    result = _cli(
+        project.path, db_url, "send", "may-day", "--occurrence", OCC, "--no-wait", "--now"
+    )
     assert result.returncode == 1
     assert "5 deliveries are held by another sender" in result.stdout
     engine.dispose()
