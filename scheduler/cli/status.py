@@ -203,6 +203,7 @@ def print_problems(found: dict[str, list[dict[str, Any]]]) -> None:
             + (f" (and {b['count'] - 1} more)" if b["count"] > 1 else "")
             + " — not sent until fixed; `scheduler validate` shows every problem",
             markup=False,
+            soft_wrap=True,
         )
     for p in found["list_problems"]:
         lines = ", ".join(str(n) for n in p["lines"][:5]) + (", ..." if p["count"] > 5 else "")
@@ -211,6 +212,7 @@ def print_problems(found: dict[str, list[dict[str, Any]]]) -> None:
             f"{p['file']} left out at the last sync ({p['synced_at']:%Y-%m-%d %H:%M} UTC), "
             f"line{'s' if p['count'] != 1 else ''} {lines}; `scheduler validate` says why",
             markup=False,
+            soft_wrap=True,
         )
 
 
