@@ -501,6 +501,25 @@ def test_without_mailto_and_reply_to() -> None:
     assert msg["Date"].datetime == DATE
 
 
+def test_date_in_the_zone_given_also_for_the_same_instant() -> None:
+    # The Date line is formatted once a second and reused: the same instant in another
+    # zone must still print its own offset, and the second must follow the clock.
+    factory = make_factory(mailto=None)
+    args = recipient_args("Ana")
+    brussels = DATE.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    later = DATE + dt.timedelta(seconds=1, microseconds=1)
+    lines = [
+        header_block(factory.build(**args, date=d)).split(b"Date: ")[1].split(b"\r\n")[0]  # type: ignore[arg-type]
+        for d in (DATE, brussels, DATE, later)
+    ]
+    assert lines == [
+        b"Sat, 01 May 2027 08:30:00 +0000",
+        b"Sat, 01 May 2027 10:30:00 +0200",
+        b"Sat, 01 May 2027 08:30:00 +0000",
+        b"Sat, 01 May 2027 08:30:01 +0000",
+    ]
+
+
 # --- DKIM -------------------------------------------------------------------------------------
 
 
