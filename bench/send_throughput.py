@@ -45,8 +45,11 @@ from scheduler.store.db import make_engine, migrate  # noqa: E402
 from scheduler.store.schema import deliveries  # noqa: E402
 from scheduler.store.subscribers import import_rows  # noqa: E402
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-REDIS = "redis://127.0.0.1:6379/14"
+# The test suite's services when set (each developer on a shared machine has their own).
+POSTGRES = os.environ.get(
+    "SCHEDULER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS = os.environ.get("SCHEDULER_TEST_REDIS", "redis://127.0.0.1:6379/14")
 OCCURRENCE = "may-day/2030/statement"
 
 CONFIG = """\
@@ -136,7 +139,8 @@ def sent_count(url: str) -> int:
 
 def run_embedded(env: dict[str, str], n: int) -> tuple[float, float]:
     started = time.perf_counter()
-    # bench/profile_send.sh sets BENCH_PROFILE: the same send, sampled by py-spy.
+    # bench/profile_send.sh sets BENCH_PROFILE: the same send, sampled by py-spy (with
+    # BENCH_PROFILE_GIL, only the thread holding the interpreter lock: where CPU goes).
     profile = os.environ.get("BENCH_PROFILE")
     wrapper = (
         [
@@ -145,6 +149,7 @@ def run_embedded(env: dict[str, str], n: int) -> tuple[float, float]:
             "--subprocesses",
             "--rate",
             "200",
+            *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
             "--format",
             "raw",
             "-o",
