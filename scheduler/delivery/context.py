@@ -136,6 +136,12 @@ class DeliveryContext:
             if close:
                 self.close()
 
+    @property
+    def busy(self) -> bool:
+        """A send is using this context right now."""
+        with self._lock:
+            return self._users > 0
+
     def close_when_idle(self) -> None:
         """Close once no send is using this context (after a reload replaced it)."""
         with self._lock:

@@ -5,6 +5,10 @@ The firing process keeps sending batches itself (the first message of an occurre
 waits for a process to start); batches go to a helper only when one is free. A helper is
 `send_batch` in another process on the same store, so every rule of the ledger holds: a batch
 is claimed with a lease, sent once, and left to the lease if a helper dies.
+
+A helper outlives a firing process that is killed (SIGKILL, OOM): it would wait for work
+forever, holding the killed process's stdout open. It watches its parent instead, and once
+the parent is gone it finishes the batch in hand (its outcomes are written) and exits.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.util
+import os
 import signal
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -36,6 +43,7 @@ class Helpers:
             ctx.engine.url.render_as_string(hide_password=False),
             ctx.redis_url,
             ctx.lease.total_seconds(),
+            os.getpid(),
         )
         self._executor: ProcessPoolExecutor | None = None
         self._running: list[Future[BatchReport]] = []
@@ -72,7 +80,7 @@ class Helpers:
             self._executor = None
 
 
-def _start(config: str, url: str, redis_url: str | None, lease_seconds: float) -> None:
+def _start(config: str, url: str, redis_url: str | None, lease_seconds: float, parent: int) -> None:
     import datetime as dt
 
     # The firing process decides when to stop (Ctrl-C reaches the whole process group):
@@ -88,6 +96,28 @@ def _start(config: str, url: str, redis_url: str | None, lease_seconds: float) -
     )
     # Run at the helper's exit (atexit is not, in a multiprocessing child): QUIT to the server.
     multiprocessing.util.Finalize(None, _context.close, exitpriority=10)
+    threading.Thread(
+        # The parent's pid as it passed it: it may have died while this one was starting.
+        target=_exit_with_parent,
+        args=(parent,),
+        name="parent-watch",
+        daemon=True,
+    ).start()
+
+
+# How often a helper checks that the process that started it is still there.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    log.warning("the sending process %d is gone: this helper stops after its batch", parent)
+    assert _context is not None
+    while _context.busy:
+        time.sleep(0.05)
+    _context.close()
+    os._exit(0)  # the executor's call queue would wait for the dead parent forever
 
 
 def _ready() -> None:
