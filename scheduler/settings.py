@@ -85,7 +85,7 @@ SENDGRID_VERIFICATION_KEY = Setting(
 SENDER_PROCESSES = Setting(
     "SCHEDULER_SENDER_PROCESSES",
     None,
-    "processes that send one occurrence in embedded mode: a number or `cores` (default 1)",
+    "processes that send one occurrence in embedded mode: a number or `cores` (the default)",
 )
 
 ALL = (
@@ -148,13 +148,11 @@ def web_proxies() -> int:
 
 
 def sender_processes() -> int:
-    """SCHEDULER_SENDER_PROCESSES: a number, or `cores`; 1 when unset."""
+    """SCHEDULER_SENDER_PROCESSES: a number, or `cores` (also when unset)."""
     value = SENDER_PROCESSES.raw()
-    if value == "cores":
+    if value in (None, "", "cores"):
         try:
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
-    # One by default until a killed sender's helpers are shown to wait out their leases
-    # (tests/test_outage.py); "cores" or a number asks for more.
-    return max(1, int(value)) if value else 1
+    return max(1, int(value))
