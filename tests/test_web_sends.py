@@ -71,11 +71,11 @@ def client(project: Project, engine: Engine, who: str, now: dt.datetime) -> Flas
     return c
 
 
-def fail_some(engine: Engine, channel: str, n: int) -> None:
+def fail_some(engine: Engine, channel: str, n: int, occurrence_id: str = OCC) -> None:
     with engine.begin() as conn:
         ids = conn.execute(
             sa.select(deliveries.c.id)
-            .where(deliveries.c.occurrence_id == OCC, deliveries.c.channel == channel)
+            .where(deliveries.c.occurrence_id == occurrence_id, deliveries.c.channel == channel)
             .order_by(deliveries.c.id)
             .limit(n)
         ).scalars()
