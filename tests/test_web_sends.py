@@ -224,3 +224,20 @@ def test_an_unapproved_occurrence_is_not_sent_by_hand(
     html = page(org, f"/dashboard/occurrences/{OCC}")
     assert "needs review before it is sent: waiting for 1 approval(s)" in html
     assert ledger.get_occurrence(engine, OCC) is None and len(httpserver.log) == 0
+
+
+def test_send_now_past_the_catch_up_window_asks_too(
+    project: Project, engine: Engine, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request(HOOK, method="POST").respond_with_json({"id": "1"})
+    org = client(project, engine, "org@example.org", INSTANT + dt.timedelta(hours=7))
+    asked = post(org, f"/dashboard/occurrences/{OCC}/send")
+    question = asked.get_data(as_text=True)
+    assert asked.status_code == 200
+    assert "was due 2030-05-01 09:00 +02:00, 7 hours ago, past its catch-up window" in question
+    assert ledger.get_occurrence(engine, OCC) is None
+    sent = post(org, f"/dashboard/occurrences/{OCC}/send", confirm="2030-05-01T07:00:00+00:00")
+    assert sent.status_code == 303
+    row = ledger.get_occurrence(engine, OCC)
+    assert row is not None and str(row.note).startswith("sent by hand late: ")
+    assert states(engine) == {"email": {"sent": 3}, "discord": {"sent": 1}}
