@@ -3,7 +3,8 @@
     .venv/bin/python bench/send_throughput.py [--recipients 50000] [--skip-celery]
 
 Needs Debian's `postfix` package (smtp-sink, smtp-source), Redis at 127.0.0.1:6379 for the
-Celery run, and PostgreSQL at 127.0.0.1:5432 (database `test`) for the Celery run's store
+Celery run, and PostgreSQL at 127.0.0.1:5432 (database `test`; $SCHEDULER_TEST_POSTGRES and
+$SCHEDULER_TEST_REDIS, when set, name others) for the Celery run's store
 (a throwaway schema; two worker processes writing one SQLite file would measure SQLite's
 write lock, not the sender). Measures, against the same sink:
 
