@@ -454,14 +454,18 @@ def parse_date_rule(text: str) -> tuple[int | None, int, int]:
     return year, month, day
 
 
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
+)
 
 
 def parse_duration(text: str) -> dt.timedelta:
     m = _DURATION.match(text.lower())
     if not m or not any(m.groups()):
         raise ValueError(f"cannot read duration {text!r}; write e.g. '6h', '1d', '30m' or '0m'")
-    return dt.timedelta(days=int(m[1] or 0), hours=int(m[2] or 0), minutes=int(m[3] or 0))
+    return dt.timedelta(
+        days=int(m[1] or 0), hours=int(m[2] or 0), minutes=int(m[3] or 0), seconds=int(m[4] or 0)
+    )
 
 
 class Settings(Strict):

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from scheduler import calendar
 from scheduler.audience.address import wire_address
 from scheduler.channels import get_channel_class
-from scheduler.delivery import ledger
+from scheduler.delivery import deferral, ledger
 from scheduler.delivery.breaker import Breaker
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.delivery.posting import post_delivery
 from scheduler.delivery.reasons import reason_key
 from scheduler.mail.envelope import Outcome, Outgoing
-from scheduler.store.schema import DeliveryState
+from scheduler.store.schema import DeliveryState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class BatchReport:
     failed: int = 0
     skipped: int = 0
     retried: int = 0
+    deferred: int = 0  # handed back to the ledger after a temporary failure, tried later
     waited: int = 0  # times a batch waited for an unreachable server
     cancelled: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
@@ -48,6 +50,7 @@ class BatchReport:
         self.failed += other.failed
         self.skipped += other.skipped
         self.retried += other.retried
+        self.deferred += other.deferred
         self.waited += other.waited
         self.cancelled = self.cancelled or other.cancelled
         for k, v in other.reasons.items():
@@ -85,7 +88,7 @@ def send_batch(
             progress(report)
     ledger.finish_if_complete(ctx.engine, occurrence_id)
     log.info(
-        "batch %s %s [%d,%d): sent=%d failed=%d skipped=%d retried=%d",
+        "batch %s %s [%d,%d): sent=%d failed=%d skipped=%d retried=%d deferred=%d",
         occurrence_id,
         channel,
         lo,
@@ -94,6 +97,7 @@ def send_batch(
         report.failed,
         report.skipped,
         report.retried,
+        report.deferred,
     )
     return report
 
@@ -109,7 +113,11 @@ def _send_posts(
     # Recorded one by one: each may have taken several platform calls.
     for d in claimed:
         outcome = post_delivery(ctx, occ, channel, d)
-        ledger.record(ctx.engine, [outcome.result])
+        if outcome.deferral is not None:
+            ledger.defer(ctx.engine, [outcome.deferral])
+            report.deferred += 1
+        else:
+            ledger.record(ctx.engine, [outcome.result])
         report.retried += outcome.retries
         if outcome.result.state == DeliveryState.SENT:
             report.sent += 1
@@ -129,6 +137,8 @@ class _Recorder:
         self.progress = progress
         self.buffer: list[Result] = []
         self.held: list[int] = []
+        # When each delivery first failed temporarily in this batch (before: in the ledger).
+        self.first_failed: dict[int, dt.datetime] = {}
         self.last_flush = time.monotonic()
         self.renew_at = self.last_flush + ctx.lease.total_seconds() / 2
 
@@ -207,6 +217,7 @@ def _send_email(
         )
     todo = [d for d in todo if d.id in messages]
     attempt = max((d.attempts for d in todo), default=1)
+    tries_here = 0  # waits for a 4xx spent in this batch (see deferral.py)
     breaker = ctx.breaker(channel)
     while todo:
         recorder.held = [d.id for d in todo]
@@ -258,22 +269,11 @@ def _send_email(
                 break
         if not retry:
             break
-        if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
-            for d, response in retry:
-                recorder.add(
-                    Result(
-                        d.id,
-                        DeliveryState.FAILED,
-                        response=response,
-                        error=f"gave up after {attempt} attempts: {response}",
-                    )
-                )
-                key = reason_key(f"gave up after {attempt} attempts: {response}")
-                report.reasons[key] = report.reasons.get(key, 0) + 1
-            report.failed += len(retry)
-            recorder.flush()
+        retry, delay = _retry_later(
+            ctx, occ, channel, retry, attempt, tries_here, recorder, report
+        )
+        if not retry:
             break
-        delay = ctx.retry.delay(attempt)
         log.info(
             "%s %s: %d transient failures, retrying in %.1fs (attempt %d)",
             occ.id,
@@ -288,6 +288,7 @@ def _send_email(
         )
         ctx.sleep(delay)
         attempt += 1
+        tries_here += 1
         todo = [d for d, _ in retry]
         report.retried += len(todo)
         ledger.count_attempt(engine, [d.id for d in todo])
@@ -296,6 +297,62 @@ def _send_email(
         ledger.mark_bounced(engine, bounced)
     if progress:
         progress(report)
+
+
+def _retry_later(
+    ctx: DeliveryContext,
+    occ: calendar.Occurrence,
+    channel: str,
+    retry: list[tuple[ClaimedDelivery, str]],
+    attempt: int,
+    tries_here: int,
+    recorder: _Recorder,
+    report: BatchReport,
+) -> tuple[list[tuple[ClaimedDelivery, str]], float]:
+    """After the messages' own temporary failures: fail those whose retry window is over
+    (or whose occurrence was cancelled), hand the others to the ledger for a later attempt
+    when the wait is long; returns the ones to try again here, and after how long."""
+    now = utcnow()
+    cancelled = ledger.is_cancelled(ctx.engine, occ.id)
+    delay = ctx.retry.delay(attempt)
+    window = ctx.retry_window(channel)
+    failed: list[tuple[ClaimedDelivery, str]] = []
+    later: list[Deferral] = []
+    for d, response in retry:
+        first = d.first_failed_at or recorder.first_failed.setdefault(d.id, now)
+        wait = None if cancelled else deferral.next_wait(first, now, window, delay)
+        if wait is None:
+            failed.append((d, response))
+        else:
+            later.append(Deferral(d.id, now + dt.timedelta(seconds=wait), first, response))
+    for d, response in failed:
+        if cancelled:
+            error = f"cancelled after a temporary failure: {response}"
+        else:
+            error = deferral.window_error(ctx.retry_window_text(channel), response)
+        recorder.add(Result(d.id, DeliveryState.FAILED, response=response, error=error))
+        key = reason_key(error)
+        report.reasons[key] = report.reasons.get(key, 0) + 1
+    report.failed += len(failed)
+    recorder.flush()
+    if not later:
+        return [], 0.0
+    soonest = min(d.retry_at for d in later)
+    if not ctx.stopping and ctx.retry.holds(tries_here, delay):
+        keep = {d.id for d in later}
+        wait = max(0.0, (soonest - now).total_seconds())
+        return [(d, r) for d, r in retry if d.id in keep], wait
+    ledger.defer(ctx.engine, later)
+    report.deferred += len(later)
+    log.info(
+        "event=deferred occurrence=%s channel=%s count=%d next_attempt=%s reason=%r",
+        occ.id,
+        channel,
+        len(later),
+        soonest.isoformat(timespec="seconds"),
+        reason_key(later[0].response),
+    )
+    return [], 0.0
 
 
 def _wait_for_server(

@@ -9,7 +9,9 @@ another one after a crash:
 2. post — send each part not yet confirmed, and record its platform id the moment the
    platform confirms it, so a retry continues after the last confirmed part;
 3. retry — a transient failure (timeout, dropped connection, 5xx, 429) waits for the
-   platform's `Retry-After` or the backoff of `ctx.retry`, then continues. A part whose answer
+   platform's `Retry-After` or the backoff of `ctx.retry`, then continues: a short wait
+   here, a long one in the ledger (`deferral.py`); it fails only once the channel's retry
+   window has passed since its first such failure. A part whose answer
    was lost is recognised on Mastodon (same Idempotency-Key), on Bluesky (its record key is
    looked up before creating it again) and by webhook receivers (same `webhook-id`). Discord,
    Slack and Telegram offer no such thing: the part is sent again and may show twice, and
@@ -33,8 +35,9 @@ from sqlalchemy.engine import Engine
 from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef
 from scheduler.content.render import Renderer
-from scheduler.delivery import ledger
+from scheduler.delivery import deferral, ledger
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.errors import (
     ConfigError,
@@ -53,9 +56,6 @@ log = logging.getLogger(__name__)
 P = post_parts.c
 U = post_uploads.c
 _RESPONSE_CHARS = 1000
-# The longest a platform's Retry-After is honoured inside a batch; beyond it the delivery
-# fails with the reason rather than hold a worker for longer.
-MAX_RATE_LIMIT_WAIT = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +192,8 @@ class PostOutcome:
     result: Result
     reason: str | None = None  # short, for grouping failures in reports
     retries: int = 0
+    # Set when a temporary failure sends the post back to the ledger for a later attempt.
+    deferral: Deferral | None = None
 
 
 def post_delivery(
@@ -244,6 +246,8 @@ def post_delivery(
     maybe_posted = attempt > 1
     notes: list[str] = []
     retries = 0
+    tries_here = 0  # waits for a temporary failure spent in this call (see deferral.py)
+    first_failed: dt.datetime | None = None
     while True:
         try:
             refs = channel.send(
@@ -314,18 +318,36 @@ def post_delivery(
                 return PostOutcome(
                     Result(delivery.id, DeliveryState.PENDING, error=error), None, retries
                 )
-            if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
-                return _with_retries(fail(f"gave up after {attempt} attempts", str(e)), retries)
-            if wait is not None and wait > MAX_RATE_LIMIT_WAIT:
-                return _with_retries(
-                    fail(
-                        f"rate limited for {wait:g}s, longer than a batch waits "
-                        f"({MAX_RATE_LIMIT_WAIT:g}s)",
-                        str(e),
-                    ),
-                    retries,
-                )
+            now = utcnow()
+            first_failed = first_failed or delivery.first_failed_at or now
+            cancelled = ledger.is_cancelled(engine, occ.id)
             delay = max(ctx.retry.delay(attempt), wait or 0.0)
+            window = ctx.retry_window(channel_name)
+            later = None if cancelled else deferral.next_wait(first_failed, now, window, delay)
+            if later is None:
+                why = (
+                    f"cancelled after a temporary failure: {e}"
+                    if cancelled
+                    else deferral.window_error(ctx.retry_window_text(channel_name), str(e))
+                )
+                return _with_retries(fail(why.split(":")[0], error=why), retries)
+            if not ctx.retry.holds(tries_here, later):
+                # A long wait is spent in the ledger, not holding a worker: whoever sends
+                # the occurrence after `retry_at` continues the thread (see deferral.py).
+                retry_at = now + dt.timedelta(seconds=later)
+                log.info(
+                    "event=deferred occurrence=%s channel=%s next_attempt=%s reason=%r",
+                    occ.id,
+                    channel_name,
+                    retry_at.isoformat(timespec="seconds"),
+                    str(e),
+                )
+                outcome = PostOutcome(
+                    Result(delivery.id, DeliveryState.PENDING, error=str(e)), None, retries
+                )
+                outcome.deferral = Deferral(delivery.id, retry_at, first_failed, str(e))
+                return outcome
+            delay = later
             log.info(
                 "%s %s: %s; retrying in %.1fs (attempt %d)",
                 occ.id,
@@ -340,6 +362,7 @@ def post_delivery(
             ctx.sleep(delay)
             attempt += 1
             retries += 1
+            tries_here += 1
             maybe_posted = True
             ledger.count_attempt(engine, [delivery.id])
             ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
