@@ -269,9 +269,7 @@ def _send_email(
                 break
         if not retry:
             break
-        retry, delay = _retry_later(
-            ctx, occ, channel, retry, attempt, tries_here, recorder, report
-        )
+        retry, delay = _retry_later(ctx, occ, channel, retry, attempt, tries_here, recorder, report)
         if not retry:
             break
         log.info(
