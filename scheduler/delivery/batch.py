@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from scheduler import calendar
 from scheduler.audience.address import wire_address
 from scheduler.channels import get_channel_class
-from scheduler.delivery import deferral, ledger
-from scheduler.delivery.breaker import Breaker
+from scheduler.delivery import ledger
+from scheduler.delivery.attempts import Attempts, GiveUp, Round
 from scheduler.delivery.context import DeliveryContext
-from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.delivery.posting import post_delivery
 from scheduler.delivery.reasons import reason_key
 from scheduler.mail.envelope import Outcome, Outgoing
-from scheduler.store.schema import DeliveryState, utcnow
+from scheduler.store.schema import DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +112,8 @@ def _send_posts(
     # Recorded one by one: each may have taken several platform calls.
     for d in claimed:
         outcome = post_delivery(ctx, occ, channel, d)
-        if outcome.deferral is not None:
-            ledger.defer(ctx.engine, [outcome.deferral])
-            report.deferred += 1
+        if outcome.deferred:
+            report.deferred += 1  # the loop recorded its next attempt (see deferral.py)
         else:
             ledger.record(ctx.engine, [outcome.result])
         report.retried += outcome.retries
@@ -137,8 +135,6 @@ class _Recorder:
         self.progress = progress
         self.buffer: list[Result] = []
         self.held: list[int] = []
-        # When each delivery first failed temporarily in this batch (before: in the ledger).
-        self.first_failed: dict[int, dt.datetime] = {}
         self.last_flush = time.monotonic()
         self.renew_at = self.last_flush + ctx.lease.total_seconds() / 2
 
@@ -216,19 +212,15 @@ def _send_email(
             key=d.id, envelope_from=composer.envelope_from(d.id), recipient=email_address, data=data
         )
     todo = [d for d in todo if d.id in messages]
-    attempt = max((d.attempts for d in todo), default=1)
-    tries_here = 0  # waits for a 4xx spent in this batch (see deferral.py)
     breaker = ctx.breaker(channel)
-    while todo:
-        recorder.held = [d.id for d in todo]
-        retry: list[tuple[ClaimedDelivery, str]] = []  # the message's own 4xx: counted
-        waiting: dict[int, str] = {}  # the server was unreachable: not the message's doing
+
+    def send(batch: list[ClaimedDelivery]) -> Round:
+        recorder.held = [d.id for d in batch]
+        round_ = Round()
         seen: set[int] = set()
         tripped = threading.Event()
 
-        def feed(
-            batch: list[ClaimedDelivery] = todo, tripped: threading.Event = tripped
-        ) -> Iterator[Outgoing]:
+        def feed() -> Iterator[Outgoing]:
             # Once the server is found unreachable, stop handing it messages: the few in
             # flight come back, the rest wait with them for the server.
             for d in batch:
@@ -236,6 +228,7 @@ def _send_email(
                     return
                 yield messages[d.id]
 
+        waiting: dict[int, str] = {}
         for outcome in pool.send_all(feed()):
             delivery = by_id[outcome.key]
             seen.add(delivery.id)
@@ -244,185 +237,47 @@ def _send_email(
                 tripped.set()
                 continue
             message_id = composer.message_id(delivery.subscriber_id or 0)
-            result = _classify(outcome, delivery, message_id, retry, bounced, report)
+            result = _classify(outcome, delivery, message_id, round_.again, bounced, report)
             if outcome.status == "sent":
                 breaker.success()
             if result is not None:
                 recorder.add(result)
         recorder.flush()
         if waiting:
-            reason = next(iter(waiting.values()))
-            unsent = [d for d in todo if d.id in waiting or d.id not in seen]
-            breaker.failure(reason)
-            done_waiting = _wait_for_server(ctx, occ, channel, breaker, unsent, reason, recorder)
-            if done_waiting:
-                report.waited += 1
-                # The unreachable ones again, plus the 4xx ones (which do count an attempt).
-                if retry:
-                    ledger.count_attempt(engine, [d.id for d, _ in retry])
-                    report.retried += len(retry)
-                todo = unsent + [d for d, _ in retry]
-                todo.sort(key=lambda d: d.id)
+            round_.reason = next(iter(waiting.values()))
+            round_.waiting = [d for d in batch if d.id in waiting or d.id not in seen]
+        return round_
+
+    def give_up(deliveries: list[tuple[ClaimedDelivery, str]], why: GiveUp) -> None:
+        if why.deferred:  # the loop recorded their next attempt (see deferral.py)
+            return
+        for d, reply in deliveries:
+            error = f"{why.error}: {reply}"
+            if why.pending:
+                recorder.add(Result(d.id, DeliveryState.PENDING, error=error))
                 continue
-            _give_up_waiting(ctx, channel, breaker, unsent, reason, recorder, report)
-            if not retry:
-                break
-        if not retry:
-            break
-        retry, delay = _retry_later(ctx, occ, channel, retry, attempt, tries_here, recorder, report)
-        if not retry:
-            break
-        log.info(
-            "%s %s: %d transient failures, retrying in %.1fs (attempt %d)",
-            occ.id,
-            channel,
-            len(retry),
-            delay,
-            attempt + 1,
-        )
-        # Held through the wait: the lease must outlast it, or another sender takes over.
-        ledger.renew_lease(
-            engine, [d.id for d, _ in retry], lease=ctx.lease + dt.timedelta(seconds=delay)
-        )
-        ctx.sleep(delay)
-        attempt += 1
-        tries_here += 1
-        todo = [d for d, _ in retry]
-        report.retried += len(todo)
-        ledger.count_attempt(engine, [d.id for d in todo])
-        ledger.renew_lease(engine, [d.id for d in todo], lease=ctx.lease)
+            response = None if why.unreachable else reply
+            recorder.add(Result(d.id, DeliveryState.FAILED, response=response, error=error))
+            key = reason_key(error)
+            report.reasons[key] = report.reasons.get(key, 0) + 1
+            report.failed += 1
+        recorder.flush()
+
+    def shown() -> None:
+        if progress:
+            progress(report)
+
+    attempts = Attempts(
+        ctx, occ.id, channel, attempt=max((d.attempts for d in todo), default=1), on_wait=shown
+    )
+    attempts.run(todo, send, give_up)
+    report.retried += attempts.retried
+    report.waited += attempts.waited
+    report.deferred += attempts.deferred
     if bounced:
         ledger.mark_bounced(engine, bounced)
     if progress:
         progress(report)
-
-
-def _retry_later(
-    ctx: DeliveryContext,
-    occ: calendar.Occurrence,
-    channel: str,
-    retry: list[tuple[ClaimedDelivery, str]],
-    attempt: int,
-    tries_here: int,
-    recorder: _Recorder,
-    report: BatchReport,
-) -> tuple[list[tuple[ClaimedDelivery, str]], float]:
-    """After the messages' own temporary failures: fail those whose retry window is over
-    (or whose occurrence was cancelled), hand the others to the ledger for a later attempt
-    when the wait is long; returns the ones to try again here, and after how long."""
-    now = utcnow()
-    cancelled = ledger.is_cancelled(ctx.engine, occ.id)
-    delay = ctx.retry.delay(attempt)
-    window = ctx.retry_window(channel)
-    failed: list[tuple[ClaimedDelivery, str]] = []
-    later: list[Deferral] = []
-    for d, response in retry:
-        first = d.first_failed_at or recorder.first_failed.setdefault(d.id, now)
-        wait = None if cancelled else deferral.next_wait(first, now, window, delay)
-        if wait is None:
-            failed.append((d, response))
-        else:
-            later.append(Deferral(d.id, now + dt.timedelta(seconds=wait), first, response))
-    for d, response in failed:
-        if cancelled:
-            error = f"cancelled after a temporary failure: {response}"
-        else:
-            error = deferral.window_error(ctx.retry_window_text(channel), response)
-        recorder.add(Result(d.id, DeliveryState.FAILED, response=response, error=error))
-        key = reason_key(error)
-        report.reasons[key] = report.reasons.get(key, 0) + 1
-    report.failed += len(failed)
-    recorder.flush()
-    if not later:
-        return [], 0.0
-    soonest = min(d.retry_at for d in later)
-    if not ctx.stopping and ctx.retry.holds(tries_here, delay):
-        keep = {d.id for d in later}
-        wait = max(0.0, (soonest - now).total_seconds())
-        return [(d, r) for d, r in retry if d.id in keep], wait
-    ledger.defer(ctx.engine, later)
-    report.deferred += len(later)
-    log.info(
-        "event=deferred occurrence=%s channel=%s count=%d next_attempt=%s reason=%r",
-        occ.id,
-        channel,
-        len(later),
-        soonest.isoformat(timespec="seconds"),
-        reason_key(later[0].response),
-    )
-    return [], 0.0
-
-
-def _wait_for_server(
-    ctx: DeliveryContext,
-    occ: calendar.Occurrence,
-    channel: str,
-    breaker: Breaker,
-    held: list[ClaimedDelivery],
-    reason: str,
-    recorder: _Recorder,
-) -> bool:
-    """Wait out the channel's backoff, holding `held` (their leases renewed). False when the
-    waiting must end instead: the retry window is over, the occurrence was cancelled, or the
-    process is stopping."""
-    if breaker.expired() or ctx.stopping or ledger.is_cancelled(ctx.engine, occ.id):
-        return False
-    delay = breaker.backoff()
-    log.warning(
-        "%s %s: server unreachable for %.0fs (%s); %d messages wait, next try in %.1fs",
-        occ.id,
-        channel,
-        breaker.down_for(),
-        reason,
-        len(held),
-        delay,
-    )
-    ids = [d.id for d in held]
-    # Sleep in slices shorter than the lease, renewing it, so nobody takes these over while
-    # this sender is alive and waiting.
-    slice_seconds = max(0.05, ctx.lease.total_seconds() / 3)
-    remaining = delay
-    while remaining > 0:
-        step = min(slice_seconds, remaining)
-        ctx.sleep(step)
-        remaining -= step
-        ledger.renew_lease(ctx.engine, ids, lease=ctx.lease)
-        if ctx.stopping:
-            return False
-    if recorder.progress:
-        recorder.progress(recorder.report)
-    return True
-
-
-def _give_up_waiting(
-    ctx: DeliveryContext,
-    channel: str,
-    breaker: Breaker,
-    held: list[ClaimedDelivery],
-    reason: str,
-    recorder: _Recorder,
-    report: BatchReport,
-) -> None:
-    """The wait ended without the server coming back: fail the messages once the retry
-    window is over (or the occurrence was cancelled); when the process is stopping, leave
-    them pending for the next start, no worse off than before."""
-    if ctx.stopping and not breaker.expired():
-        for d in held:
-            recorder.add(
-                Result(d.id, DeliveryState.PENDING, error=f"waiting for the server: {reason}")
-            )
-        recorder.flush()
-        return
-    window = ctx.retry_window_text(channel)
-    error = f"server unreachable for the whole retry window ({window}): {reason}"
-    if not breaker.expired():
-        error = f"cancelled while the server was unreachable: {reason}"
-    for d in held:
-        recorder.add(Result(d.id, DeliveryState.FAILED, error=error))
-    key = reason_key(error)
-    report.reasons[key] = report.reasons.get(key, 0) + len(held)
-    report.failed += len(held)
-    recorder.flush()
 
 
 def _classify(

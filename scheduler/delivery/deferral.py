@@ -42,6 +42,6 @@ def next_wait(
     return min(max(delay, 0.0), left)
 
 
-def window_error(window_text: str, response: str) -> str:
-    """The reason recorded when a message's retry window ran out."""
-    return f"temporary failures for the whole retry window ({window_text}): {response}"
+def window_reason(window_text: str) -> str:
+    """Why a message failed once its retry window ran out (its last reply follows)."""
+    return f"temporary failures for the whole retry window ({window_text})"
