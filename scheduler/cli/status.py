@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -38,12 +39,18 @@ def status_command(
     deferred = ledger.deferred(engine, [r.id for r in rows])
     health = stats.by_occurrence(engine, [row.id for row in rows])
     list_health = stats.by_list(engine)
+    found = problem_records(engine)
+    blocked = problems.blocked_reasons(problems.current(engine, problems.CAMPAIGN))
     records: list[dict[str, Any]] = []
     for row in rows:
+        shown, blocked_reason = problems.shown_state(row.state, row.campaign, row.note, blocked)
         records.append(
             {
                 "id": row.id,
-                "state": row.state,
+                # `blocked`: its campaign has a problem of its own (stored as `planned`,
+                # fired late if fixed inside its catch-up window); `blocked_reason` says why.
+                "state": shown,
+                "blocked_reason": blocked_reason,
                 "instant": row.instant.isoformat(),
                 "late": row.late,
                 "note": row.note,
@@ -78,7 +85,6 @@ def status_command(
     )
     held = [h.occurrence_id for h in holds.open_holds(engine)]
     seen = clock_state.last_seen(engine)
-    found = problem_records(engine)
     if as_json:
         print_json(
             {
@@ -120,7 +126,11 @@ def status_command(
         waiting = deferred.get(row.id, {})
         parts = [_channel_text(p, waiting.get(p.channel)) for p in progress.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
-        if rec["note"] and rec["state"] in ("missed", "cancelled", "planned"):
+        if rec["blocked_reason"]:
+            # In short: the line above the table gives the file, line and every problem.
+            why = rec["blocked_reason"].split(": ", 1)[-1] if row.campaign in blocked else ""
+            state_text += f"\n{textwrap.shorten(why or rec['blocked_reason'], 60)}"
+        elif rec["note"] and rec["state"] in ("missed", "cancelled", "planned"):
             state_text += f"\n{rec['note']}"
         h = rec["list_health"]
         table.add_row(
