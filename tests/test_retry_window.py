@@ -11,13 +11,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import ProjectFactory
 from smtp_server import SmtpTestServer
-from test_clock_process import at, campaigns, start, stop, wait_for
+from test_clock_process import REDIS_URL, at, campaigns, start, stop, wait_for
 
 from scheduler.store.db import make_engine, migrate
 from scheduler.store.subscribers import import_rows
@@ -51,6 +53,22 @@ def project_env(make_project: ProjectFactory, tmp_path: Path) -> Callable[[str],
         }
 
     return make
+
+
+@pytest.fixture
+def queue() -> Iterator[tuple[str, str]]:
+    """A Celery queue and a clock leader key of this test's own."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
+    name = f"scheduler-test-{uuid.uuid4().hex[:8]}"
+    key = f"scheduler:clock:leader:{name}"
+    yield name, key
+    client.delete(name, key)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -168,3 +186,32 @@ def test_a_mailbox_busy_for_the_whole_retry_window_fails_saying_so(
             "count": 1,
         }
     ]
+
+
+def test_through_celery_the_clock_hands_a_deferred_message_to_a_worker_once(
+    project_env: Callable[[str], dict[str, str]],
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+    queue: tuple[str, str],
+) -> None:
+    name, key = queue
+    when = at(4)
+    env = project_env(campaigns(smtp_server.url, ("rapid", when)))
+    env.update(SCHEDULER_BROKER_URL=REDIS_URL, SCHEDULER_QUEUE=name, SCHEDULER_LEADER_KEY=key)
+    smtp_server.fail_rcpt_of(BUSY, "450 4.2.1 Mailbox busy", times=7)
+    clock = start(["clock", "--tick", "1"], env, tmp_path / "clock.log")
+    worker = start(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
+    try:
+        assert wait_for(lambda: BUSY in smtp_server.count_by_recipient(), 90), (
+            (tmp_path / "clock.log").read_text()[-3000:],
+            (tmp_path / "worker.log").read_text()[-3000:],
+        )
+        time.sleep(3)  # a few more sweeps: nothing is sent again
+    finally:
+        stop(clock)
+        stop(worker)
+    assert smtp_server.count_by_recipient() == {e: 1 for e in MEMBERS}
+    assert "event=deferred" in (tmp_path / "worker.log").read_text()
+    assert "reason='sending deferred deliveries'" in (tmp_path / "clock.log").read_text()
+    row = occurrences(env)[f"rapid/{when.year}/statement"]
+    assert row["state"] == "done" and row["deliveries"] == {"email": {"sent": 5}}
