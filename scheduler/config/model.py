@@ -275,8 +275,20 @@ class Step(Strict):
         default="thread",
         description="a post over the platform's limit becomes a numbered thread, or an error",
     )
-    image: StepImage | None = None
+    image: StepImage | None = Field(
+        default=None, description="an image for every channel of the step (a countdown card)"
+    )
+    images: dict[Identifier, StepImage] = Field(
+        default_factory=dict,
+        description="an image per channel of the step, e.g. a square card for instagram",
+    )
     review: Review | None = Field(default=None, description="overrides the campaign's review")
+
+    def image_for(self, channel: str | None) -> StepImage | None:
+        """The image the step chooses for `channel` (None: the statement's images)."""
+        if channel is not None and channel in self.images:
+            return self.images[channel]
+        return self.image
 
     @field_validator("review", mode="before")
     @classmethod

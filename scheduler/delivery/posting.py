@@ -162,7 +162,7 @@ def post_for(
             size=image.info.size,
             url=renderer.media_url(image.file),
         )
-        for image in renderer.images(occ, language)
+        for image in renderer.images(occ, language, channel_name)
     )
     link = LinkCard(
         url=statement.canonical_url or renderer.archive_url(occ, language),
