@@ -363,6 +363,9 @@ class Channel(ABC, Generic[SettingsT]):
     image_limits: ClassVar[ImageLimits | None] = None
     # The platform refuses a post without an image (Instagram): `validate` says so.
     needs_image: ClassVar[bool] = False
+    # The platform fetches images from their public URL (Instagram, Threads, Facebook):
+    # `scheduler web` serves them re-encoded to `image_limits` at `/media/for/<type>/…`.
+    fetches_images: ClassVar[bool] = False
 
     def __init__(
         self,

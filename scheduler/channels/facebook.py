@@ -27,7 +27,8 @@ class FacebookPageChannel(GraphChannel[FacebookSettings]):
     Settings = FacebookSettings
     secret_fields = ("access_token",)
     # /photos fetches the image by URL: JPEG, PNG or WebP up to 10 MB.
-    image_limits = ImageLimits(max_bytes=10 * 1024 * 1024, max_images=1)
+    fetches_images = True
+    image_limits = ImageLimits(max_bytes=10 * 1024 * 1024, max_images=1, reencode=True)
 
     def _first(self, post: Post) -> tuple[str, dict[str, str]]:
         s = self.settings

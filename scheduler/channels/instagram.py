@@ -30,8 +30,11 @@ class InstagramChannel(GraphChannel[InstagramSettings]):
     secret_fields = ("access_token",)
     idempotent = True  # the recorded container
     needs_image = True
-    # Content publishing: JPEG only, at most 8 MB, 320-1440 wide, aspect 4:5 to 1.91:1.
+    # Content publishing: JPEG only, at most 8 MB, 320-1440 wide, aspect 4:5 to 1.91:1;
+    # re-encoded by `scheduler web` to fit (the aspect ratio is the organizer's choice).
+    fetches_images = True
     image_limits = ImageLimits(
+        reencode=True,
         max_bytes=8 * 1024 * 1024,
         formats=frozenset({"JPEG"}),
         min_width=320,

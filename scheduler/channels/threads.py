@@ -35,7 +35,9 @@ class ThreadsChannel(GraphChannel[ThreadsSettings]):
     api = API
     status_field = "status"
     # Images are fetched from their public URL: JPEG or PNG, at most 8 MB, 320-1440 wide.
+    fetches_images = True
     image_limits = ImageLimits(
+        reencode=True,
         max_bytes=8 * 1024 * 1024,
         formats=frozenset({"JPEG", "PNG"}),
         min_width=320,

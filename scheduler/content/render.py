@@ -141,9 +141,11 @@ class Renderer:
             )
         return self._step_images[key]
 
-    def media_url(self, file: str) -> str:
-        """Where `scheduler web` serves a statement's image."""
-        return f"{self.config.organization.public_url.rstrip('/')}/media/{file}"
+    def media_url(self, file: str, for_type: str | None = None) -> str:
+        """Where `scheduler web` serves a statement's image: as it is, or re-encoded for a
+        platform that fetches it by URL (`for_type`, e.g. instagram)."""
+        base = self.config.organization.public_url.rstrip("/")
+        return f"{base}/media/for/{for_type}/{file}" if for_type else f"{base}/media/{file}"
 
     def context(
         self,
