@@ -20,7 +20,13 @@ from pydantic import ValidationError
 from scheduler import settings
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
-from scheduler.channels import CHANNEL_CLASSES, ProjectFacts, get_channel_class, sends_email
+from scheduler.channels import (
+    CHANNEL_CLASSES,
+    ProjectFacts,
+    from_config,
+    get_channel_class,
+    sends_email,
+)
 from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
 from scheduler.config.model import RESERVED_CHAPTER_IDS, StepImage
@@ -315,8 +321,21 @@ class _Checker:
             facts = ProjectFacts(
                 base_dir=self.project.base_dir, senders=frozenset(self.config.senders)
             )
-            for problem in cls.project_problems(valid, facts):
-                self.error(("channels", name, problem.key), problem.message, problem.hint)
+            problems = cls.project_problems(valid, facts)
+            if self.strict:
+                # Only --strict asks the platforms (a token about to expire).
+                live = from_config(name, channel)
+                try:
+                    problems += live.strict_problems()
+                finally:
+                    live.close()
+            for problem in problems:
+                self.error(
+                    ("channels", name, problem.key),
+                    problem.message,
+                    problem.hint,
+                    severity=problem.severity,
+                )
 
     def check_senders(self) -> None:
         email_channels = [c for c in self.config.channels.values() if sends_email(c)]
