@@ -21,13 +21,14 @@ from scheduler.channels.base import (
     ChannelSettings,
     PartPosted,
     PostRef,
+    PreparedPost,
     SecretRef,
     SettingProblem,
     Uploaded,
 )
 from scheduler.channels.http import HttpClient, PermanentPostError, TransientPostError
 from scheduler.channels.post import Post
-from scheduler.config.secrets import resolve
+from scheduler.config.secrets import redact, resolve
 from scheduler.errors import SecretError
 
 GRAPH = "https://graph.facebook.com/v21.0"
@@ -236,6 +237,28 @@ class GraphChannel(Channel[MetaSettingsT]):
         env: Mapping[str, str] | None,
     ) -> PostRef:
         raise NotImplementedError
+
+    def prepared(self, path: str, fields: Mapping[str, str], note: str) -> PreparedPost:
+        """A Graph call as a preview shows it: form-encoded, the token as `${VAR}`."""
+        token = redact(self.settings.access_token)
+        return PreparedPost(
+            method="POST",
+            url=f"{self.api_base()}/{path}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            json={**fields, "access_token": token},
+            note=note,
+        )
+
+    def prepared_comments(self, post: Post, first: str) -> list[PreparedPost]:
+        """Parts after the first as comments on `first` (a placeholder for its id)."""
+        return [
+            self.prepared(
+                f"{{{first}}}/comments",
+                {"message": post.text(index)},
+                f"part {index} of {post.total}, as a comment",
+            )
+            for index in range(2, post.total + 1)
+        ]
 
     def comment(
         self, index: int, post: Post, refs: list[PostRef], env: Mapping[str, str] | None
