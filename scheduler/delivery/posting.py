@@ -265,7 +265,8 @@ def post_delivery(
             if isinstance(e, UploadExpiredError):
                 forget_uploads(engine, delivery.id)
             maybe_posted = True
-            if e.maybe_accepted and not channel.idempotent:
+            # (A lost answer while the platform is down matters once a part has gone.)
+            if e.maybe_accepted and not channel.idempotent and (posted or not e.unreachable):
                 when = "" if e.unreachable else f"(attempt {attempts.attempt}) "
                 notes.append(
                     f"part {len(posted) + 1} may show twice: its answer was lost "
