@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
-from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef
+from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef, get_channel_class
 from scheduler.content.render import Renderer
 from scheduler.delivery import ledger
 from scheduler.delivery.attempts import Attempts, GiveUp, Round
@@ -153,6 +153,8 @@ def post_for(
     as a card, the campaign's hashtags. Previews build the same value."""
     campaign = renderer.config.campaigns[occ.campaign_id]
     statement = renderer.statement(campaign.statement, language, campaign.chapter)
+    channel_type = renderer.config.channels[channel_name].type
+    fetched_as = channel_type if get_channel_class(channel_type).fetches_images else None
     media = tuple(
         Media(
             name=image.file,
@@ -162,9 +164,9 @@ def post_for(
             width=image.info.width,
             height=image.info.height,
             size=image.info.size,
-            url=renderer.media_url(image.file),
+            url=renderer.media_url(image.file, fetched_as),
         )
-        for image in renderer.images(occ, language)
+        for image in renderer.images(occ, language, channel_name)
     )
     link = LinkCard(
         url=statement.canonical_url or renderer.archive_url(occ, language),
@@ -267,7 +269,8 @@ def post_delivery(
             if isinstance(e, UploadExpiredError):
                 forget_uploads(engine, delivery.id)
             maybe_posted = True
-            if e.maybe_accepted and not channel.idempotent:
+            # (A lost answer while the platform is down matters once a part has gone.)
+            if e.maybe_accepted and not channel.idempotent and (posted or not e.unreachable):
                 when = "" if e.unreachable else f"(attempt {attempts.attempt}) "
                 notes.append(
                     f"part {len(posted) + 1} may show twice: its answer was lost "
