@@ -24,11 +24,11 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from scheduler import alerts, calendar, settings
+from scheduler import alerts, calendar, settings, waves
 from scheduler.calendar import Occurrence
 from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
-from scheduler.clock.policy import Action, Decision, decide
+from scheduler.clock.policy import Action, Decision, LocalWaves, decide
 from scheduler.config.project import Project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
@@ -45,6 +45,7 @@ from scheduler.validate import validate_project
 log = logging.getLogger("scheduler.clock")
 
 JOB_PREFIX = "occurrence:"
+WAVE_PREFIX = "wave:"  # one date job per wave of a `deliver: local` step: "wave:ID@INSTANT"
 NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
 
 
@@ -166,18 +167,57 @@ class Clock:
         upcoming += calendar.next_occurrences(config, now, limit=NEXT_LISTED)
         wanted = {JOB_PREFIX + o.id: o for o in sorted(upcoming, key=lambda o: (o.instant, o.id))}
         self.scheduled = list(wanted.values())
+        # A local-time step's waves lie up to a day on either side of its instant.
+        timed: dict[str, tuple[Occurrence, dt.datetime]] = {
+            job_id: (occ, occ.instant) for job_id, occ in wanted.items()
+        }
+        around = calendar.expand(config, now - waves.SPREAD, now + self.horizon + waves.SPREAD)
+        zones: dict[str, dict[str | None, int]] = {}
+        for occ in (o for o in around if o.deliver_local):
+            for instant in self._wave_instants(occ, zones):
+                if instant > now:
+                    timed[f"{WAVE_PREFIX}{occ.id}@{instant:%Y%m%dT%H%M%SZ}"] = (occ, instant)
         for job in self.scheduler.get_jobs():
-            if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+            if job.id.startswith((JOB_PREFIX, WAVE_PREFIX)) and job.id not in timed:
                 job.remove()
-        for job_id, occ in wanted.items():
+        for job_id, (occ, instant) in timed.items():
             self.scheduler.add_job(
                 self.on_time,
-                DateTrigger(run_date=occ.instant),
+                DateTrigger(run_date=instant),
                 id=job_id,
                 args=[occ.id],
                 replace_existing=True,
             )
         self._last_rebuild = now
+
+    def _wave_instants(
+        self, occ: Occurrence, zones: dict[str, dict[str | None, int]]
+    ) -> tuple[dt.datetime, ...]:
+        """The instants of a local-time occurrence's waves for its audience as it is now
+        (`zones` caches each campaign's audience by zone for one pass)."""
+        campaign = self.project.config.campaigns[occ.campaign_id]
+        if occ.campaign_id not in zones:
+            zones[occ.campaign_id] = ledger.audience_zones(self.engine, campaign.audience)
+        return tuple(w.instant for w in waves.waves(occ, zones[occ.campaign_id]))
+
+    def _local_waves(
+        self, occurrences: list[Occurrence], now: dt.datetime
+    ) -> dict[str, LocalWaves]:
+        """For the policy: each local-time occurrence's waves, from the ledger once it has
+        been fanned out, from its audience before; and the earliest wave due and unsent."""
+        local = [o for o in occurrences if o.deliver_local]
+        if not local:
+            return {}
+        ids = [o.id for o in local]
+        in_ledger = ledger.wave_counts(self.engine, ids)
+        open_due = ledger.open_waves(self.engine, ids, now)
+        zones: dict[str, dict[str | None, int]] = {}
+        out = {}
+        for occ in local:
+            found = in_ledger.get(occ.id)
+            instants = tuple(w.due_at for w in found) if found else self._wave_instants(occ, zones)
+            out[occ.id] = LocalWaves(instants, open_due.get(occ.id))
+        return out
 
     def watch(self) -> None:
         fingerprint = self._files_fingerprint()
@@ -268,6 +308,15 @@ class Clock:
         since = (seen - dt.timedelta(minutes=1)) if seen else now - longest
         candidates = calendar.expand(config, since, now + dt.timedelta(seconds=1))
         ids = {o.id for o in candidates}
+        # A local-time step is due from its first wave to its last: up to a day before and
+        # after its own instant.
+        zones: dict[str, dict[str | None, int]] = {}
+        for occ in calendar.expand(config, since - waves.SPREAD, now + waves.SPREAD):
+            if occ.deliver_local and occ.id not in ids:
+                instants = self._wave_instants(occ, zones) or (occ.instant,)
+                if instants[0] <= now and instants[-1] >= since:
+                    candidates.append(occ)
+                    ids.add(occ.id)
         for hold in holds.open_holds(self.engine):  # held for review: still waiting
             if hold.occurrence_id not in ids and hold.campaign in config.campaigns:
                 try:
@@ -321,11 +370,12 @@ class Clock:
                     channels=channels,
                     held=held,
                     blocked=self.blocked_reasons(),
+                    local=self._local_waves(occurrences, now),
                 )
                 if d.occurrence.id not in self._in_flight
             ]
             for d in decisions:
-                if d.action in (Action.FIRE, Action.LATE, Action.RESUME):
+                if d.action in (Action.FIRE, Action.LATE, Action.RESUME, Action.WAVE):
                     self._in_flight.add(d.occurrence.id)
         for d in decisions:
             self.act(d)
@@ -400,6 +450,9 @@ class Clock:
             # At most one resume per stall window, however long the send takes.
             ledger.touch_occurrence(self.engine, occ.id)
             log.info("event=resume occurrence=%s", occ.id)
+        if d.action is Action.WAVE:
+            ledger.touch_occurrence(self.engine, occ.id)
+            log.info("event=wave occurrence=%s note=%r", occ.id, d.note)
         note = d.note
         if holds.release(self.engine, occ.id, "fired"):
             note = f"{note}; after being held for review" if note else "approved after a hold"

@@ -232,6 +232,10 @@ deliveries = sa.Table(
     sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retried_at", UtcDateTime, nullable=True),
     sa.Column("retried_error", sa.Text, nullable=True),
+    # A `deliver: local` step (scheduler/waves.py): not claimable before this instant, the
+    # step's wall time in `zone`, the recipient's. NULL: due when the occurrence fires.
+    sa.Column("due_at", UtcDateTime, nullable=True),
+    sa.Column("zone", sa.String(64), nullable=True),
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
     sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),
