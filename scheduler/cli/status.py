@@ -37,6 +37,7 @@ def status_command(
     progress = channel_state.progress(engine, [r.id for r in rows])
     health = stats.by_occurrence(engine, [row.id for row in rows])
     list_health = stats.by_list(engine)
+    by_wave = ledger.wave_counts(engine, [r.id for r in rows])
     records: list[dict[str, Any]] = []
     for row in rows:
         records.append(
@@ -58,6 +59,8 @@ def status_command(
                     for c, e, n in ledger.failures(engine, row.id, limit=5)
                 ],
                 "list_health": health[row.id].as_dict(),
+                # A `deliver: local` step: each wave (zone by zone) with what it sent.
+                "waves": [w.as_json() for w in by_wave.get(row.id, [])],
             }
         )
     from scheduler.clock import state as clock_state
@@ -108,6 +111,7 @@ def status_command(
     table.add_column("Bounced (hard+soft) / complained / unsubscribed")
     for row, rec in zip(rows, records, strict=True):
         parts = [_channel_text(p) for p in progress.get(row.id, [])]
+        parts += [w.text() for w in by_wave.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
         if rec["note"] and rec["state"] in ("missed", "cancelled", "planned"):
             state_text += f"\n{rec['note']}"

@@ -354,6 +354,29 @@ class WaveCount:
     def size(self) -> int:
         return sum(self.states.values())
 
+    def as_json(self) -> dict[str, object]:
+        from zoneinfo import ZoneInfo
+
+        local = self.due_at.astimezone(ZoneInfo(self.zones[0])) if self.zones else self.due_at
+        get = self.states.get
+        return {
+            "instant": self.due_at.isoformat().replace("+00:00", "Z"),
+            "local": local.isoformat(),
+            "zones": list(self.zones),
+            "size": self.size,
+            "sent": get("sent", 0),
+            "pending": get("pending", 0) + get("sending", 0),
+            "failed": get("failed", 0),
+            "skipped": get("skipped", 0),
+        }
+
+    def text(self) -> str:
+        j = self.as_json()
+        done = f"sent {j['sent']:,}, pending {j['pending']:,}"
+        if j["failed"] or j["skipped"]:
+            done += f", failed {j['failed']:,}, skipped {j['skipped']:,}"
+        return f"wave {self.due_at:%Y-%m-%d %H:%M} UTC ({', '.join(self.zones)}): {done}"
+
 
 def wave_counts(
     engine: Engine, occurrence_ids: Sequence[str] | None = None
