@@ -5,7 +5,9 @@ The real clock process is in test_waves_process.py."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from conftest import ProjectFactory
@@ -20,7 +22,13 @@ from scheduler.delivery import ledger
 from scheduler.delivery.fire import fire
 from scheduler.store.subscribers import import_rows
 
-FIVE = ["Pacific/Kiritimati", "Asia/Manila", "Europe/Madrid", "America/Chicago", "Pacific/Pago_Pago"]
+FIVE = [
+    "Pacific/Kiritimati",
+    "Asia/Manila",
+    "Europe/Madrid",
+    "America/Chicago",
+    "Pacific/Pago_Pago",
+]
 UTC = dt.UTC
 
 
@@ -71,9 +79,9 @@ def test_dst_rules_apply_per_zone() -> None:
     found = {w.zones[0]: w for w in waves.waves(gap, {"America/Chicago": 1, None: 1})}
     assert found["America/Chicago"].instant == z(2027, 3, 14, 8, 30)  # moved to 03:30 CDT
     assert "DST gap" in (found["America/Chicago"].note or "")
-    assert found["Europe/Madrid"].instant == z(2027, 3, 14, 1, 30) and not found[
-        "Europe/Madrid"
-    ].note
+    assert (
+        found["Europe/Madrid"].instant == z(2027, 3, 14, 1, 30) and not found["Europe/Madrid"].note
+    )
     # 7 November 2027: 01:30 happens twice in Chicago; the first (CDT) is used.
     fold = local_occurrence(dt.datetime(2027, 11, 7, 1, 30), zone="Europe/Madrid")
     (chicago,) = waves.waves(fold, {"America/Chicago": 1})
@@ -192,3 +200,49 @@ def test_fire_sends_the_due_waves_and_leaves_later_ones_for_their_instant(
     ) == []  # fmt: skip
     assert len(recipients) == 4
     ctx.close()
+
+
+LOCAL_CSV = (
+    "email,language,timezone\n"
+    "k@example.org,en,Pacific/Kiritimati\n"
+    "m@example.org,en,Asia/Manila\n"
+    "h@example.org,en,Asia/Hong_Kong\n"
+    "c@example.org,en,America/Chicago\n"
+    "n@example.org,en,\n"
+    "x@example.org,en,Mars/Olympus_Mons\n"
+)
+
+
+def test_plan_and_calendar_json_show_the_waves(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    from test_cli import run
+
+    from conftest import MINIMAL
+
+    text = MINIMAL.replace("channels: [email, mastodon]", "channels: [email]").replace(
+        "template: statement", "template: statement\n        deliver: local"
+    )
+    path = make_project(text, members_csv=LOCAL_CSV)
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}
+    result = run("calendar", "--from", "2027-04-29", "--to", "2027-05-02", "--json",
+                 cwd=path.parent, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    assert record["deliver"] == "local"
+    # The unknown zone is a bad row, left out (a warning of `validate`); no zone: Madrid's.
+    assert [(w["instant"], w["zones"], w["size"]) for w in record["waves"]] == [
+        ("2027-04-30T19:00:00Z", ["Pacific/Kiritimati"], 1),
+        ("2027-05-01T01:00:00Z", ["Asia/Hong_Kong", "Asia/Manila"], 2),
+        ("2027-05-01T07:00:00Z", ["Europe/Madrid"], 1),
+        ("2027-05-01T14:00:00Z", ["America/Chicago"], 1),
+    ]
+    assert record["waves"][0]["local"] == "2027-05-01T09:00:00+14:00"
+    plan = run("plan", "--days", "3660", "--json", cwd=path.parent, env=env)
+    assert plan.returncode == 0, plan.stderr
+    first = next(r for r in json.loads(plan.stdout) if r["deliver"] == "local")
+    assert [w["size"] for w in first["waves"]] == [1, 2, 1, 1]
+    shown = run("plan", "--days", "3660", cwd=path.parent, env=env)
+    assert "wave" in shown.stdout and "Pacific/Kiritimati" in shown.stdout
+    warned = run("validate", cwd=path.parent, env=env)
+    assert "Mars/Olympus_Mons" in warned.stdout + warned.stderr

@@ -29,7 +29,13 @@ from scheduler.audience.csvfile import SubscriberRow
 from scheduler.store.db import make_engine, migrate
 from scheduler.store.subscribers import import_rows
 
-ZONES = ["Pacific/Kiritimati", "Asia/Manila", "Europe/Madrid", "America/Chicago", "Pacific/Pago_Pago"]
+ZONES = [
+    "Pacific/Kiritimati",
+    "Asia/Manila",
+    "Europe/Madrid",
+    "America/Chicago",
+    "Pacific/Pago_Pago",
+]
 CHICAGO = ZoneInfo("America/Chicago")
 PER_ZONE = 3
 
