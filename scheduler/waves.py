@@ -92,6 +92,3 @@ def waves(occ: Occurrence, zones: Mapping[str | None, int]) -> list[Wave]:
         for instant, (names, size, notes) in sorted(grouped.items())
     ]
 
-
-def wave_of(instant: dt.datetime, found: list[Wave]) -> Wave | None:
-    return next((w for w in found if w.instant == instant), None)

@@ -5,8 +5,8 @@ The real clock process is in test_waves_process.py."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import datetime as dt
+import json
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -216,9 +216,8 @@ LOCAL_CSV = (
 def test_plan_and_calendar_json_show_the_waves(
     make_project: ProjectFactory, tmp_path: Path
 ) -> None:
-    from test_cli import run
-
     from conftest import MINIMAL
+    from test_cli import run
 
     text = MINIMAL.replace("channels: [email, mastodon]", "channels: [email]").replace(
         "template: statement", "template: statement\n        deliver: local"
