@@ -91,4 +91,3 @@ def waves(occ: Occurrence, zones: Mapping[str | None, int]) -> list[Wave]:
         Wave(instant, tuple(sorted(names)), size, "; ".join(sorted(set(notes))) or None)
         for instant, (names, size, notes) in sorted(grouped.items())
     ]
-

@@ -39,6 +39,7 @@ from scheduler.review import approvals, gate, holds
 from scheduler.review.policy import DEFAULT_ONE_OFF, has_approvers, review_for
 from scheduler.store import problems
 from scheduler.store.schema import Role
+from scheduler.store.sizes import AudienceSizes, audience_sizes
 from scheduler.timefmt import local_time
 from scheduler.validate import validate_project
 
@@ -46,6 +47,7 @@ log = logging.getLogger("scheduler.clock")
 
 JOB_PREFIX = "occurrence:"
 WAVE_PREFIX = "wave:"  # one date job per wave of a `deliver: local` step: "wave:ID@INSTANT"
+ZONES_FRESH = dt.timedelta(minutes=1)  # how long an audience's count by zone is reused
 NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
 
 
@@ -90,6 +92,7 @@ class Clock:
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self._blocked_logged: set[tuple[str, str]] = set()
+        self._sizes: tuple[dt.datetime, AudienceSizes] | None = None  # see _audience_zones
         # Campaigns unblocked by a reload whose entry had failed the schema (so their dates
         # were unknown): the next sweep looks back to when they were blocked.
         self._look_back: dict[str, dt.datetime] = {}
@@ -195,29 +198,35 @@ class Clock:
     ) -> tuple[dt.datetime, ...]:
         """The instants of a local-time occurrence's waves for its audience as it is now
         (`zones` caches each campaign's audience by zone for one pass)."""
-        campaign = self.project.config.campaigns[occ.campaign_id]
         if occ.campaign_id not in zones:
-            zones[occ.campaign_id] = ledger.audience_zones(self.engine, campaign.audience)
+            zones[occ.campaign_id] = self._audience_zones(occ.campaign_id)
         return tuple(w.instant for w in waves.waves(occ, zones[occ.campaign_id]))
+
+    def _audience_zones(self, campaign_id: str) -> dict[str | None, int]:
+        """A campaign's audience by zone: the store plus the lists' CSV sources (a send
+        syncs them first, so a zone only in a CSV still has its wave on time). Counted at
+        most once a minute: the sweep runs every few seconds."""
+        now = self.now()
+        if self._sizes is None or now - self._sizes[0] >= ZONES_FRESH:
+            self._sizes = (now, audience_sizes(self.project, self.engine))
+        campaign = self.project.config.campaigns[campaign_id]
+        return self._sizes[1].by_zone(campaign.audience)
 
     def _local_waves(
         self, occurrences: list[Occurrence], now: dt.datetime
     ) -> dict[str, LocalWaves]:
-        """For the policy: each local-time occurrence's waves, from the ledger once it has
-        been fanned out, from its audience before; and the earliest wave due and unsent."""
+        """For the policy: each local-time occurrence's waves for its audience, and (from the
+        ledger, which has the last word once it is fanned out) the earliest wave due that
+        nobody sends."""
         local = [o for o in occurrences if o.deliver_local]
         if not local:
             return {}
-        ids = [o.id for o in local]
-        in_ledger = ledger.wave_counts(self.engine, ids)
-        open_due = ledger.open_waves(self.engine, ids, now)
+        open_due = ledger.open_waves(self.engine, [o.id for o in local], now)
         zones: dict[str, dict[str | None, int]] = {}
-        out = {}
-        for occ in local:
-            found = in_ledger.get(occ.id)
-            instants = tuple(w.due_at for w in found) if found else self._wave_instants(occ, zones)
-            out[occ.id] = LocalWaves(instants, open_due.get(occ.id))
-        return out
+        return {
+            occ.id: LocalWaves(self._wave_instants(occ, zones), open_due.get(occ.id))
+            for occ in local
+        }
 
     def watch(self) -> None:
         fingerprint = self._files_fingerprint()

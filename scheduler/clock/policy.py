@@ -136,7 +136,9 @@ def decide(
             )
             if not planned:
                 stale = row.state == "firing" and now - row.updated_at > stale_after
-                if stale and within:
+                # A local-time one fanned out in full is resumed through its open waves.
+                waits_for_waves = waves is not None and row.fanned_out_at is not None
+                if stale and within and not waits_for_waves:
                     out.append(Decision(occ, Action.RESUME, "resuming after an interruption"))
                 continue
             remaining = tuple(planned)

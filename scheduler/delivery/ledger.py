@@ -457,7 +457,9 @@ def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
 def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) -> int:
     """Record every pending delivery of a channel as failed with `reason`, without trying:
     the channel cannot send at all (its secret is unset). Ordinary failed deliveries, so a
-    retry sends them once the reason is fixed. Returns how many."""
+    retry sends them once the reason is fixed. Returns how many. A later wave of a
+    local-time step is left pending: the variable may be set by its instant."""
+    now = utcnow()
     with writer(engine).begin() as conn:
         failed = conn.execute(
             sa.update(deliveries)
@@ -465,8 +467,9 @@ def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) 
                 D.occurrence_id == occurrence_id,
                 D.channel == channel,
                 D.state == DeliveryState.PENDING.value,
+                sa.or_(D.due_at.is_(None), D.due_at <= now),
             )
-            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=utcnow())
+            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=now)
             .returning(D.id)
         )
         return len(failed.all())

@@ -239,6 +239,8 @@ deliveries = sa.Table(
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
     sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),
+    # The clock's sweep asks for the earliest due wave nobody sends (ledger.open_waves).
+    sa.Index("ix_deliveries_occurrence_state_due", "occurrence_id", "state", "due_at"),
     # Batches are id ranges of one occurrence and channel: claiming one must read ~250 rows,
     # not every row of the occurrence.
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),

@@ -52,8 +52,10 @@ class AudienceSizes:
         return counts
 
 
-def audience_sizes(project: Project) -> AudienceSizes:
-    engine = _existing_store()
+def audience_sizes(project: Project, store: Engine | None = None) -> AudienceSizes:
+    """The audience as a send would see it; `store`: this engine (the clock's), not the
+    configured database opened for the occasion."""
+    engine = store or _existing_store()
     sizes = AudienceSizes(source="the lists' CSV sources (no store yet)")
     if engine is not None:
         try:
@@ -64,7 +66,8 @@ def audience_sizes(project: Project) -> AudienceSizes:
                 f"the lists' CSV sources (the store could not be read: {type(e).__name__})"
             )
         finally:
-            engine.dispose()
+            if store is None:
+                engine.dispose()
     for name, mlist in project.config.lists.items():
         if mlist.source:
             path = project.base_dir / mlist.source

@@ -20,9 +20,13 @@ def upgrade() -> None:
     with op.batch_alter_table("deliveries") as batch:
         batch.add_column(sa.Column("due_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("zone", sa.String(64), nullable=True))
+    op.create_index(
+        "ix_deliveries_occurrence_state_due", "deliveries", ["occurrence_id", "state", "due_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_occurrence_state_due", table_name="deliveries")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("zone")
         batch.drop_column("due_at")
