@@ -245,3 +245,33 @@ def test_plan_and_calendar_json_show_the_waves(
     assert "wave" in shown.stdout and "Pacific/Kiritimati" in shown.stdout
     warned = run("validate", cwd=path.parent, env=env)
     assert "Mars/Olympus_Mons" in warned.stdout + warned.stderr
+
+
+def test_the_dashboard_shows_each_wave(make_project: ProjectFactory, store_engine: Engine) -> None:
+    import re
+
+    from web_helpers import DASHBOARD_TOKEN, page, web_app, web_project
+
+    project = web_project(make_project)
+    _people(store_engine)
+    now = dt.datetime.now(UTC)
+    wall = (now + dt.timedelta(hours=2)).astimezone(ZoneInfo("America/Chicago"))
+    occ = local_occurrence(wall.replace(tzinfo=None, microsecond=0))
+    # catch_up 6h: Kiritimati's (18 h ago) and Manila's (12 h) waves are skipped, Madrid's
+    # (5 h) goes out late, Chicago's (and the zone-less) and Pago Pago's wait.
+    fire(context(project, store_engine), occ)
+    client = web_app(project, store_engine).test_client()
+    html = page(client, "/dashboard", headers={"Authorization": f"Bearer {DASHBOARD_TOKEN}"})
+    rows = [r.split("</tr>")[0] for r in " ".join(html.split()).split('<tr class="wave">')[1:]]
+    cells = [
+        (re.findall(r"<small>([^<]+)</small>", row)[0], re.findall(r'class="num[^"]*">(\d+)<', row))
+        for row in rows
+    ]
+    # zone, then sent, failed, pending, skipped
+    assert cells == [
+        ("Pacific/Kiritimati", ["0", "0", "0", "2"]),
+        ("Asia/Manila", ["0", "0", "0", "2"]),
+        ("Europe/Madrid", ["2", "0", "0", "0"]),
+        ("America/Chicago", ["0", "0", "4", "0"]),
+        ("Pacific/Pago_Pago", ["0", "0", "2", "0"]),
+    ]
