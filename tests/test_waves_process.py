@@ -1,5 +1,6 @@
-"""`deliver: local` with the real clock: `scheduler run` as a process, subscribers in
-Pacific/Kiritimati, Asia/Manila, Europe/Madrid, America/Chicago and Pacific/Pago_Pago.
+"""`deliver: local` with the real clock: `scheduler run` (and `scheduler clock` with a
+worker) as processes, subscribers in Pacific/Kiritimati, Asia/Manila, Europe/Madrid,
+America/Chicago and Pacific/Pago_Pago.
 
 Real zones are hours apart, and a test cannot wait hours; so the step's wall time is chosen
 so that Chicago's wave is a few seconds ahead: Kiritimati's (20 h before), Manila's (14 h)
@@ -16,15 +17,17 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 from conftest import MINIMAL, ProjectFactory
 from smtp_server import SmtpTestServer
-from test_clock_process import at, kill9, start, stop, wait_for
+from test_clock_process import REDIS_URL, at, kill9, start, stop, wait_for
 
 from scheduler.audience.csvfile import SubscriberRow
 from scheduler.store.db import make_engine, migrate
@@ -204,3 +207,48 @@ def test_a_kill_in_the_middle_of_the_waves_loses_and_doubles_nothing(
     (occ,) = status_json(env)["occurrences"]  # type: ignore[misc]
     assert occ["state"] == "firing"
     assert [w["sent"] for w in occ["waves"]] == [PER_ZONE] * 3 + [2 * PER_ZONE, 0]
+
+
+@pytest.fixture
+def redis_queue() -> Iterator[tuple[str, str]]:
+    """A Celery queue and a leader key of this test's own, removed after it."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
+    name = f"scheduler-test-{uuid.uuid4().hex[:8]}"
+    key = f"scheduler:clock:leader:{name}"
+    yield name, key
+    client.delete(name, key)
+
+
+def test_distributed_clock_and_worker_send_each_wave_once(
+    waves_env: Callable[[str, dt.datetime], dict[str, str]],
+    smtp_server: SmtpTestServer,
+    tmp_path: Path,
+    redis_queue: tuple[str, str],
+) -> None:
+    name, key = redis_queue
+    chicago_wave = at(12)
+    env = waves_env(smtp_server.url, chicago_wave)
+    env.update(SCHEDULER_BROKER_URL=REDIS_URL, SCHEDULER_QUEUE=name, SCHEDULER_LEADER_KEY=key)
+    log = tmp_path / "clock.log"
+    clock = start(["clock", "--tick", "1", "--leader-ttl", "3"], env, log)
+    worker = start(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
+    try:
+        assert wait_for(lambda: len(smtp_server.messages) >= 5 * PER_ZONE, 60), (
+            log.read_text()[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
+        )
+        time.sleep(3)
+    finally:
+        stop(clock)
+        stop(worker)
+    assert wave_order(smtp_server) == ZONES[:4]
+    counts = smtp_server.count_by_recipient()
+    assert set(counts) == expected_recipients() and set(counts.values()) == {1}
+    chicago = [m for m in smtp_server.messages if zone_of(m.rcpt_tos[0]) in (None, ZONES[3])]
+    assert min(m.received_at for m in chicago) >= chicago_wave.timestamp() - 0.05
+    assert "event=wave" in log.read_text()

@@ -93,6 +93,7 @@ class Clock:
         self._last_rebuild = self.now()
         self._blocked_logged: set[tuple[str, str]] = set()
         self._sizes: tuple[dt.datetime, AudienceSizes] | None = None  # see _audience_zones
+        self._waves_enqueued: dict[str, dt.datetime] = {}  # see _wave_enqueued
         # Campaigns unblocked by a reload whose entry had failed the schema (so their dates
         # were unknown): the next sweep looks back to when they were blocked.
         self._look_back: dict[str, dt.datetime] = {}
@@ -381,13 +382,22 @@ class Clock:
                     blocked=self.blocked_reasons(),
                     local=self._local_waves(occurrences, now),
                 )
-                if d.occurrence.id not in self._in_flight
+                if d.occurrence.id not in self._in_flight and not self._wave_enqueued(d, now)
             ]
             for d in decisions:
                 if d.action in (Action.FIRE, Action.LATE, Action.RESUME, Action.WAVE):
                     self._in_flight.add(d.occurrence.id)
         for d in decisions:
             self.act(d)
+
+    def _wave_enqueued(self, d: Decision, now: dt.datetime) -> bool:
+        """Distributed: a wave handed to the workers stays pending until one claims it;
+        enqueue it again only once a sender's lease has passed (a worker that died), not at
+        every sweep. (Embedded, the wave is in flight in this process until it is sent.)"""
+        if not self.distributed or d.action is not Action.WAVE:
+            return False
+        last = self._waves_enqueued.get(d.occurrence.id)
+        return last is not None and now - last < dt.timedelta(seconds=settings.lease_seconds())
 
     def remind(self, now: dt.datetime) -> None:
         """Remind approvers of an occurrence that needs review and has none, once, from
@@ -460,6 +470,7 @@ class Clock:
             ledger.touch_occurrence(self.engine, occ.id)
             log.info("event=resume occurrence=%s", occ.id)
         if d.action is Action.WAVE:
+            self._waves_enqueued[occ.id] = self.now()
             ledger.touch_occurrence(self.engine, occ.id)
             log.info("event=wave occurrence=%s note=%r", occ.id, d.note)
         note = d.note
