@@ -29,6 +29,7 @@ from scheduler.calendar import Occurrence
 from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
 from scheduler.clock.policy import Action, Decision, LocalWaves, decide
+from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
@@ -175,7 +176,11 @@ class Clock:
         timed: dict[str, tuple[Occurrence, dt.datetime]] = {
             job_id: (occ, occ.instant) for job_id, occ in wanted.items()
         }
-        around = calendar.expand(config, now - waves.SPREAD, now + self.horizon + waves.SPREAD)
+        around = (
+            calendar.expand(config, now - waves.SPREAD, now + self.horizon + waves.SPREAD)
+            if _has_local_steps(config)
+            else []
+        )
         zones: dict[str, dict[str | None, int]] = {}
         for occ in (o for o in around if o.deliver_local):
             for instant in self._wave_instants(occ, zones):
@@ -321,7 +326,12 @@ class Clock:
         # A local-time step is due from its first wave to its last: up to a day before and
         # after its own instant.
         zones: dict[str, dict[str | None, int]] = {}
-        for occ in calendar.expand(config, since - waves.SPREAD, now + waves.SPREAD):
+        around = (
+            calendar.expand(config, since - waves.SPREAD, now + waves.SPREAD)
+            if _has_local_steps(config)
+            else []
+        )
+        for occ in around:
             if occ.deliver_local and occ.id not in ids:
                 instants = self._wave_instants(occ, zones) or (occ.instant,)
                 if instants[0] <= now and instants[-1] >= since:
@@ -534,6 +544,10 @@ class Clock:
             r.skipped,
             (started - occ.instant).total_seconds(),
         )
+
+
+def _has_local_steps(config: Config) -> bool:
+    return any(s.deliver == "local" for c in config.campaigns.values() for s in c.steps.values())
 
 
 def _reason(found: tuple[Diagnostic, ...]) -> str:
