@@ -121,6 +121,7 @@ def test_policy_fires_from_the_first_wave_and_then_each_due_wave(
     # Down for 10 hours after the first wave: later waves are inside their windows.
     (late,) = decide(config, [occ], {}, set(), instants[0] + dt.timedelta(hours=10), local=lw)
     assert late.action is Action.LATE
+    assert "10.0 h late (due 2027-04-30 19:00 UTC, its first wave)" in (late.note or "")
     # Every wave more than the window ago: missed.
     gone = instants[-1] + dt.timedelta(hours=7)
     (missed,) = decide(config, [occ], {}, set(), gone, local=lw)

@@ -184,7 +184,11 @@ def decide(
                     )
                 )
             continue
-        due = local_time(occ.local)
+        due = (
+            f"{instants[0]:%Y-%m-%d %H:%M} UTC, its first wave"
+            if waves is not None and waves.instants
+            else local_time(occ.local)
+        )
         if late_by <= ON_TIME:
             out.append(Decision(occ, Action.FIRE, None, remaining))
         elif within:
