@@ -87,6 +87,7 @@ class SmtpTestServer:
         self.messages: list[ReceivedMessage] = []
         self.dropped: list[ReceivedMessage] = []  # received in full, connection then dropped
         self.connections = 0
+        self.data_delay = 0.0  # seconds to wait before answering each message's data
         self.logins: list[tuple[str, bool]] = []  # (login, success)
         self._open: set[int] = set()
         self._lock = threading.Lock()
@@ -241,6 +242,8 @@ class SmtpTestServer:
             await asyncio.sleep(3600)  # cancelled when aiosmtpd sees the connection gone
         if reply is not None:
             return reply
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         self.messages.append(message)
         return f"250 2.0.0 Ok: queued as {len(self.messages):X}"
 

@@ -41,6 +41,7 @@ def status_command(
     list_health = stats.by_list(engine)
     found = problem_records(engine)
     blocked = problems.blocked_reasons(problems.current(engine, problems.CAMPAIGN))
+    by_wave = ledger.wave_counts(engine, [r.id for r in rows])
     records: list[dict[str, Any]] = []
     for row in rows:
         shown, blocked_reason = problems.shown_state(row.state, row.campaign, row.note, blocked)
@@ -75,6 +76,8 @@ def status_command(
                     for c, e, n in ledger.failures(engine, row.id, limit=5)
                 ],
                 "list_health": health[row.id].as_dict(),
+                # A `deliver: local` step: each wave (zone by zone) with what it sent.
+                "waves": [w.as_json() for w in by_wave.get(row.id, [])],
             }
         )
     from scheduler.clock import state as clock_state
@@ -125,6 +128,7 @@ def status_command(
     for row, rec in zip(rows, records, strict=True):
         waiting = deferred.get(row.id, {})
         parts = [_channel_text(p, waiting.get(p.channel)) for p in progress.get(row.id, [])]
+        parts += [w.text() for w in by_wave.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
         if rec["blocked_reason"]:
             # In short: the line above the table gives the file, line and every problem.

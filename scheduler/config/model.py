@@ -174,16 +174,23 @@ class Organization(Strict):
 
 
 class Sender(Strict):
-    name: str = Field(min_length=1)
+    name: Text = Field(description="one name, or one per language: {en: …, es: …}")
     address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     reply_to: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
     @field_validator("name")
     @classmethod
-    def _one_line(cls, v: str) -> str:
-        if any(c in v for c in "\r\n"):
+    def _one_line(cls, v: Text) -> Text:
+        names = [v] if isinstance(v, str) else list(v.values())
+        if not names or any(not n.strip() for n in names):
+            raise ValueError("a sender name cannot be empty")
+        if any(c in n for n in names for c in "\r\n"):
             raise ValueError("a sender name must be one line")
         return v
+
+    def display_name(self, language: str | None = None) -> str:
+        """The name in `language` (the message's), else the first one given."""
+        return localized(self.name, language)
 
 
 class MailingList(Strict):
@@ -283,6 +290,11 @@ class Step(Strict):
         description="an image per channel of the step, e.g. a square card for instagram",
     )
     review: Review | None = Field(default=None, description="overrides the campaign's review")
+    deliver: Literal["campaign", "local"] = Field(
+        default="campaign",
+        description="`local`: each subscriber with a timezone gets the email at the step's "
+        "wall-clock time in their own zone (waves, earliest zone first)",
+    )
 
     def image_for(self, channel: str | None) -> StepImage | None:
         """The image the step chooses for `channel` (None: the statement's images)."""

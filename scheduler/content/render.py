@@ -352,6 +352,8 @@ def sender_context(sender: Sender | None, voice: Voice, language: str) -> dict[s
         return {"name": voice.display_name(language), "address": None, "reply_to": None} | (
             speaks_for
         )
-    return {"name": sender.name, "address": sender.address, "reply_to": sender.reply_to} | (
-        speaks_for
-    )
+    return {
+        "name": sender.display_name(language),
+        "address": sender.address,
+        "reply_to": sender.reply_to,
+    } | (speaks_for)

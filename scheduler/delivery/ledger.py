@@ -11,7 +11,7 @@ restarted process can never both own a delivery:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -206,27 +206,59 @@ def _wanted(lists: Sequence[str]) -> sa.ColumnElement[bool]:
     return sa.and_(member, ~suppressed)
 
 
-def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Sequence[str]) -> int:
+@dataclass(frozen=True, slots=True)
+class DuePlan:
+    """When each recipient of a `deliver: local` step is due (scheduler/waves.py): the
+    instant of each named zone, and the occurrence's own instant and zone for everyone
+    else (no timezone, or a zone that appeared after the plan was made)."""
+
+    by_zone: Mapping[str, dt.datetime]
+    instant: dt.datetime
+    zone: str
+
+
+def fan_out_email(
+    engine: Engine,
+    occurrence_id: str,
+    channel: str,
+    lists: Sequence[str],
+    *,
+    due: DuePlan | None = None,
+) -> int:
     """Snapshot the audience into one pending delivery per subscriber, in one statement.
 
     Active in any of the lists, minus suppressions; someone on two lists appears once (the
     subscriber id is the recipient). Run again, it adds only people who were not there.
+    With `due` (a local-time step), each row gets its `due_at` and `zone`, and ids ascend
+    with `due_at`, so batches go out wave by wave, earliest first.
     Returns the number of rows added.
     """
     s = subscribers.c
     wanted = _wanted(lists)
-    audience = (
-        sa.select(
-            sa.literal(occurrence_id),
-            sa.literal(channel),
-            sa.cast(s.id, sa.String),
-            s.id,
-            s.language,
-            sa.literal(DeliveryState.PENDING.value),
-        )
-        .where(wanted)
-        .order_by(s.id)
-    )
+    columns = ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"]
+    values: list[Any] = [
+        sa.literal(occurrence_id),
+        sa.literal(channel),
+        sa.cast(s.id, sa.String),
+        s.id,
+        s.language,
+        sa.literal(DeliveryState.PENDING.value),
+    ]
+    order: list[Any] = [s.id]
+    if due is not None:
+        known = list(due.by_zone)
+        due_at: Any = sa.literal(due.instant, D.due_at.type)
+        zone: Any = sa.literal(due.zone)
+        if known:
+            due_at = sa.case(
+                *((s.timezone == z, sa.literal(due.by_zone[z], D.due_at.type)) for z in known),
+                else_=due_at,
+            )
+            zone = sa.case((s.timezone.in_(known), s.timezone), else_=zone)
+        columns += ["due_at", "zone"]
+        values += [due_at, zone]
+        order = [due_at, s.id]
+    audience = sa.select(*values).where(wanted).order_by(*order)
     count = (
         sa.select(sa.func.count())
         .select_from(deliveries)
@@ -236,10 +268,7 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
         before = int(conn.scalar(count) or 0)
         insert = (
             dialect_insert(conn, deliveries)
-            .from_select(
-                ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"],
-                audience,
-            )
+            .from_select(columns, audience)
             .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
         )
         conn.execute(insert)
@@ -247,8 +276,20 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
         return int(conn.scalar(count) or 0) - before
 
 
-def add_post_delivery(engine: Engine, occurrence_id: str, channel: str) -> None:
-    """A social channel gets one delivery: the post (or thread) on that channel."""
+def audience_zones(engine: Engine, lists: Sequence[str]) -> dict[str | None, int]:
+    """How many subscribers a fan-out to `lists` would reach now, by time zone (None: no
+    timezone): the waves of a local-time step before it fires."""
+    s = subscribers.c
+    query = sa.select(s.timezone, sa.func.count()).where(_wanted(lists)).group_by(s.timezone)
+    with engine.connect() as conn:
+        return {zone: int(n) for zone, n in conn.execute(query)}
+
+
+def add_post_delivery(
+    engine: Engine, occurrence_id: str, channel: str, *, due_at: dt.datetime | None = None
+) -> None:
+    """A social channel gets one delivery: the post (or thread) on that channel. `due_at`:
+    a local-time step's post waits for the occurrence's own instant."""
     with writer(engine).begin() as conn:
         insert = (
             dialect_insert(conn, deliveries)
@@ -257,10 +298,118 @@ def add_post_delivery(engine: Engine, occurrence_id: str, channel: str) -> None:
                 channel=channel,
                 recipient=channel,
                 state=DeliveryState.PENDING.value,
+                due_at=due_at,
             )
             .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
         )
         conn.execute(insert)
+
+
+def skip_overdue(engine: Engine, occurrence_id: str, *, due_before: dt.datetime, note: str) -> int:
+    """Waves that came due longer ago than the catch-up window are not sent: their pending
+    deliveries are recorded `skipped` with `note` (why). Returns how many."""
+    with writer(engine).begin() as conn:
+        skipped = conn.execute(
+            sa.update(deliveries)
+            .where(
+                D.occurrence_id == occurrence_id,
+                D.state == DeliveryState.PENDING.value,
+                D.due_at.is_not(None),
+                D.due_at < due_before,
+            )
+            .values(state=DeliveryState.SKIPPED.value, last_error=note, updated_at=utcnow())
+            .returning(D.id)
+        )
+        return len(skipped.all())
+
+
+def open_waves(
+    engine: Engine, occurrence_ids: Sequence[str], now: dt.datetime
+) -> dict[str, dt.datetime]:
+    """occurrence -> the earliest `due_at` (not after `now`) of a delivery nobody sends:
+    pending, or sending with an expired lease. A wave the clock has to (re)start."""
+    if not occurrence_ids:
+        return {}
+    query = (
+        sa.select(D.occurrence_id, sa.func.min(D.due_at))
+        .where(
+            D.occurrence_id.in_(list(occurrence_ids)),
+            D.due_at.is_not(None),
+            D.due_at <= now,
+            sa.or_(
+                D.state == DeliveryState.PENDING.value,
+                sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
+            ),
+        )
+        .group_by(D.occurrence_id)
+    )
+    with engine.connect() as conn:
+        return {occ: due for occ, due in ((o, _aware(d)) for o, d in conn.execute(query)) if due}
+
+
+@dataclass(frozen=True, slots=True)
+class WaveCount:
+    due_at: dt.datetime
+    zones: tuple[str, ...]
+    states: dict[str, int]  # delivery state -> count
+
+    @property
+    def size(self) -> int:
+        return sum(self.states.values())
+
+    def as_json(self) -> dict[str, object]:
+        from zoneinfo import ZoneInfo
+
+        local = self.due_at.astimezone(ZoneInfo(self.zones[0])) if self.zones else self.due_at
+        get = self.states.get
+        return {
+            "instant": self.due_at.isoformat().replace("+00:00", "Z"),
+            "local": local.isoformat(),
+            "zones": list(self.zones),
+            "size": self.size,
+            "sent": get("sent", 0),
+            "pending": get("pending", 0) + get("sending", 0),
+            "failed": get("failed", 0),
+            "skipped": get("skipped", 0),
+        }
+
+    def text(self) -> str:
+        j = self.as_json()
+        done = f"sent {j['sent']:,}, pending {j['pending']:,}"
+        if j["failed"] or j["skipped"]:
+            done += f", failed {j['failed']:,}, skipped {j['skipped']:,}"
+        return f"wave {self.due_at:%Y-%m-%d %H:%M} UTC ({', '.join(self.zones)}): {done}"
+
+
+def wave_counts(
+    engine: Engine, occurrence_ids: Sequence[str] | None = None
+) -> dict[str, list[WaveCount]]:
+    """occurrence -> its waves as the ledger has them (email rows with a `due_at`), earliest
+    first, with each wave's deliveries by state: what `status` and the dashboard show."""
+    query = (
+        sa.select(D.occurrence_id, D.due_at, D.zone, D.state, sa.func.count())
+        .where(D.due_at.is_not(None), D.subscriber_id.is_not(None))
+        .group_by(D.occurrence_id, D.due_at, D.zone, D.state)
+    )
+    if occurrence_ids is not None:
+        query = query.where(D.occurrence_id.in_(list(occurrence_ids)))
+    found: dict[str, dict[dt.datetime, tuple[set[str], dict[str, int]]]] = {}
+    with engine.connect() as conn:
+        for occ, due, zone, state, n in conn.execute(query):
+            due = _aware(due)
+            if due is None:
+                continue
+            zones, states = found.setdefault(occ, {}).setdefault(due, (set(), {}))
+            if zone:
+                zones.add(zone)
+            states[state] = states.get(state, 0) + int(n)
+    return {
+        occ: [
+            WaveCount(due, tuple(sorted(zones)), states)
+            for due, (zones, states) in sorted(by_due.items())
+        ]
+        for occ, by_due in found.items()
+    }
 
 
 def refresh_statistics(engine: Engine) -> None:
@@ -311,7 +460,9 @@ def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
 def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) -> int:
     """Record every pending delivery of a channel as failed with `reason`, without trying:
     the channel cannot send at all (its secret is unset). Ordinary failed deliveries, so a
-    retry sends them once the reason is fixed. Returns how many."""
+    retry sends them once the reason is fixed. Returns how many. A later wave of a
+    local-time step is left pending: the variable may be set by its instant."""
+    now = utcnow()
     with writer(engine).begin() as conn:
         failed = conn.execute(
             sa.update(deliveries)
@@ -319,8 +470,9 @@ def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) 
                 D.occurrence_id == occurrence_id,
                 D.channel == channel,
                 D.state == DeliveryState.PENDING.value,
+                sa.or_(D.due_at.is_(None), D.due_at <= now),
             )
-            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=utcnow())
+            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=now)
             .returning(D.id)
         )
         return len(failed.all())
@@ -367,10 +519,17 @@ def claim_batch(
         ),
         sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
     )
+    # A later wave of a local-time step is not due yet: it stays pending for its instant.
+    due = sa.or_(D.due_at.is_(None), D.due_at <= now)
     statement = (
         sa.update(deliveries)
         .where(
-            D.occurrence_id == occurrence_id, D.channel == channel, D.id >= lo, D.id < hi, claimable
+            D.occurrence_id == occurrence_id,
+            D.channel == channel,
+            D.id >= lo,
+            D.id < hi,
+            claimable,
+            due,
         )
         .values(
             state=DeliveryState.SENDING.value,

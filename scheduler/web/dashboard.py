@@ -51,6 +51,8 @@ class PastRow:
     failures: list[tuple[str, str, int]] = field(default_factory=list)
     state: str = ""  # as shown: `blocked` for a row its campaign's problem keeps `planned`
     blocked_reason: str | None = None
+    # A `deliver: local` step: its waves, zone by zone, with their counts.
+    waves: list[ledger.WaveCount] = field(default_factory=list)
 
 
 @blueprint.before_request
@@ -137,9 +139,10 @@ def _past(rows: list[ledger.OccurrenceRow]) -> list[PastRow]:
     engine = web_state().engine
     progress = channel_state.progress(engine, [r.id for r in rows])
     blocked = problems.blocked_reasons(problems.current(engine, problems.CAMPAIGN))
+    by_wave = ledger.wave_counts(engine, [r.id for r in rows])
     out = []
     for row in rows:
-        item = PastRow(row, progress.get(row.id, []))
+        item = PastRow(row, progress.get(row.id, []), waves=by_wave.get(row.id, []))
         item.state, item.blocked_reason = problems.shown_state(
             row.state, row.campaign, row.note, blocked
         )
