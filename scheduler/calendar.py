@@ -44,6 +44,10 @@ class Occurrence:
     channels: tuple[str, ...]
     template: str
     note: str | None = None
+    # The step's wall-clock time before any zone is applied, and whether each subscriber
+    # gets it at that time in their own zone (`deliver: local`, see scheduler.waves).
+    wall: dt.datetime | None = None
+    deliver_local: bool = False
 
     @property
     def day_key(self) -> str:
@@ -159,6 +163,8 @@ def _build(
         channels=tuple(step.channels),
         template=step.template,
         note="; ".join(notes) or None,
+        wall=naive,
+        deliver_local=step.deliver == "local",
     )
 
 

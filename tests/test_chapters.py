@@ -337,3 +337,40 @@ def test_joining_a_broken_campaign_reports_the_break_once(make_project: ProjectF
     d = only(found, "cannot read time")
     assert d.line == line_of(text, "9 o'clock")
     assert not [x for x in found if "is not a campaign of the alliance" in x.message]
+
+
+def test_a_sender_name_is_translated_in_the_message_language(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    text = CHAPTERS_YAML.replace(
+        "usa: {name: Workers United USA, address: news@usa.example.org}",
+        "usa: {name: {en: Workers United USA, es: Envíos de Trabajadores Unidos}, "
+        "address: news@usa.example.org}",
+    )
+    assert text != CHAPTERS_YAML
+    project = chapters_project(make_project, text)
+    add(
+        store_engine,
+        "usa-members",
+        ("rosa@example.org", "Rosa", "es"),
+        ("dave@example.org", "Dave", "en"),
+    )
+    messages = {
+        str(m["Content-Language"]): m
+        for m in sent_messages(project, store_engine, "usa/may-day/2027/statement")
+    }
+    assert messages["es"]["From"] == "Envíos de Trabajadores Unidos <news@usa.example.org>"
+    assert messages["en"]["From"] == "Workers United USA <news@usa.example.org>"
+    # {{ sender.name }} (the signature) in the same language as the message.
+    assert "Envíos de Trabajadores Unidos" in body(messages["es"], "plain")
+    assert "Envíos de Trabajadores Unidos" in body(messages["es"], "html")
+    assert "Envíos" not in body(messages["en"], "plain")
+    assert "Workers United USA" in body(messages["en"], "plain")
+
+
+def test_a_sender_name_per_language_is_still_one_line(make_project: ProjectFactory) -> None:
+    text = CHAPTERS_YAML.replace(
+        "usa: {name: Workers United USA,", 'usa: {name: {en: "Workers\\nUnited"},'
+    )
+    found = problems(make_project, text)
+    assert any("one line" in d.message for d in found), found

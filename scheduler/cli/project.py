@@ -9,14 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scheduler import calendar
+from scheduler import calendar, waves
 from scheduler.channels import sends_email
 from scheduler.config.project import Project
 from scheduler.console import err, fail, out, print_json, state, valid_project
 from scheduler.errors import ConfigError, TemplateError, UnknownCampaignError
 from scheduler.ics import to_ics
 from scheduler.preview import build_preview
-from scheduler.store.sizes import audience_sizes
+from scheduler.store.sizes import AudienceSizes, audience_sizes
 from scheduler.timefmt import local_time, plural
 from scheduler.validate import validate_project
 
@@ -49,7 +49,16 @@ def _occurrence_record(project: Project, occ: calendar.Occurrence) -> dict[str, 
         "note": occ.note,
         # A campaign with a problem of its own is not sent until fixed (`scheduler validate`).
         "blocked": occ.campaign_id in project.blocked,
+        "deliver": "local" if occ.deliver_local else "campaign",
     }
+
+
+def _wave_records(
+    project: Project, occ: calendar.Occurrence, sizes: AudienceSizes
+) -> list[dict[str, object]]:
+    """A `deliver: local` step's waves for its audience as it is now, earliest first."""
+    campaign = project.config.campaigns[occ.campaign_id]
+    return [w.as_json() for w in waves.waves(occ, sizes.by_zone(campaign.audience))]
 
 
 # --- validate ------------------------------------------------------------------------------
@@ -155,7 +164,13 @@ def calendar_command(
         ics.write_bytes(to_ics(project.config, occurrences))
         err.print(f"wrote {plural(len(occurrences), 'event')} to {ics}", markup=False)
     if as_json:
-        print_json([_occurrence_record(project, o) for o in occurrences])
+        records = [_occurrence_record(project, o) for o in occurrences]
+        if any(o.deliver_local for o in occurrences):
+            sizes = audience_sizes(project)
+            for rec, occ in zip(records, occurrences, strict=True):
+                if occ.deliver_local:
+                    rec["waves"] = _wave_records(project, occ, sizes)
+        print_json(records)
         return
     if ics is not None:
         return
@@ -196,6 +211,8 @@ def plan(
             "recipients": sizes.recipients(campaign.audience) if emails else 0,
             "source": sizes.source,
         }
+        if occ.deliver_local:
+            rec["waves"] = _wave_records(project, occ, sizes)
         records.append(rec)
     if as_json:
         print_json(records)
@@ -233,6 +250,14 @@ def plan(
             recipients,
         )
     out.print(table)
+    for rec in records:
+        for w in rec.get("waves", []):
+            out.print(
+                f"{rec['id']}: wave {w['instant']} ({w['local']}, {', '.join(w['zones'])}) "
+                f"to {w['size']:,}",
+                markup=False,
+                soft_wrap=True,
+            )
     out.print(f"Audience counted from {sizes.source}.", markup=False)
 
 

@@ -376,6 +376,10 @@ def _summary(
         "already_done": report.already_final,
         "failures": r.reasons,
         "held_by_others": report.held,
+        "deferred": {
+            channel: {"count": d.count, "next_attempt_at": d.next_attempt_at, "reason": d.reason}
+            for channel, d in report.deferred.items()
+        },
         "channels": {p.channel: p.as_json() for p in report.progress},
         "still_planned": planned,
         "still_planned_at": occ.instant if planned else None,
@@ -398,6 +402,14 @@ def _summary(
             f"{report.occurrence_id}: {plural(report.held, 'delivery is', 'deliveries are')} "
             f"held by another sender, or were left by one that stopped; they can be sent again "
             f"from {until} (run this command again then, without --no-wait).",
+            markup=False,
+        )
+    elif r.sent == r.failed == r.skipped == r.deferred == 0 and report.deferred:
+        waiting = sum(d.count for d in report.deferred.values())
+        out.print(
+            f"{report.occurrence_id}: nothing to send yet — "
+            f"{plural(waiting, 'delivery waits', 'deliveries wait')} for its next attempt "
+            "after a temporary failure.",
             markup=False,
         )
     elif r.sent == r.failed == r.skipped == 0:
@@ -423,6 +435,15 @@ def _summary(
     if not as_json and report.claim is not Claim.REFUSED:
         for line in channel_lines(report.progress):
             out.print(f"  {line}", markup=False)
+        for channel, d in report.deferred.items():
+            when = local_time(d.next_attempt_at, seconds=True) if d.next_attempt_at else "soon"
+            out.print(
+                f"  {channel}: {plural(d.count, 'delivery', 'deliveries')} deferred after a "
+                f"temporary failure ({d.reason}); next attempt {when}. The running clock "
+                "(`scheduler run` or `scheduler clock`) sends them then, or run this command "
+                "again after that; they fail only once the channel's retry window is over.",
+                markup=False,
+            )
         if planned and when:
             campaign_id = report.occurrence_id.split("/")[0]
             flags = " ".join(f"--channel {c}" for c in planned)

@@ -24,11 +24,12 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from scheduler import alerts, calendar, settings
+from scheduler import alerts, calendar, settings, waves
 from scheduler.calendar import Occurrence
 from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
-from scheduler.clock.policy import Action, Decision, decide
+from scheduler.clock.policy import Action, Decision, LocalWaves, decide
+from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
@@ -39,13 +40,17 @@ from scheduler.review import approvals, gate, holds
 from scheduler.review.policy import DEFAULT_ONE_OFF, has_approvers, review_for
 from scheduler.store import problems
 from scheduler.store.schema import Role
+from scheduler.store.sizes import AudienceSizes, audience_sizes
 from scheduler.timefmt import local_time
 from scheduler.validate import validate_project
 
 log = logging.getLogger("scheduler.clock")
 
 JOB_PREFIX = "occurrence:"
+WAVE_PREFIX = "wave:"  # one date job per wave of a `deliver: local` step: "wave:ID@INSTANT"
+ZONES_FRESH = dt.timedelta(minutes=1)  # how long an audience's count by zone is reused
 NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
+RETRY_EVERY = dt.timedelta(minutes=1)
 
 
 def _now() -> dt.datetime:
@@ -89,6 +94,9 @@ class Clock:
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self._blocked_logged: set[tuple[str, str]] = set()
+        self._retried: dict[str, dt.datetime] = {}  # when deferred deliveries were resumed
+        self._sizes: tuple[dt.datetime, AudienceSizes] | None = None  # see _audience_zones
+        self._waves_enqueued: dict[str, dt.datetime] = {}  # see _wave_enqueued
         # Campaigns unblocked by a reload whose entry had failed the schema (so their dates
         # were unknown): the next sweep looks back to when they were blocked.
         self._look_back: dict[str, dt.datetime] = {}
@@ -166,18 +174,67 @@ class Clock:
         upcoming += calendar.next_occurrences(config, now, limit=NEXT_LISTED)
         wanted = {JOB_PREFIX + o.id: o for o in sorted(upcoming, key=lambda o: (o.instant, o.id))}
         self.scheduled = list(wanted.values())
+        # A local-time step's waves lie up to a day on either side of its instant.
+        timed: dict[str, tuple[Occurrence, dt.datetime]] = {
+            job_id: (occ, occ.instant) for job_id, occ in wanted.items()
+        }
+        around = (
+            calendar.expand(config, now - waves.SPREAD, now + self.horizon + waves.SPREAD)
+            if _has_local_steps(config)
+            else []
+        )
+        zones: dict[str, dict[str | None, int]] = {}
+        for occ in (o for o in around if o.deliver_local):
+            for instant in self._wave_instants(occ, zones):
+                if instant > now:
+                    timed[f"{WAVE_PREFIX}{occ.id}@{instant:%Y%m%dT%H%M%SZ}"] = (occ, instant)
         for job in self.scheduler.get_jobs():
-            if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+            if job.id.startswith((JOB_PREFIX, WAVE_PREFIX)) and job.id not in timed:
                 job.remove()
-        for job_id, occ in wanted.items():
+        for job_id, (occ, instant) in timed.items():
             self.scheduler.add_job(
                 self.on_time,
-                DateTrigger(run_date=occ.instant),
+                DateTrigger(run_date=instant),
                 id=job_id,
                 args=[occ.id],
                 replace_existing=True,
             )
         self._last_rebuild = now
+
+    def _wave_instants(
+        self, occ: Occurrence, zones: dict[str, dict[str | None, int]]
+    ) -> tuple[dt.datetime, ...]:
+        """The instants of a local-time occurrence's waves for its audience as it is now
+        (`zones` caches each campaign's audience by zone for one pass)."""
+        if occ.campaign_id not in zones:
+            zones[occ.campaign_id] = self._audience_zones(occ.campaign_id)
+        return tuple(w.instant for w in waves.waves(occ, zones[occ.campaign_id]))
+
+    def _audience_zones(self, campaign_id: str) -> dict[str | None, int]:
+        """A campaign's audience by zone: the store plus the lists' CSV sources (a send
+        syncs them first, so a zone only in a CSV still has its wave on time). Counted at
+        most once a minute: the sweep runs every few seconds."""
+        now = self.now()
+        if self._sizes is None or now - self._sizes[0] >= ZONES_FRESH:
+            self._sizes = (now, audience_sizes(self.project, self.engine))
+        campaign = self.project.config.campaigns[campaign_id]
+        return self._sizes[1].by_zone(campaign.audience)
+
+    def _local_waves(
+        self, occurrences: list[Occurrence], now: dt.datetime
+    ) -> dict[str, LocalWaves]:
+        """For the policy: each local-time occurrence's waves for its audience, and (from the
+        ledger, which has the last word once it is fanned out) the earliest wave due that
+        nobody sends."""
+        local = [o for o in occurrences if o.deliver_local]
+        if not local:
+            return {}
+        open_due = ledger.open_waves(self.engine, [o.id for o in local], now)
+        zones: dict[str, dict[str | None, int]] = {}
+        return {
+            occ.id: LocalWaves(self._wave_instants(occ, zones), open_due.get(occ.id))
+            for occ in local
+        }
 
     def watch(self) -> None:
         fingerprint = self._files_fingerprint()
@@ -268,6 +325,20 @@ class Clock:
         since = (seen - dt.timedelta(minutes=1)) if seen else now - longest
         candidates = calendar.expand(config, since, now + dt.timedelta(seconds=1))
         ids = {o.id for o in candidates}
+        # A local-time step is due from its first wave to its last: up to a day before and
+        # after its own instant.
+        zones: dict[str, dict[str | None, int]] = {}
+        around = (
+            calendar.expand(config, since - waves.SPREAD, now + waves.SPREAD)
+            if _has_local_steps(config)
+            else []
+        )
+        for occ in around:
+            if occ.deliver_local and occ.id not in ids:
+                instants = self._wave_instants(occ, zones) or (occ.instant,)
+                if instants[0] <= now and instants[-1] >= since:
+                    candidates.append(occ)
+                    ids.add(occ.id)
         for hold in holds.open_holds(self.engine):  # held for review: still waiting
             if hold.occurrence_id not in ids and hold.campaign in config.campaigns:
                 try:
@@ -310,6 +381,11 @@ class Clock:
                     holds.release(self.engine, hold.occurrence_id, row.state)
             paused = state.paused(self.engine)
             held = gate.unapproved(self.project, self.engine, occurrences, known, now)
+            # Deferred deliveries whose next attempt has come. Resumed at most once a
+            # minute: in distributed mode the workers may take a few seconds to claim them.
+            self._retried = {i: t for i, t in self._retried.items() if now - t < RETRY_EVERY}
+            retry_due = (ledger.deferred_due(self.engine, now) & set(ids)) - set(self._retried)
+            self._retried.update((i, now) for i in retry_due)
             decisions = [
                 d
                 for d in decide(
@@ -321,14 +397,25 @@ class Clock:
                     channels=channels,
                     held=held,
                     blocked=self.blocked_reasons(),
+                    retry_due=retry_due,
+                    local=self._local_waves(occurrences, now),
                 )
-                if d.occurrence.id not in self._in_flight
+                if d.occurrence.id not in self._in_flight and not self._wave_enqueued(d, now)
             ]
             for d in decisions:
-                if d.action in (Action.FIRE, Action.LATE, Action.RESUME):
+                if d.action in (Action.FIRE, Action.LATE, Action.RESUME, Action.WAVE):
                     self._in_flight.add(d.occurrence.id)
         for d in decisions:
             self.act(d)
+
+    def _wave_enqueued(self, d: Decision, now: dt.datetime) -> bool:
+        """Distributed: a wave handed to the workers stays pending until one claims it;
+        enqueue it again only once a sender's lease has passed (a worker that died), not at
+        every sweep. (Embedded, the wave is in flight in this process until it is sent.)"""
+        if not self.distributed or d.action is not Action.WAVE:
+            return False
+        last = self._waves_enqueued.get(d.occurrence.id)
+        return last is not None and now - last < dt.timedelta(seconds=settings.lease_seconds())
 
     def remind(self, now: dt.datetime) -> None:
         """Remind approvers of an occurrence that needs review and has none, once, from
@@ -399,7 +486,11 @@ class Clock:
         if d.action is Action.RESUME:
             # At most one resume per stall window, however long the send takes.
             ledger.touch_occurrence(self.engine, occ.id)
-            log.info("event=resume occurrence=%s", occ.id)
+            log.info("event=resume occurrence=%s reason=%r", occ.id, d.note)
+        if d.action is Action.WAVE:
+            self._waves_enqueued[occ.id] = self.now()
+            ledger.touch_occurrence(self.engine, occ.id)
+            log.info("event=wave occurrence=%s note=%r", occ.id, d.note)
         note = d.note
         if holds.release(self.engine, occ.id, "fired"):
             note = f"{note}; after being held for review" if note else "approved after a hold"
@@ -461,6 +552,10 @@ class Clock:
             r.skipped,
             (started - occ.instant).total_seconds(),
         )
+
+
+def _has_local_steps(config: Config) -> bool:
+    return any(s.deliver == "local" for c in config.campaigns.values() for s in c.steps.values())
 
 
 def _reason(found: tuple[Diagnostic, ...]) -> str:

@@ -5,12 +5,17 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
 - later than that but inside the campaign's `catch_up` window (default 6h): fire, marked late,
   with a note saying how late and why;
 - outside the window: never sent, recorded as `missed` and reported;
-- already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed);
+- already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed,
+  and so is one with deliveries deferred after a temporary failure once their time comes);
 - claimed for some channels only (sent by hand before the instant): the channels still
   planned are fired, late or missed by the same rules;
 - its campaign is paused: wait (if it is resumed inside the window it fires late);
 - it needs review and has no valid approval (`held`, from `review.gate`): hold; approved
   inside the window it fires late, after the window it is recorded missed.
+- a `deliver: local` step (scheduler/waves.py) is due from its first wave on; once claimed,
+  each later wave is fired (`WAVE`) when its instant comes; each wave has the catch-up window
+  (one due longer ago is recorded skipped by the fan-out), so the occurrence is missed only
+  when every wave is;
 - its campaign is blocked by a problem of its own (a missing statement, a template that
   fails): recorded `planned` with the reason at its instant, and fired late if the file is
   fixed inside the catch-up window; past the window it is recorded `missed` with the reason.
@@ -19,7 +24,7 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -44,6 +49,15 @@ class Action(StrEnum):
     WAIT = "wait"  # its campaign is paused
     HOLD = "hold"  # it needs an approval it does not have
     BLOCKED = "blocked"  # its campaign has a problem of its own: wait for a fix, say why
+    WAVE = "wave"  # a claimed local-time occurrence has a wave due that nobody is sending
+
+
+@dataclass(frozen=True, slots=True)
+class LocalWaves:
+    """What the clock knows of a `deliver: local` occurrence's waves."""
+
+    instants: tuple[dt.datetime, ...]  # every wave's instant, earliest first
+    open_due: dt.datetime | None = None  # earliest due wave with deliveries nobody sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,27 +89,50 @@ def decide(
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
     held: Mapping[str, str] | None = None,
     blocked: Mapping[str, str] | None = None,
+    retry_due: Collection[str] = (),
+    local: Mapping[str, LocalWaves] | None = None,
 ) -> list[Decision]:
     """Decisions for the occurrences whose instant is not after `now`.
 
     `channels` (occurrence -> channel -> row) lets an occurrence some of whose channels went
     out by hand fire the channels still planned; without it a claimed occurrence counts as
     claimed on every channel. `blocked` maps a campaign that cannot be sent to why.
+    `retry_due`: occurrences with deliveries deferred after a temporary failure whose next
+    attempt has come; they are resumed whatever their catch-up window (the window that
+    counts for them is their channel's retry window).
     """
     blocked = blocked or {}
+    local = local or {}
     out: list[Decision] = []
     for occ in occurrences:
-        if occ.instant > now:
+        waves = local.get(occ.id) if occ.deliver_local else None
+        instants = waves.instants if waves is not None and waves.instants else (occ.instant,)
+        if instants[0] > now:
             continue
         campaign = config.campaigns.get(occ.campaign_id)
         if campaign is None:
             continue
-        late_by = now - occ.instant
+        late_by = now - instants[0]
+        # Inside the catch-up window of at least one wave (a wave still to come counts).
+        within = any(now - w <= campaign.catch_up_window for w in instants)
         row = known.get(occ.id)
         remaining: tuple[str, ...] = ()  # empty: every channel of the step
         # A `planned` row only says why it has not fired yet (it was blocked): decide again.
         if row is not None and row.state != "planned":
             if row.state in FINAL_OCCURRENCE:
+                continue
+            if waves is not None and waves.open_due is not None:
+                if occ.campaign_id in paused:
+                    out.append(Decision(occ, Action.WAIT, "campaign paused"))
+                    continue
+                wave_late = now - waves.open_due
+                note = (
+                    None
+                    if wave_late <= ON_TIME
+                    else f"wave due {waves.open_due:%Y-%m-%d %H:%M:%S} UTC sent "
+                    f"{_ago(wave_late)} late"
+                )
+                out.append(Decision(occ, Action.WAVE, note))
                 continue
             planned = (
                 still_planned(occ.channels, channels.get(occ.id, {}))
@@ -104,7 +141,11 @@ def decide(
             )
             if not planned:
                 stale = row.state == "firing" and now - row.updated_at > stale_after
-                if stale and late_by <= campaign.catch_up_window:
+                # A local-time one fanned out in full is resumed through its open waves.
+                waits_for_waves = waves is not None and row.fanned_out_at is not None
+                if row.state == "firing" and occ.id in retry_due:
+                    out.append(Decision(occ, Action.RESUME, "sending deferred deliveries"))
+                elif stale and within and not waits_for_waves:
                     out.append(Decision(occ, Action.RESUME, "resuming after an interruption"))
                 continue
             remaining = tuple(planned)
@@ -114,7 +155,7 @@ def decide(
         why = blocked.get(occ.campaign_id)
         if why is not None:
             window = campaign.catch_up_window
-            if late_by <= max(window, ON_TIME):
+            if within or late_by <= ON_TIME:
                 out.append(
                     Decision(
                         occ,
@@ -137,7 +178,7 @@ def decide(
                 )
             continue
         if held and occ.id in held:
-            if late_by <= campaign.catch_up_window:
+            if within:
                 out.append(Decision(occ, Action.HOLD, f"held for review: {held[occ.id]}"))
             else:
                 out.append(
@@ -150,10 +191,14 @@ def decide(
                     )
                 )
             continue
-        due = local_time(occ.local)
+        due = (
+            f"{instants[0]:%Y-%m-%d %H:%M} UTC, its first wave"
+            if waves is not None and waves.instants
+            else local_time(occ.local)
+        )
         if late_by <= ON_TIME:
             out.append(Decision(occ, Action.FIRE, None, remaining))
-        elif late_by <= campaign.catch_up_window:
+        elif within:
             out.append(
                 Decision(
                     occ,

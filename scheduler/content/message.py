@@ -53,7 +53,7 @@ def build_email(
 ) -> EmailMessage:
     domain = domain_of(sender.address)
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = _address(sender.name, sender.address)
+    msg["From"] = _address(sender.display_name(rendered.language), sender.address)
     msg["To"] = _address(recipient.name, recipient.email)
     if sender.reply_to:
         msg["Reply-To"] = sender.reply_to

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler import waves
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
@@ -45,8 +46,11 @@ class FireReport:
     synced: dict[str, int] = field(default_factory=dict)  # list -> rows read from its source
     held: int = 0  # deliveries another sender holds (or a crashed one left) after this call
     held_until: dt.datetime | None = None
+    # channel -> deliveries waiting after a temporary failure of their own (deferral.py)
+    deferred: dict[str, ledger.DeferredSummary] = field(default_factory=dict)
     interrupted: bool = False  # the process is stopping: the rest is left pending
     channels: list[str] = field(default_factory=list)  # the channels this call worked on
+    skipped_waves: int = 0  # deliveries of waves due longer ago than the catch-up window
     # Every channel of the step after this call: sent, failed, still planned.
     progress: list[channel_state.ChannelProgress] = field(default_factory=list)
 
@@ -91,6 +95,29 @@ def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, i
                 ",..." if len(lines) > 5 else "",
             )
     return synced
+
+
+def _due_plan(ctx: DeliveryContext, occ: Occurrence, lists: Sequence[str]) -> ledger.DuePlan:
+    """Each audience zone's instant for a `deliver: local` step (scheduler/waves.py)."""
+    zones = ledger.audience_zones(ctx.engine, lists)
+    return ledger.DuePlan(waves.due_by_zone(occ, zones), occ.instant, occ.timezone)
+
+
+def _skip_overdue_waves(ctx: DeliveryContext, occ: Occurrence, catch_up: str) -> int:
+    """Each wave has the catch-up window: one due longer ago is recorded skipped, said so."""
+    window = ctx.config.campaigns[occ.campaign_id].catch_up_window
+    now = dt.datetime.now(dt.UTC)
+    skipped = ledger.skip_overdue(
+        ctx.engine,
+        occ.id,
+        due_before=now - window,
+        note=f"missed: its wave was due more than the catch-up window ({catch_up}) ago",
+    )
+    if skipped:
+        log.warning(
+            "event=wave_missed occurrence=%s deliveries=%d catch_up=%s", occ.id, skipped, catch_up
+        )
+    return skipped
 
 
 def fire(
@@ -183,16 +210,23 @@ def _fire(
     unfanned = [c for c in active if chans[c].fanned_out_at is None and c not in before]
     if any(c in email_channels for c in unfanned):
         report.synced = sync_sources(ctx, campaign.audience)
+    due = _due_plan(ctx, occ, campaign.audience) if occ.deliver_local else None
     for channel in active:
         if channel in unfanned:
             # One statement, so all or nothing: a channel with rows is never fanned out
             # again, and late joiners are not added.
             if channel in email_channels:
-                report.new_rows += ledger.fan_out_email(engine, occ.id, channel, campaign.audience)
+                report.new_rows += ledger.fan_out_email(
+                    engine, occ.id, channel, campaign.audience, due=due
+                )
             else:
-                ledger.add_post_delivery(engine, occ.id, channel)
+                # A local-time step's posts go at the step's own zone time.
+                post_due = occ.instant if occ.deliver_local else None
+                ledger.add_post_delivery(engine, occ.id, channel, due_at=post_due)
                 report.new_rows += 1
         channel_state.mark_fanned_out(engine, occ.id, channel)
+    if occ.deliver_local:
+        report.skipped_waves = _skip_overdue_waves(ctx, occ, campaign.catch_up)
     report.total = ledger.mark_fanned_out(engine, occ.id)
     if report.new_rows > 1000:
         ledger.refresh_statistics(engine)
@@ -286,6 +320,7 @@ def _fire(
     ledger.finish_if_complete(engine, occ.id)
     if dispatch is None:
         report.held, report.held_until = ledger.held(engine, occ.id)
+    report.deferred = ledger.deferred(engine, [occ.id]).get(occ.id, {})
     final = ledger.get_occurrence(engine, occ.id)
     report.state = final.state if final else report.state
     report.progress = channel_state.occurrence_progress(engine, occ.id, occ.channels)

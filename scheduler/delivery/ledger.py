@@ -11,7 +11,7 @@ restarted process can never both own a delivery:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
 from scheduler.delivery import channel_state
+from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.reasons import reason_key
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
@@ -71,6 +72,8 @@ class ClaimedDelivery:
     subscriber_id: int | None
     language: str | None
     attempts: int
+    # Its first temporary failure, if it had one: its retry window runs from there.
+    first_failed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,27 +206,59 @@ def _wanted(lists: Sequence[str]) -> sa.ColumnElement[bool]:
     return sa.and_(member, ~suppressed)
 
 
-def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Sequence[str]) -> int:
+@dataclass(frozen=True, slots=True)
+class DuePlan:
+    """When each recipient of a `deliver: local` step is due (scheduler/waves.py): the
+    instant of each named zone, and the occurrence's own instant and zone for everyone
+    else (no timezone, or a zone that appeared after the plan was made)."""
+
+    by_zone: Mapping[str, dt.datetime]
+    instant: dt.datetime
+    zone: str
+
+
+def fan_out_email(
+    engine: Engine,
+    occurrence_id: str,
+    channel: str,
+    lists: Sequence[str],
+    *,
+    due: DuePlan | None = None,
+) -> int:
     """Snapshot the audience into one pending delivery per subscriber, in one statement.
 
     Active in any of the lists, minus suppressions; someone on two lists appears once (the
     subscriber id is the recipient). Run again, it adds only people who were not there.
+    With `due` (a local-time step), each row gets its `due_at` and `zone`, and ids ascend
+    with `due_at`, so batches go out wave by wave, earliest first.
     Returns the number of rows added.
     """
     s = subscribers.c
     wanted = _wanted(lists)
-    audience = (
-        sa.select(
-            sa.literal(occurrence_id),
-            sa.literal(channel),
-            sa.cast(s.id, sa.String),
-            s.id,
-            s.language,
-            sa.literal(DeliveryState.PENDING.value),
-        )
-        .where(wanted)
-        .order_by(s.id)
-    )
+    columns = ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"]
+    values: list[Any] = [
+        sa.literal(occurrence_id),
+        sa.literal(channel),
+        sa.cast(s.id, sa.String),
+        s.id,
+        s.language,
+        sa.literal(DeliveryState.PENDING.value),
+    ]
+    order: list[Any] = [s.id]
+    if due is not None:
+        known = list(due.by_zone)
+        due_at: Any = sa.literal(due.instant, D.due_at.type)
+        zone: Any = sa.literal(due.zone)
+        if known:
+            due_at = sa.case(
+                *((s.timezone == z, sa.literal(due.by_zone[z], D.due_at.type)) for z in known),
+                else_=due_at,
+            )
+            zone = sa.case((s.timezone.in_(known), s.timezone), else_=zone)
+        columns += ["due_at", "zone"]
+        values += [due_at, zone]
+        order = [due_at, s.id]
+    audience = sa.select(*values).where(wanted).order_by(*order)
     count = (
         sa.select(sa.func.count())
         .select_from(deliveries)
@@ -233,10 +268,7 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
         before = int(conn.scalar(count) or 0)
         insert = (
             dialect_insert(conn, deliveries)
-            .from_select(
-                ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"],
-                audience,
-            )
+            .from_select(columns, audience)
             .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
         )
         conn.execute(insert)
@@ -244,8 +276,20 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
         return int(conn.scalar(count) or 0) - before
 
 
-def add_post_delivery(engine: Engine, occurrence_id: str, channel: str) -> None:
-    """A social channel gets one delivery: the post (or thread) on that channel."""
+def audience_zones(engine: Engine, lists: Sequence[str]) -> dict[str | None, int]:
+    """How many subscribers a fan-out to `lists` would reach now, by time zone (None: no
+    timezone): the waves of a local-time step before it fires."""
+    s = subscribers.c
+    query = sa.select(s.timezone, sa.func.count()).where(_wanted(lists)).group_by(s.timezone)
+    with engine.connect() as conn:
+        return {zone: int(n) for zone, n in conn.execute(query)}
+
+
+def add_post_delivery(
+    engine: Engine, occurrence_id: str, channel: str, *, due_at: dt.datetime | None = None
+) -> None:
+    """A social channel gets one delivery: the post (or thread) on that channel. `due_at`:
+    a local-time step's post waits for the occurrence's own instant."""
     with writer(engine).begin() as conn:
         insert = (
             dialect_insert(conn, deliveries)
@@ -254,10 +298,118 @@ def add_post_delivery(engine: Engine, occurrence_id: str, channel: str) -> None:
                 channel=channel,
                 recipient=channel,
                 state=DeliveryState.PENDING.value,
+                due_at=due_at,
             )
             .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
         )
         conn.execute(insert)
+
+
+def skip_overdue(engine: Engine, occurrence_id: str, *, due_before: dt.datetime, note: str) -> int:
+    """Waves that came due longer ago than the catch-up window are not sent: their pending
+    deliveries are recorded `skipped` with `note` (why). Returns how many."""
+    with writer(engine).begin() as conn:
+        skipped = conn.execute(
+            sa.update(deliveries)
+            .where(
+                D.occurrence_id == occurrence_id,
+                D.state == DeliveryState.PENDING.value,
+                D.due_at.is_not(None),
+                D.due_at < due_before,
+            )
+            .values(state=DeliveryState.SKIPPED.value, last_error=note, updated_at=utcnow())
+            .returning(D.id)
+        )
+        return len(skipped.all())
+
+
+def open_waves(
+    engine: Engine, occurrence_ids: Sequence[str], now: dt.datetime
+) -> dict[str, dt.datetime]:
+    """occurrence -> the earliest `due_at` (not after `now`) of a delivery nobody sends:
+    pending, or sending with an expired lease. A wave the clock has to (re)start."""
+    if not occurrence_ids:
+        return {}
+    query = (
+        sa.select(D.occurrence_id, sa.func.min(D.due_at))
+        .where(
+            D.occurrence_id.in_(list(occurrence_ids)),
+            D.due_at.is_not(None),
+            D.due_at <= now,
+            sa.or_(
+                D.state == DeliveryState.PENDING.value,
+                sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
+            ),
+        )
+        .group_by(D.occurrence_id)
+    )
+    with engine.connect() as conn:
+        return {occ: due for occ, due in ((o, _aware(d)) for o, d in conn.execute(query)) if due}
+
+
+@dataclass(frozen=True, slots=True)
+class WaveCount:
+    due_at: dt.datetime
+    zones: tuple[str, ...]
+    states: dict[str, int]  # delivery state -> count
+
+    @property
+    def size(self) -> int:
+        return sum(self.states.values())
+
+    def as_json(self) -> dict[str, object]:
+        from zoneinfo import ZoneInfo
+
+        local = self.due_at.astimezone(ZoneInfo(self.zones[0])) if self.zones else self.due_at
+        get = self.states.get
+        return {
+            "instant": self.due_at.isoformat().replace("+00:00", "Z"),
+            "local": local.isoformat(),
+            "zones": list(self.zones),
+            "size": self.size,
+            "sent": get("sent", 0),
+            "pending": get("pending", 0) + get("sending", 0),
+            "failed": get("failed", 0),
+            "skipped": get("skipped", 0),
+        }
+
+    def text(self) -> str:
+        j = self.as_json()
+        done = f"sent {j['sent']:,}, pending {j['pending']:,}"
+        if j["failed"] or j["skipped"]:
+            done += f", failed {j['failed']:,}, skipped {j['skipped']:,}"
+        return f"wave {self.due_at:%Y-%m-%d %H:%M} UTC ({', '.join(self.zones)}): {done}"
+
+
+def wave_counts(
+    engine: Engine, occurrence_ids: Sequence[str] | None = None
+) -> dict[str, list[WaveCount]]:
+    """occurrence -> its waves as the ledger has them (email rows with a `due_at`), earliest
+    first, with each wave's deliveries by state: what `status` and the dashboard show."""
+    query = (
+        sa.select(D.occurrence_id, D.due_at, D.zone, D.state, sa.func.count())
+        .where(D.due_at.is_not(None), D.subscriber_id.is_not(None))
+        .group_by(D.occurrence_id, D.due_at, D.zone, D.state)
+    )
+    if occurrence_ids is not None:
+        query = query.where(D.occurrence_id.in_(list(occurrence_ids)))
+    found: dict[str, dict[dt.datetime, tuple[set[str], dict[str, int]]]] = {}
+    with engine.connect() as conn:
+        for occ, due, zone, state, n in conn.execute(query):
+            due = _aware(due)
+            if due is None:
+                continue
+            zones, states = found.setdefault(occ, {}).setdefault(due, (set(), {}))
+            if zone:
+                zones.add(zone)
+            states[state] = states.get(state, 0) + int(n)
+    return {
+        occ: [
+            WaveCount(due, tuple(sorted(zones)), states)
+            for due, (zones, states) in sorted(by_due.items())
+        ]
+        for occ, by_due in found.items()
+    }
 
 
 def refresh_statistics(engine: Engine) -> None:
@@ -308,7 +460,9 @@ def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
 def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) -> int:
     """Record every pending delivery of a channel as failed with `reason`, without trying:
     the channel cannot send at all (its secret is unset). Ordinary failed deliveries, so a
-    retry sends them once the reason is fixed. Returns how many."""
+    retry sends them once the reason is fixed. Returns how many. A later wave of a
+    local-time step is left pending: the variable may be set by its instant."""
+    now = utcnow()
     with writer(engine).begin() as conn:
         failed = conn.execute(
             sa.update(deliveries)
@@ -316,8 +470,9 @@ def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) 
                 D.occurrence_id == occurrence_id,
                 D.channel == channel,
                 D.state == DeliveryState.PENDING.value,
+                sa.or_(D.due_at.is_(None), D.due_at <= now),
             )
-            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=utcnow())
+            .values(state=DeliveryState.FAILED.value, last_error=reason, updated_at=now)
             .returning(D.id)
         )
         return len(failed.all())
@@ -353,29 +508,144 @@ def claim_batch(
     lease: dt.timedelta,
     now: dt.datetime | None = None,
 ) -> list[ClaimedDelivery]:
-    """Take the deliveries of [lo, hi) that nobody owns: pending, or sending with an expired
-    lease (a worker died). Already sent, failed or skipped ones are never returned."""
+    """Take the deliveries of [lo, hi) that nobody owns: pending (a deferred one once its
+    next attempt is due), or sending with an expired lease (a worker died). Already sent,
+    failed or skipped ones are never returned."""
     now = now or utcnow()
     claimable = sa.or_(
-        D.state == DeliveryState.PENDING.value,
+        sa.and_(
+            D.state == DeliveryState.PENDING.value,
+            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now),
+        ),
         sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
     )
+    # A later wave of a local-time step is not due yet: it stays pending for its instant.
+    due = sa.or_(D.due_at.is_(None), D.due_at <= now)
     statement = (
         sa.update(deliveries)
         .where(
-            D.occurrence_id == occurrence_id, D.channel == channel, D.id >= lo, D.id < hi, claimable
+            D.occurrence_id == occurrence_id,
+            D.channel == channel,
+            D.id >= lo,
+            D.id < hi,
+            claimable,
+            due,
         )
         .values(
             state=DeliveryState.SENDING.value,
             attempts=D.attempts + 1,
             lease_until=now + lease,
+            next_attempt_at=None,
             updated_at=now,
         )
-        .returning(D.id, D.channel, D.recipient, D.subscriber_id, D.language, D.attempts)
+        .returning(
+            D.id,
+            D.channel,
+            D.recipient,
+            D.subscriber_id,
+            D.language,
+            D.attempts,
+            D.first_failed_at,
+        )
     )
     with writer(engine).begin() as conn:
         rows = conn.execute(statement).all()
     return sorted((ClaimedDelivery(*row) for row in rows), key=lambda d: d.id)
+
+
+def defer(engine: Engine, deferrals: Sequence[Deferral]) -> int:
+    """Hand deliveries this sender holds back to `pending` until their next attempt (see
+    delivery/deferral.py), keeping when they first failed; returns how many."""
+    if not deferrals:
+        return 0
+    now = utcnow()
+    statement = (
+        sa.update(deliveries)
+        .where(D.id == sa.bindparam("b_id"), D.state == DeliveryState.SENDING.value)
+        .values(
+            state=DeliveryState.PENDING.value,
+            next_attempt_at=sa.bindparam("b_retry_at", type_=D.next_attempt_at.type),
+            first_failed_at=sa.func.coalesce(
+                D.first_failed_at, sa.bindparam("b_first", type_=D.first_failed_at.type)
+            ),
+            provider_response=sa.bindparam("b_response"),
+            last_error=sa.bindparam("b_error"),
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    params = [
+        {
+            "b_id": d.id,
+            "b_retry_at": d.retry_at,
+            "b_first": d.first_failed_at,
+            "b_response": d.response,
+            "b_error": f"deferred after a temporary failure: {d.response}",
+        }
+        for d in deferrals
+    ]
+    with writer(engine).begin() as conn:
+        conn.execute(statement, params)
+    return len(params)
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredSummary:
+    """Deliveries of one channel waiting for their next attempt."""
+
+    count: int
+    next_attempt_at: dt.datetime | None
+    reason: str | None  # the most common one
+
+
+def deferred(
+    engine: Engine, occurrence_ids: Sequence[str] | None = None
+) -> dict[str, dict[str, DeferredSummary]]:
+    """occurrence -> channel -> the deferred deliveries (count, soonest next attempt)."""
+    where = [D.state == DeliveryState.PENDING.value, D.next_attempt_at.is_not(None)]
+    if occurrence_ids is not None:
+        where.append(D.occurrence_id.in_(list(occurrence_ids)))
+    query = (
+        sa.select(
+            D.occurrence_id,
+            D.channel,
+            D.provider_response,
+            sa.func.count(),
+            sa.func.min(D.next_attempt_at),
+        )
+        .where(*where)
+        .group_by(D.occurrence_id, D.channel, D.provider_response)
+    )
+    grouped: dict[str, dict[str, list[tuple[int, dt.datetime | None, str | None]]]] = {}
+    with engine.connect() as conn:
+        for occ, channel, response, n, soonest in conn.execute(query):
+            grouped.setdefault(occ, {}).setdefault(channel, []).append(
+                (int(n), _aware(soonest), response)
+            )
+    out: dict[str, dict[str, DeferredSummary]] = {}
+    for occ, by_channel in grouped.items():
+        for channel, parts in by_channel.items():
+            times = [t for _, t, _ in parts if t is not None]
+            common = max(parts, key=lambda p: p[0])[2]
+            out.setdefault(occ, {})[channel] = DeferredSummary(
+                count=sum(n for n, _, _ in parts),
+                next_attempt_at=min(times) if times else None,
+                reason=reason_key(common) if common else None,
+            )
+    return out
+
+
+def deferred_due(engine: Engine, now: dt.datetime | None = None) -> set[str]:
+    """Occurrences with a deferred delivery whose next attempt has come: the clock sends
+    them again, whatever their catch-up window."""
+    now = now or utcnow()
+    query = (
+        sa.select(D.occurrence_id)
+        .where(D.state == DeliveryState.PENDING.value, D.next_attempt_at <= now)
+        .distinct()
+    )
+    with engine.connect() as conn:
+        return {str(o) for o in conn.execute(query).scalars()}
 
 
 def renew_lease(engine: Engine, ids: Sequence[int], *, lease: dt.timedelta) -> None:
@@ -678,6 +948,9 @@ def requeue_failed(
             # earlier attempt got through before posting again.
             attempts=1,
             lease_until=None,
+            # Sent again by hand: a whole retry window from its next temporary failure.
+            first_failed_at=None,
+            next_attempt_at=None,
             updated_at=now,
         )
         .returning(D.channel)

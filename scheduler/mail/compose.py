@@ -347,7 +347,7 @@ class MessageFactory:
         self.tokens = tuple(tokens)
 
         self.boundary = self._boundary(text, html)
-        head = _fold("From", _mailbox(sender.name, sender.address))
+        head = _fold("From", _mailbox(sender.display_name(language), sender.address))
         if sender.reply_to:
             head += _fold("Reply-To", [_check_address(sender.reply_to, "reply-to address")])
         head += _unstructured("Subject", subject)

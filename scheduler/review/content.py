@@ -48,7 +48,7 @@ def render_content(project: Project, occ: Occurrence, renderer: Renderer | None 
             sender_id = str(campaign.sender or settings.get("sender") or next(iter(config.senders)))
             sender = config.senders[sender_id]
             lines.append(
-                f"sender of {name}: {sender.name} <{sender.address}>"
+                f"sender of {name}: {sender.display_name()} <{sender.address}>"
                 + (f" reply-to {sender.reply_to}" if sender.reply_to else "")
             )
             for language in config.campaign_languages(campaign):

@@ -29,18 +29,33 @@ class AudienceSizes:
     # Keys a sync would not (re)add: per list (left it, bounced) and everywhere (suppressed).
     held_back: dict[str, set[str]] = field(default_factory=dict)
     suppressed: set[str] = field(default_factory=set)
+    # Each address's time zone (a CSV's `timezone` column wins, as a sync makes it).
+    zones: dict[str, str | None] = field(default_factory=dict)
 
-    def recipients(self, lists: Iterable[str]) -> int:
-        """Distinct addresses across the lists: someone on two lists gets one email."""
+    def _union(self, lists: Iterable[str]) -> set[str]:
         union: set[str] = set()
         for name in lists:
             union |= self.active.get(name, set())
             union |= self.from_files.get(name, set()) - self.held_back.get(name, set())
-        return len(union - self.suppressed)
+        return union - self.suppressed
+
+    def recipients(self, lists: Iterable[str]) -> int:
+        """Distinct addresses across the lists: someone on two lists gets one email."""
+        return len(self._union(lists))
+
+    def by_zone(self, lists: Iterable[str]) -> dict[str | None, int]:
+        """The recipients by time zone (None: no timezone): a local-time step's waves."""
+        counts: dict[str | None, int] = {}
+        for key in self._union(lists):
+            zone = self.zones.get(key)
+            counts[zone] = counts.get(zone, 0) + 1
+        return counts
 
 
-def audience_sizes(project: Project) -> AudienceSizes:
-    engine = _existing_store()
+def audience_sizes(project: Project, store: Engine | None = None) -> AudienceSizes:
+    """The audience as a send would see it; `store`: this engine (the clock's), not the
+    configured database opened for the occasion."""
+    engine = store or _existing_store()
     sizes = AudienceSizes(source="the lists' CSV sources (no store yet)")
     if engine is not None:
         try:
@@ -51,7 +66,8 @@ def audience_sizes(project: Project) -> AudienceSizes:
                 f"the lists' CSV sources (the store could not be read: {type(e).__name__})"
             )
         finally:
-            engine.dispose()
+            if store is None:
+                engine.dispose()
     for name, mlist in project.config.lists.items():
         if mlist.source:
             path = project.base_dir / mlist.source
@@ -61,6 +77,9 @@ def audience_sizes(project: Project) -> AudienceSizes:
                     path, languages=list(voice.languages), default_language=voice.default_language
                 )
                 sizes.from_files[name] = {address_key(row.email) for row in result.rows}
+                for row in result.rows:
+                    if row.timezone:
+                        sizes.zones[address_key(row.email)] = row.timezone
     return sizes
 
 
@@ -76,11 +95,12 @@ def _from_store(engine: Engine, lists: list[str], sizes: AudienceSizes) -> None:
     s, m = subscribers.c, memberships.c
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(m.list_name, s.email_key, m.status)
+            sa.select(m.list_name, s.email_key, m.status, s.timezone)
             .join(subscribers, s.id == m.subscriber_id)
             .where(m.list_name.in_(lists))
         )
-        for list_name, key, status in rows:
+        for list_name, key, status, zone in rows:
+            sizes.zones.setdefault(key, zone)
             if status == "active":
                 sizes.active.setdefault(list_name, set()).add(key)
             elif status in FINAL_STATUSES:

@@ -31,6 +31,7 @@ from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.readiness import unset_variables
 from scheduler.errors import NotAllowedError, ReviewError, SchedulerError, UnknownCampaignError
 from scheduler.review import approvals, holds
+from scheduler.store import problems
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
 from scheduler.web.dashboard import blueprint
@@ -316,11 +317,17 @@ def occurrence(occurrence_id: str) -> tuple[str, int, dict[str, str]]:
     row = ledger.get_occurrence(state.engine, occ.id)
     counts = ledger.counts(state.engine, occ.id).get(occ.id, {})
     hold = holds.get(state.engine, occ.id)
+    shown, blocked_reason = (None, None)
+    if row is not None:
+        blocked = problems.blocked_reasons(problems.current(state.engine, problems.CAMPAIGN))
+        shown, blocked_reason = problems.shown_state(row.state, row.campaign, row.note, blocked)
     progress = channel_state.occurrence_progress(state.engine, occ.id, occ.channels)
     html, status = render_page(
         "occurrence.html",
         occ=occ,
         row=row,
+        shown_state=shown,
+        blocked_reason=blocked_reason,
         counts=counts,
         review=review,
         hold=hold if hold is not None and hold.released_at is None else None,

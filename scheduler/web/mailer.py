@@ -63,7 +63,7 @@ def _address(display: str | None, email: str) -> Address:
 def build_letter(letter: Letter, sender: Sender, *, now: dt.datetime | None = None) -> bytes:
     domain = domain_of(sender.address)
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = _address(sender.name, sender.address)
+    msg["From"] = _address(sender.display_name(letter.language), sender.address)
     msg["To"] = _address(letter.name, letter.to)
     if sender.reply_to:
         msg["Reply-To"] = sender.reply_to
