@@ -134,9 +134,6 @@ def import_batch(
                     erased,
                 )
             )
-    # The planner knows nothing of a table filled a moment ago; with these figures it joins
-    # a batch by index, not by reading every subscriber.
-    conn.exec_driver_sql("ANALYZE import_staging")
     found = conn.exec_driver_sql(
         _MERGE, {"list": list_name, "status": status.value, "source": source}
     ).one()
