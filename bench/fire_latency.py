@@ -91,7 +91,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     with SmtpTestServer() as server:
-        start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=12)
+        # Time for the daemon to start and, for a big list, to sync it ahead of the first
+        # instant (as it would minutes ahead in real use).
+        lead = 12 + args.recipients / 4000
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=lead)
         instants = [
             start + dt.timedelta(seconds=round(i * args.gap)) for i in range(args.occurrences)
         ]

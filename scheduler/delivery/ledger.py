@@ -203,15 +203,28 @@ def _wanted(lists: Sequence[str]) -> sa.ColumnElement[bool]:
     return sa.and_(member, ~suppressed)
 
 
-def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Sequence[str]) -> int:
+def fan_out_email(
+    engine: Engine,
+    occurrence_id: str,
+    channel: str,
+    lists: Sequence[str],
+    *,
+    limit: int | None = None,
+) -> int:
     """Snapshot the audience into one pending delivery per subscriber, in one statement.
 
     Active in any of the lists, minus suppressions; someone on two lists appears once (the
     subscriber id is the recipient). Run again, it adds only people who were not there.
-    Returns the number of rows added.
+    `limit`: only the first so many subscribers (by id), for a first batch to send while
+    the rest is added. Returns the number of rows added.
     """
     s = subscribers.c
     wanted = _wanted(lists)
+    there = sa.select(sa.literal(1)).where(
+        D.occurrence_id == occurrence_id,
+        D.channel == channel,
+        D.recipient == sa.cast(s.id, sa.String),
+    )
     audience = (
         sa.select(
             sa.literal(occurrence_id),
@@ -222,7 +235,11 @@ def fan_out_email(engine: Engine, occurrence_id: str, channel: str, lists: Seque
             sa.literal(DeliveryState.PENDING.value),
         )
         .where(wanted)
+        # Not those there already (a first batch, or before a crash): PostgreSQL would draw
+        # an id for each conflicting row, leaving gaps that make batches of the id range.
+        .where(~there.exists())
         .order_by(s.id)
+        .limit(limit)
     )
     count = (
         sa.select(sa.func.count())

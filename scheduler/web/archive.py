@@ -111,9 +111,7 @@ def statement_of(project: Project, campaign: str, language: str) -> Statement | 
     folder = statement_folder(project.statements_dir, found.statement, found.chapter)
     try:
         # Read on each request: a long-running web process shows corrections to the file.
-        return load_statement(
-            folder, found.statement, language, images_dir=project.statements_dir
-        )
+        return load_statement(folder, found.statement, language, images_dir=project.statements_dir)
     except ConfigError:
         return None
 
