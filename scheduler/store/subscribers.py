@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.audience.address import address_key, normalize_address
 from scheduler.audience.csvfile import SubscriberRow
+from scheduler.listhealth.erasure_key import PREFIX as ERASED
 from scheduler.listhealth.erasure_key import erased_keys
 from scheduler.store import pg_import
 from scheduler.store.db import dialect_insert, writer
@@ -130,8 +131,11 @@ def _import_batch(
     """SQLite: read what is stored for the batch, merge in Python, write with executemany
     (plain SQL: SQLAlchemy's per-row parameter handling cost more than SQLite's work)."""
     keys = list(unique)
-    # An erased person is suppressed under a keyed hash of their address, not the address.
-    erased = dict(zip(erased_keys(keys), keys, strict=True))
+    # An erased person is suppressed under a keyed hash of their address, not the address;
+    # the hashes are worked out only when there is an erasure to find (an index look-up).
+    erased: dict[str, str] = {}
+    if conn.exec_driver_sql(_SQLITE_ANY_ERASED, _ERASED_RANGE).first():
+        erased = dict(zip(erased_keys(keys), keys, strict=True))
     hits = conn.exec_driver_sql(_SQLITE_SUPPRESSED, (json.dumps(keys + list(erased)),))
     suppressed = {erased.get(key, key) for (key,) in hits}
     stored = _stored(conn, list_name, keys)
@@ -199,6 +203,10 @@ def _stored(conn: sa.Connection, list_name: str, keys: list[str]) -> dict[str, _
 # A batch's keys go in as one JSON array parameter (json_each), not one parameter each:
 # no variable limit, and nothing for SQLAlchemy to expand. The timestamps are the
 # database's (what func.now() is on SQLite), not per-row parameters.
+# Keys that start with the prefix: from it up to the prefix with its last character's
+# successor ("erased:" up to "erased;"), in SQLite's binary order.
+_ERASED_RANGE = (ERASED, ERASED[:-1] + chr(ord(ERASED[-1]) + 1))
+_SQLITE_ANY_ERASED = "SELECT 1 FROM suppressions WHERE email_key >= ? AND email_key < ? LIMIT 1"
 _SQLITE_SUPPRESSED = """
 SELECT email_key FROM suppressions WHERE email_key IN (SELECT value FROM json_each(?))
 """
