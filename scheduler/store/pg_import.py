@@ -9,15 +9,13 @@ membership may become active. The statement reports how many rows went which way
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any, cast
 
 import sqlalchemy as sa
 
-from scheduler.audience.address import normalize_address
-from scheduler.audience.csvfile import SubscriberRow
 from scheduler.listhealth.erasure_key import erased_keys
+from scheduler.store.import_batch import Batch, attributes_json
 from scheduler.store.schema import FINAL_STATUSES, MembershipStatus
 
 # Per session (a pooled connection keeps it); emptied at the end of each transaction.
@@ -111,7 +109,7 @@ FROM kept
 def import_batch(
     conn: sa.Connection,
     list_name: str,
-    unique: dict[str, SubscriberRow],
+    unique: Batch,
     source: str,
     status: MembershipStatus,
     counts: Counter[str],
@@ -121,15 +119,15 @@ def import_batch(
     conn.exec_driver_sql(_STAGING)
     driver = cast(Any, conn.connection.driver_connection)  # psycopg.Connection
     with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
-        for (key, row), erased in zip(unique.items(), erased_keys(keys), strict=True):
+        for (key, (email, row)), erased in zip(unique.items(), erased_keys(keys), strict=True):
             copy.write_row(
                 (
                     key,
-                    normalize_address(row.email),
+                    email,
                     row.name,
                     row.language,
                     row.timezone,
-                    json.dumps(row.attributes) if row.attributes else "{}",
+                    attributes_json(row.attributes),
                     row.language_defaulted,
                     erased,
                 )

@@ -23,6 +23,7 @@ from scheduler.listhealth.erasure_key import PREFIX as ERASED
 from scheduler.listhealth.erasure_key import erased_keys
 from scheduler.store import pg_import
 from scheduler.store.db import dialect_insert, writer
+from scheduler.store.import_batch import Batch, attributes_json
 from scheduler.store.schema import (
     FINAL_STATUSES,
     MembershipStatus,
@@ -98,9 +99,11 @@ def import_rows(
     done = 0
     iterator = iter(rows)
     while batch := list(islice(iterator, batch_size)):
-        unique: dict[str, SubscriberRow] = {}
+        unique: Batch = {}
         for row in batch:
-            if unique.setdefault(row.key, row) is not row:
+            email = normalize_address(row.email)
+            # address_key(row.email), from the address normalized once
+            if unique.setdefault(email.lower(), (email, row))[1] is not row:
                 counts["unchanged"] += 1  # repeated in the input
         with writer(engine).begin() as conn:
             write(conn, list_name, unique, source, status, counts)
@@ -123,7 +126,7 @@ class _Stored(NamedTuple):
 def _import_batch(
     conn: sa.Connection,
     list_name: str,
-    unique: dict[str, SubscriberRow],
+    unique: Batch,
     source: str,
     status: MembershipStatus,
     counts: Counter[str],
@@ -142,7 +145,7 @@ def _import_batch(
 
     upserts: list[tuple[Any, ...]] = []
     joining: list[str] = []  # keys that need a membership row inserted or promoted
-    for key, row in unique.items():
+    for key, (email, row) in unique.items():
         old = stored.get(key)
         if key in suppressed:
             counts["skipped_suppressed"] += 1
@@ -150,7 +153,7 @@ def _import_batch(
         if old is not None and old.status in FINAL_STATUSES:
             counts["skipped_unsubscribed"] += 1
             continue
-        values = _merged(row, old)
+        values = _merged(email, row, old)
         changed = old is None or values != (
             old.email,
             old.name,
@@ -159,8 +162,8 @@ def _import_batch(
             old.attributes,
         )
         if changed:
-            email, name, language, timezone, attributes = values
-            upserts.append((key, email, name, language, timezone, json.dumps(attributes)))
+            _, name, language, timezone, attributes = values
+            upserts.append((key, email, name, language, timezone, attributes_json(attributes)))
         if old is None or old.status is None:
             joining.append(key)
             counts["inserted"] += 1
@@ -178,9 +181,8 @@ def _import_batch(
 
 
 def _merged(
-    row: SubscriberRow, old: _Stored | None
+    email: str, row: SubscriberRow, old: _Stored | None
 ) -> tuple[str, str | None, str, str | None, dict[str, Any]]:
-    email = normalize_address(row.email)
     if old is None:
         return email, row.name, row.language, row.timezone, dict(row.attributes)
     return (
