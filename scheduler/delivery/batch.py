@@ -14,7 +14,7 @@ from scheduler import calendar
 from scheduler.audience.address import wire_address
 from scheduler.channels import get_channel_class
 from scheduler.delivery import ledger
-from scheduler.delivery.breaker import Breaker
+from scheduler.delivery.attempts import Attempts, GiveUp, Round
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.delivery.posting import post_delivery
@@ -206,18 +206,15 @@ def _send_email(
             key=d.id, envelope_from=composer.envelope_from(d.id), recipient=email_address, data=data
         )
     todo = [d for d in todo if d.id in messages]
-    attempt = max((d.attempts for d in todo), default=1)
     breaker = ctx.breaker(channel)
-    while todo:
-        recorder.held = [d.id for d in todo]
-        retry: list[tuple[ClaimedDelivery, str]] = []  # the message's own 4xx: counted
-        waiting: dict[int, str] = {}  # the server was unreachable: not the message's doing
+
+    def send(batch: list[ClaimedDelivery]) -> Round:
+        recorder.held = [d.id for d in batch]
+        round_ = Round()
         seen: set[int] = set()
         tripped = threading.Event()
 
-        def feed(
-            batch: list[ClaimedDelivery] = todo, tripped: threading.Event = tripped
-        ) -> Iterator[Outgoing]:
+        def feed() -> Iterator[Outgoing]:
             # Once the server is found unreachable, stop handing it messages: the few in
             # flight come back, the rest wait with them for the server.
             for d in batch:
@@ -225,6 +222,7 @@ def _send_email(
                     return
                 yield messages[d.id]
 
+        waiting: dict[int, str] = {}
         for outcome in pool.send_all(feed()):
             delivery = by_id[outcome.key]
             seen.add(delivery.id)
@@ -233,141 +231,44 @@ def _send_email(
                 tripped.set()
                 continue
             message_id = composer.message_id(delivery.subscriber_id or 0)
-            result = _classify(outcome, delivery, message_id, retry, bounced, report)
+            result = _classify(outcome, delivery, message_id, round_.again, bounced, report)
             if outcome.status == "sent":
                 breaker.success()
             if result is not None:
                 recorder.add(result)
         recorder.flush()
         if waiting:
-            reason = next(iter(waiting.values()))
-            unsent = [d for d in todo if d.id in waiting or d.id not in seen]
-            breaker.failure(reason)
-            done_waiting = _wait_for_server(ctx, occ, channel, breaker, unsent, reason, recorder)
-            if done_waiting:
-                report.waited += 1
-                # The unreachable ones again, plus the 4xx ones (which do count an attempt).
-                if retry:
-                    ledger.count_attempt(engine, [d.id for d, _ in retry])
-                    report.retried += len(retry)
-                todo = unsent + [d for d, _ in retry]
-                todo.sort(key=lambda d: d.id)
+            round_.reason = next(iter(waiting.values()))
+            round_.waiting = [d for d in batch if d.id in waiting or d.id not in seen]
+        return round_
+
+    def give_up(deliveries: list[tuple[ClaimedDelivery, str]], why: GiveUp) -> None:
+        for d, reply in deliveries:
+            error = f"{why.error}: {reply}"
+            if why.pending:
+                recorder.add(Result(d.id, DeliveryState.PENDING, error=error))
                 continue
-            _give_up_waiting(ctx, channel, breaker, unsent, reason, recorder, report)
-            if not retry:
-                break
-        if not retry:
-            break
-        if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
-            for d, response in retry:
-                recorder.add(
-                    Result(
-                        d.id,
-                        DeliveryState.FAILED,
-                        response=response,
-                        error=f"gave up after {attempt} attempts: {response}",
-                    )
-                )
-                key = reason_key(f"gave up after {attempt} attempts: {response}")
-                report.reasons[key] = report.reasons.get(key, 0) + 1
-            report.failed += len(retry)
-            recorder.flush()
-            break
-        delay = ctx.retry.delay(attempt)
-        log.info(
-            "%s %s: %d transient failures, retrying in %.1fs (attempt %d)",
-            occ.id,
-            channel,
-            len(retry),
-            delay,
-            attempt + 1,
-        )
-        # Held through the wait: the lease must outlast it, or another sender takes over.
-        ledger.renew_lease(
-            engine, [d.id for d, _ in retry], lease=ctx.lease + dt.timedelta(seconds=delay)
-        )
-        ctx.sleep(delay)
-        attempt += 1
-        todo = [d for d, _ in retry]
-        report.retried += len(todo)
-        ledger.count_attempt(engine, [d.id for d in todo])
-        ledger.renew_lease(engine, [d.id for d in todo], lease=ctx.lease)
+            response = None if why.unreachable else reply
+            recorder.add(Result(d.id, DeliveryState.FAILED, response=response, error=error))
+            key = reason_key(error)
+            report.reasons[key] = report.reasons.get(key, 0) + 1
+            report.failed += 1
+        recorder.flush()
+
+    def shown() -> None:
+        if progress:
+            progress(report)
+
+    attempts = Attempts(
+        ctx, occ.id, channel, attempt=max((d.attempts for d in todo), default=1), on_wait=shown
+    )
+    attempts.run(todo, send, give_up)
+    report.retried += attempts.retried
+    report.waited += attempts.waited
     if bounced:
         ledger.mark_bounced(engine, bounced)
     if progress:
         progress(report)
-
-
-def _wait_for_server(
-    ctx: DeliveryContext,
-    occ: calendar.Occurrence,
-    channel: str,
-    breaker: Breaker,
-    held: list[ClaimedDelivery],
-    reason: str,
-    recorder: _Recorder,
-) -> bool:
-    """Wait out the channel's backoff, holding `held` (their leases renewed). False when the
-    waiting must end instead: the retry window is over, the occurrence was cancelled, or the
-    process is stopping."""
-    if breaker.expired() or ctx.stopping or ledger.is_cancelled(ctx.engine, occ.id):
-        return False
-    delay = breaker.backoff()
-    log.warning(
-        "%s %s: server unreachable for %.0fs (%s); %d messages wait, next try in %.1fs",
-        occ.id,
-        channel,
-        breaker.down_for(),
-        reason,
-        len(held),
-        delay,
-    )
-    ids = [d.id for d in held]
-    # Sleep in slices shorter than the lease, renewing it, so nobody takes these over while
-    # this sender is alive and waiting.
-    slice_seconds = max(0.05, ctx.lease.total_seconds() / 3)
-    remaining = delay
-    while remaining > 0:
-        step = min(slice_seconds, remaining)
-        ctx.sleep(step)
-        remaining -= step
-        ledger.renew_lease(ctx.engine, ids, lease=ctx.lease)
-        if ctx.stopping:
-            return False
-    if recorder.progress:
-        recorder.progress(recorder.report)
-    return True
-
-
-def _give_up_waiting(
-    ctx: DeliveryContext,
-    channel: str,
-    breaker: Breaker,
-    held: list[ClaimedDelivery],
-    reason: str,
-    recorder: _Recorder,
-    report: BatchReport,
-) -> None:
-    """The wait ended without the server coming back: fail the messages once the retry
-    window is over (or the occurrence was cancelled); when the process is stopping, leave
-    them pending for the next start, no worse off than before."""
-    if ctx.stopping and not breaker.expired():
-        for d in held:
-            recorder.add(
-                Result(d.id, DeliveryState.PENDING, error=f"waiting for the server: {reason}")
-            )
-        recorder.flush()
-        return
-    window = ctx.retry_window_text(channel)
-    error = f"server unreachable for the whole retry window ({window}): {reason}"
-    if not breaker.expired():
-        error = f"cancelled while the server was unreachable: {reason}"
-    for d in held:
-        recorder.add(Result(d.id, DeliveryState.FAILED, error=error))
-    key = reason_key(error)
-    report.reasons[key] = report.reasons.get(key, 0) + len(held)
-    report.failed += len(held)
-    recorder.flush()
 
 
 def _classify(

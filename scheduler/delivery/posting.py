@@ -21,7 +21,6 @@ delivery with the platform's reason; secrets never appear in it.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef
 from scheduler.content.render import Renderer
 from scheduler.delivery import ledger
+from scheduler.delivery.attempts import Attempts, GiveUp, Round
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
 from scheduler.errors import (
@@ -53,9 +53,6 @@ log = logging.getLogger(__name__)
 P = post_parts.c
 U = post_uploads.c
 _RESPONSE_CHARS = 1000
-# The longest a platform's Retry-After is honoured inside a batch; beyond it the delivery
-# fails with the reason rather than hold a worker for longer.
-MAX_RATE_LIMIT_WAIT = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,13 +235,15 @@ def post_delivery(
         record_upload(engine, delivery.id, name, remote_id)
         ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
 
-    attempt = delivery.attempts
     # A sender before us (a crash, an expired lease) may have been cut off right after the
     # platform took the next part: channels that can look it up do so first.
-    maybe_posted = attempt > 1
+    maybe_posted = delivery.attempts > 1
     notes: list[str] = []
-    retries = 0
-    while True:
+    attempts = Attempts(ctx, occ.id, channel_name, attempt=delivery.attempts, server=channel.type)
+    outcome: PostOutcome | None = None
+
+    def send(todo: list[ClaimedDelivery]) -> Round:
+        nonlocal maybe_posted, outcome
         try:
             refs = channel.send(
                 post.replace(uploaded=uploads_of(engine, delivery.id)),
@@ -258,106 +257,58 @@ def post_delivery(
                 from scheduler import alerts
 
                 alerts.token_rejected(ctx, occ.id, channel_name, str(e))
-            return _with_retries(fail(_reason(channel, e), error=str(e)), retries)
+            outcome = fail(_reason(channel, e), error=str(e))
+            return Round()
         except TransientSendError as e:
             if isinstance(e, UploadExpiredError):
                 forget_uploads(engine, delivery.id)
-            wait = e.retry_after
-            lost_answer = e.maybe_accepted
+            maybe_posted = True
+            if e.maybe_accepted and not channel.idempotent:
+                when = "" if e.unreachable else f"(attempt {attempts.attempt}) "
+                notes.append(
+                    f"part {len(posted) + 1} may show twice: its answer was lost "
+                    f"{when}and {channel.type} has no idempotency key"
+                )
             if e.unreachable:
                 # The platform is down, not this post: the channel waits for it as a whole
                 # and the post's attempts do not move (see delivery/breaker.py).
-                breaker = ctx.breaker(channel_name)
-                breaker.failure(str(e))
-                if lost_answer and not channel.idempotent and posted:
-                    notes.append(
-                        f"part {len(posted) + 1} may show twice: its answer was lost "
-                        f"and {channel.type} has no idempotency key"
-                    )
-                if ctx.stopping:
-                    error = f"stopping while {channel.type} was unreachable: {e}"
-                    return PostOutcome(
-                        Result(delivery.id, DeliveryState.PENDING, error=error), None, retries
-                    )
-                if breaker.expired() or ledger.is_cancelled(engine, occ.id):
-                    window_text = ctx.retry_window_text(channel_name)
-                    why = (
-                        f"{channel.type} unreachable for the whole retry window ({window_text})"
-                        if breaker.expired()
-                        else f"cancelled while {channel.type} was unreachable"
-                    )
-                    return _with_retries(fail(why, str(e)), retries)
-                delay = max(breaker.backoff(), wait or 0.0)
-                log.warning(
-                    "%s %s: platform unreachable for %.0fs (%s); next try in %.1fs",
-                    occ.id,
-                    channel_name,
-                    breaker.down_for(),
-                    e,
-                    delay,
-                )
-                ledger.renew_lease(
-                    engine, [delivery.id], lease=dt.timedelta(seconds=delay) + ctx.lease
-                )
-                ctx.sleep(delay)
-                retries += 1
-                maybe_posted = True
-                ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
-                continue
-            if lost_answer and not channel.idempotent:
-                notes.append(
-                    f"part {len(posted) + 1} may show twice: its answer was lost "
-                    f"(attempt {attempt}) and {channel.type} has no idempotency key"
-                )
-            if ctx.stopping:
-                error = f"stopping; will continue after part {len(posted)}: {e}"
-                return PostOutcome(
-                    Result(delivery.id, DeliveryState.PENDING, error=error), None, retries
-                )
-            if attempt >= ctx.retry.max_attempts or ledger.is_cancelled(engine, occ.id):
-                return _with_retries(fail(f"gave up after {attempt} attempts", str(e)), retries)
-            if wait is not None and wait > MAX_RATE_LIMIT_WAIT:
-                return _with_retries(
-                    fail(
-                        f"rate limited for {wait:g}s, longer than a batch waits "
-                        f"({MAX_RATE_LIMIT_WAIT:g}s)",
-                        str(e),
-                    ),
-                    retries,
-                )
-            delay = max(ctx.retry.delay(attempt), wait or 0.0)
-            log.info(
-                "%s %s: %s; retrying in %.1fs (attempt %d)",
-                occ.id,
-                channel_name,
-                e,
-                delay,
-                attempt + 1,
-            )
-            # Held through the wait, so no other sender takes the thread over meanwhile.
-            hold = max(ctx.lease, dt.timedelta(seconds=delay) + ctx.lease)
-            ledger.renew_lease(engine, [delivery.id], lease=hold)
-            ctx.sleep(delay)
-            attempt += 1
-            retries += 1
-            maybe_posted = True
-            ledger.count_attempt(engine, [delivery.id])
-            ledger.renew_lease(engine, [delivery.id], lease=ctx.lease)
-            continue
+                return Round(waiting=[delivery], reason=str(e), retry_after=e.retry_after)
+            return Round(again=[(delivery, str(e))], retry_after=e.retry_after)
         ctx.breaker(channel_name).success()
-        ids = [r.id for r in refs if r.id]
-        response = f"posted {len(refs)} part{'s' if len(refs) != 1 else ''}"
-        if ids:
-            response += ": " + ", ".join(ids)
-        if notes:
-            response += "; " + "; ".join(notes)
-        result = Result(
-            delivery.id,
-            DeliveryState.SENT,
-            response=response[:_RESPONSE_CHARS],
-            message_id=ids[0] if ids else None,
-        )
-        return PostOutcome(result, None, retries)
+        outcome = _posted(delivery, refs, notes)
+        return Round()
+
+    def give_up(failed: list[tuple[ClaimedDelivery, str]], why: GiveUp) -> None:
+        nonlocal outcome
+        ((_, reply),) = failed
+        if why.pending:
+            error = f"{why.error}: {reply}"
+            if not why.unreachable:
+                error = f"stopping; will continue after part {len(posted)}: {reply}"
+            outcome = PostOutcome(Result(delivery.id, DeliveryState.PENDING, error=error))
+        else:
+            outcome = fail(why.error, reply)
+
+    attempts.run([delivery], send, give_up)
+    assert outcome is not None  # every round ends in a post, a failure or a give-up
+    outcome.retries = attempts.retried + attempts.waited
+    return outcome
+
+
+def _posted(delivery: ClaimedDelivery, refs: list[PostRef], notes: list[str]) -> PostOutcome:
+    ids = [r.id for r in refs if r.id]
+    response = f"posted {len(refs)} part{'s' if len(refs) != 1 else ''}"
+    if ids:
+        response += ": " + ", ".join(ids)
+    if notes:
+        response += "; " + "; ".join(notes)
+    result = Result(
+        delivery.id,
+        DeliveryState.SENT,
+        response=response[:_RESPONSE_CHARS],
+        message_id=ids[0] if ids else None,
+    )
+    return PostOutcome(result)
 
 
 def _plan(ctx: DeliveryContext, occ: Occurrence, channel: AnyChannel, text: str) -> list[str] | str:
@@ -394,8 +345,3 @@ def _reason(channel: AnyChannel, error: Exception) -> str:
     if isinstance(error, SecretError):
         return "a secret is not set"
     return f"{channel.type} refused the post" + (f" (HTTP {status})" if status else "")
-
-
-def _with_retries(outcome: PostOutcome, retries: int) -> PostOutcome:
-    outcome.retries = retries
-    return outcome
