@@ -187,6 +187,21 @@ def failure_rate(
     )
 
 
+def failure_rate_when_done(ctx: DeliveryContext, occurrence_id: str) -> bool:
+    """The failure-rate alert from the ledger, once the occurrence is done: what a worker asks
+    after each batch (`scheduler clock` + workers), where no one process sees the whole send.
+    Several workers finishing at once are harmless: the cause is alerted once."""
+    from scheduler.delivery import ledger
+
+    row = ledger.get_occurrence(ctx.engine, occurrence_id)
+    if row is None or row.state != "done" or alerted(ctx, f"failures:{occurrence_id}"):
+        return False
+    by_channel = ledger.counts(ctx.engine, occurrence_id).get(occurrence_id, {})
+    failed = sum(states.get("failed", 0) for states in by_channel.values())
+    sent = sum(states.get("sent", 0) for states in by_channel.values())
+    return failure_rate(ctx, occurrence_id, row.campaign, failed, failed + sent)
+
+
 def token_rejected(ctx: DeliveryContext, occurrence_id: str, channel: str, error: str) -> bool:
     """A platform refused the channel's credential (HTTP 401/403): every later post fails
     the same way until someone fixes the token."""

@@ -44,6 +44,11 @@ SECRET_KEY = Setting("SCHEDULER_SECRET_KEY", None, "signs the links in emails")
 LEASE_SECONDS = Setting(
     "SCHEDULER_LEASE_SECONDS", "60", "how long a sender owns the deliveries it claimed"
 )
+RETRY_BASE_SECONDS = Setting(
+    "SCHEDULER_RETRY_BASE_SECONDS",
+    "2",
+    "first wait after a message's own temporary failure (doubles each try, up to 30 min)",
+)
 QUEUE = Setting("SCHEDULER_QUEUE", "scheduler", "the Celery queue of the tasks")
 VISIBILITY_TIMEOUT = Setting(
     "SCHEDULER_VISIBILITY_TIMEOUT", "120", "seconds before Redis hands a killed worker's task on"
@@ -94,6 +99,7 @@ ALL = (
     BROKER_URL,
     SECRET_KEY,
     LEASE_SECONDS,
+    RETRY_BASE_SECONDS,
     QUEUE,
     VISIBILITY_TIMEOUT,
     LEADER_KEY,
@@ -129,6 +135,10 @@ def secret_key() -> str | None:
 
 def lease_seconds() -> float:
     return float(LEASE_SECONDS.get())
+
+
+def retry_base_seconds() -> float:
+    return float(RETRY_BASE_SECONDS.get())
 
 
 def queue() -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
-from scheduler import calendar, settings
+from scheduler import alerts, calendar, settings
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.fire import fire
@@ -93,7 +93,14 @@ def _on_shutdown(**_: object) -> None:
     max_retries=None,
 )
 def send_batch_task(self: Any, occurrence_id: str, channel: str, lo: int, hi: int) -> None:
-    report = send_batch(context(), occurrence_id, channel, lo, hi)
+    ctx = context()
+    report = send_batch(ctx, occurrence_id, channel, lo, hi)
+    # The embedded clock alerts after its fire returns; here the batch that ends the
+    # occurrence does (an alert must never fail the batch, which is already recorded).
+    try:
+        alerts.failure_rate_when_done(ctx, occurrence_id)
+    except Exception:
+        log.exception("event=alert_failed occurrence=%s", occurrence_id)
     if report.held_until is not None:
         # Another worker holds part of this range, or held it and died. Come back when its
         # lease ends (minutes at most: never a long ETA); if it died, we take over then.

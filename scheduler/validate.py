@@ -20,10 +20,16 @@ from pydantic import ValidationError
 from scheduler import settings
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
-from scheduler.channels import CHANNEL_CLASSES, ProjectFacts, get_channel_class, sends_email
+from scheduler.channels import (
+    CHANNEL_CLASSES,
+    ProjectFacts,
+    from_config,
+    get_channel_class,
+    sends_email,
+)
 from scheduler.config import secrets
 from scheduler.config.diagnostics import did_you_mean, schema_diagnostics
-from scheduler.config.model import RESERVED_CHAPTER_IDS
+from scheduler.config.model import RESERVED_CHAPTER_IDS, StepImage
 from scheduler.config.project import Project, load_project_partially
 from scheduler.content.images import inspect
 from scheduler.content.render import SAMPLE_RECIPIENT, Recipient, Renderer
@@ -315,8 +321,21 @@ class _Checker:
             facts = ProjectFacts(
                 base_dir=self.project.base_dir, senders=frozenset(self.config.senders)
             )
-            for problem in cls.project_problems(valid, facts):
-                self.error(("channels", name, problem.key), problem.message, problem.hint)
+            problems = cls.project_problems(valid, facts)
+            if self.strict:
+                # Only --strict asks the platforms (a token about to expire).
+                live = from_config(name, channel)
+                try:
+                    problems += live.strict_problems()
+                finally:
+                    live.close()
+            for problem in problems:
+                self.error(
+                    ("channels", name, problem.key),
+                    problem.message,
+                    problem.hint,
+                    severity=problem.severity,
+                )
 
     def check_senders(self) -> None:
         email_channels = [c for c in self.config.channels.values() if sends_email(c)]
@@ -497,21 +516,39 @@ class _Checker:
                         )
                     )
             for sid, step in campaign.steps.items():
+                at: tuple[str | int, ...] = (*self.campaign_loc(cid), "steps", sid)
                 if step.image is not None:
-                    self._check_step_image(cid, sid, languages)
+                    self._check_step_image((*at, "image"), step.image, step.channels, languages)
+                for ch, chosen in step.images.items():
+                    loc = (*at, "images", ch)
+                    if ch not in step.channels:
+                        self.error(
+                            loc,
+                            f"the step chooses an image for {ch!r}, which it does not post to",
+                            "name one of the step's channels: " + ", ".join(step.channels),
+                        )
+                        continue
+                    self._check_step_image(loc, chosen, [ch], languages)
                 for i, ch in enumerate(step.channels):
-                    if ch not in self.config.channels or step.image is not None:
+                    if ch not in self.config.channels or step.image_for(ch) is not None:
                         continue
                     cls = get_channel_class(self.config.channels[ch].type)
                     bare = [lang for lang, v in versions.items() if not v.images]
                     if cls.needs_image and bare:
                         self.error(
-                            ("campaigns", cid, "steps", sid, "channels", i),
+                            (*at, "channels", i),
                             f"{cls.type} posts need an image, and the statement "
                             f"{campaign.statement!r} has none in {', '.join(bare)}",
-                            "add image: (file and alt text) to the statement's front matter",
+                            "add image: (file and alt text) to the statement's front matter, "
+                            f"or choose one in the step: images: {{{ch}: {{file: …, alt: …}}}}",
                         )
-            channels_used = {ch for step in campaign.steps.values() for ch in step.channels}
+            # The channels that post the statement's own images (not a step's choice).
+            channels_used = {
+                ch
+                for step in campaign.steps.values()
+                for ch in step.channels
+                if step.image_for(ch) is None
+            }
             for ch in sorted(channels_used):
                 if ch not in self.config.channels:
                     continue
@@ -543,13 +580,16 @@ class _Checker:
                                 )
                             )
 
-    def _check_step_image(self, cid: str, sid: str, languages: list[str]) -> None:
-        """A step's own image: a file every platform of the step takes, alt text in every
+    def _check_step_image(
+        self,
+        loc: tuple[str | int, ...],
+        image: StepImage,
+        channels: list[str],
+        languages: list[str],
+    ) -> None:
+        """An image a step chooses: a file each of `channels` takes, alt text in every
         language of the campaign."""
-        step = self.config.campaigns[cid].steps[sid]
-        assert step.image is not None
-        loc = ("campaigns", cid, "steps", sid, "image")
-        missing = [lang for lang in languages if not step.image.alt.get(lang, "").strip()]
+        missing = [lang for lang in languages if not image.alt.get(lang, "").strip()]
         if missing:
             self.error(
                 (*loc, "alt"),
@@ -557,19 +597,24 @@ class _Checker:
                 "add it: alt: {" + ", ".join(f"{lang}: ..." for lang in languages) + "}",
             )
         try:
-            info = inspect(self.project.statements_dir / step.image.file)
+            info = inspect(self.project.statements_dir / image.file)
         except ValueError as e:
             self.error((*loc, "file"), str(e), "the path is relative to the statements folder")
             return
-        for ch in step.channels:
+        for ch in channels:
             if ch not in self.config.channels:
                 continue
             cls = get_channel_class(self.config.channels[ch].type)
             for problem in cls.image_limits.problems(info) if cls.image_limits else []:
                 self.error(
                     (*loc, "file"),
-                    f"{cls.type} would refuse {step.image.file}: {problem}",
-                    "resize or convert the image, or use another one",
+                    f"{cls.type} would refuse {image.file}: {problem}",
+                    "resize or convert the image, or use another one"
+                    + (
+                        f", or choose another for {ch} (images: {{{ch}: ...}})"
+                        if len(channels) > 1
+                        else ""
+                    ),
                 )
 
     def _template_names(self) -> set[str]:

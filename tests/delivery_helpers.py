@@ -53,7 +53,7 @@ def add_subscribers(
 
 
 def context(project: Project, engine: Engine, **kwargs: object) -> DeliveryContext:
-    retry = RetryPolicy(max_attempts=5, base_seconds=0.01, cap_seconds=0.05)
+    retry = RetryPolicy(base_seconds=0.01, cap_seconds=0.05)
     return DeliveryContext(project, engine, retry=retry, **kwargs)  # type: ignore[arg-type]
 
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bluesky_lexicon import LexiconError, check_post
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -165,6 +166,7 @@ class FakePds:
     slow_seconds: float = 0.6
     blobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # cid -> mime, bytes
     blob_uploads: int = 0
+    valid_records: int = 0  # createRecord bodies that matched the app.bsky.feed.post lexicon
 
     def install(self) -> FakePds:
         x = "/xrpc/"
@@ -219,6 +221,11 @@ class FakePds:
     def uri(self, rkey: str) -> str:
         return f"at://{self.did}/app.bsky.feed.post/{rkey}"
 
+    @staticmethod
+    def cid(rkey: str) -> str:
+        """The record's CID (its shape only: base32, as a PDS gives it)."""
+        return "bafyrei" + hashlib.sha256(rkey.encode()).hexdigest()[:40]
+
     def create_record(self, request: Request) -> Response:
         refused = self._authorized(request)
         if refused:
@@ -227,6 +234,12 @@ class FakePds:
         rkey = body["rkey"]
         self.creates.append(rkey)
         problems = self.embed_problems(body["record"])
+        try:
+            # As a PDS does: a record of a known collection must match its lexicon.
+            check_post(body["record"])
+            self.valid_records += 1
+        except LexiconError as e:
+            problems.append(str(e))
         if problems:
             return reply({"error": "InvalidRecord", "message": "; ".join(problems)}, 400)
         action = self.script.pop(0) if self.script else None
@@ -237,7 +250,7 @@ class FakePds:
         self.records[rkey] = body
         if action == "slow":
             time.sleep(self.slow_seconds)
-        return reply({"uri": self.uri(rkey), "cid": f"cid-{rkey}"})
+        return reply({"uri": self.uri(rkey), "cid": self.cid(rkey)})
 
     def upload_blob(self, request: Request) -> Response:
         """com.atproto.repo.uploadBlob: the raw bytes, their type in Content-Type; the
@@ -304,7 +317,7 @@ class FakePds:
         if rkey not in self.records:
             return reply({"error": "RecordNotFound", "message": "Could not locate record"}, 400)
         return reply(
-            {"uri": self.uri(rkey), "cid": f"cid-{rkey}", "value": self.records[rkey]["record"]}
+            {"uri": self.uri(rkey), "cid": self.cid(rkey), "value": self.records[rkey]["record"]}
         )
 
     def thread(self) -> list[dict[str, Any]]:

@@ -91,6 +91,7 @@ class SmtpTestServer:
         self._open: set[int] = set()
         self._lock = threading.Lock()
         self._script = _Script()
+        self._rcpt_of: dict[str, deque[str]] = {}  # address -> replies before it is accepted
         self.fail_next_rcpt("450 4.2.1 Mailbox busy, try again later", times=temp_fail_rcpt)
         self.fail_next_data("451 4.3.0 Try again later", times=temp_fail_data)
         self.drop_next_data(times=drop_data)
@@ -103,6 +104,11 @@ class SmtpTestServer:
         """Answer `reply` to the next `times` RCPT commands (after `reject_rcpt`)."""
         with self._lock:
             self._script.rcpt.extend([reply] * times)
+
+    def fail_rcpt_of(self, address: str, reply: str, *, times: int) -> None:
+        """Answer `reply` to the next `times` RCPT commands for `address`, then accept it."""
+        with self._lock:
+            self._rcpt_of.setdefault(address, deque()).extend([reply] * times)
 
     def fail_next_data(self, reply: str, *, times: int = 1) -> None:
         """Answer `reply` instead of 250 after the data of the next `times` messages."""
@@ -206,6 +212,8 @@ class SmtpTestServer:
     ) -> str:
         with self._lock:
             reply = self.reject_rcpt.get(address)
+            if reply is None and self._rcpt_of.get(address):
+                reply = self._rcpt_of[address].popleft()
             if reply is None and self._script.rcpt:
                 reply = self._script.rcpt.popleft()
         if reply is not None:

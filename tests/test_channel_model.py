@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from scheduler import channels
+from scheduler.channel_registry import CHANNEL_TYPES
 from scheduler.channels import (
-    CHANNEL_CLASSES,
     Channel,
     ChannelSettings,
     Post,
@@ -43,7 +43,8 @@ def test_a_type_registered_once_is_known_to_campaigns_yaml(
 ) -> None:
     with pytest.raises(ValidationError, match="unknown channel type 'fax'"):
         ChannelConfig(type="fax", number="+32")
-    monkeypatch.setitem(CHANNEL_CLASSES, "fax", FaxChannel)
+    # One registry line, as a new platform's module would add.
+    monkeypatch.setitem(CHANNEL_TYPES, "fax", f"{__name__}:FaxChannel")
     config = ChannelConfig(type="fax", number="+32")
     fax = channels.from_config("office", config)
     assert isinstance(fax, FaxChannel) and fax.settings.number == "+32"
@@ -113,3 +114,11 @@ def test_a_post_travels_as_one_value() -> None:
     assert post.total == 2 and post.text(2) == "two"
     with pytest.raises(AttributeError):
         post.key = "other"  # type: ignore[misc]
+
+
+def test_a_registry_line_naming_something_else_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(CHANNEL_TYPES, "fax", f"{__name__}:FaxSettings")
+    with pytest.raises(TypeError, match="is not the channel of type 'fax'"):
+        channels.get_channel_class("fax")

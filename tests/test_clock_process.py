@@ -238,7 +238,8 @@ def test_run_starts_with_a_blocked_campaign_fires_the_others_and_the_fixed_one_l
         # At its instant: said, and recorded with the reason instead of silently dropped.
         assert wait_for(lambda: f"event=blocked occurrence={broken}" in log.read_text(), 10)
         row = status(env)[broken]
-        assert row["state"] == "planned" and "blocked at its instant" in str(row["note"])
+        assert row["state"] == "blocked" and "blocked at its instant" in str(row["note"])
+        assert "late-text" in str(row["blocked_reason"])
         shown = subprocess.run(
             [sys.executable, "-m", "scheduler", "status"], env=env, capture_output=True, text=True
         ).stdout

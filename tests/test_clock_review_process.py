@@ -17,6 +17,7 @@ from smtp_server import SmtpTestServer
 from test_clock_process import at, campaigns, project_env, start, status, stop, wait_for
 
 from scheduler.accounts import store as accounts
+from scheduler.clock.policy import ON_TIME
 from scheduler.store.db import make_engine
 from scheduler.store.schema import Role
 
@@ -83,6 +84,9 @@ def test_held_then_approved_then_fired_late(
         assert to_ana.count(held) == 1
         assert len([s for s in to_ana if s.startswith("[Test Org] Review needed")]) <= 1
         assert subjects(smtp_server, "viewer@example.org") == []
+        # Approved once the instant is more than ON_TIME past, so the fire is late for
+        # certain (inside the one-hour window) and the ledger must say so.
+        time.sleep(max(0.0, when.timestamp() + ON_TIME.total_seconds() + 1 - time.time()))
         approved = subprocess.run(
             [sys.executable, "-m", "scheduler", "approve", occ, "--as", "ana@example.org"],
             env=env,
@@ -100,8 +104,10 @@ def test_held_then_approved_then_fired_late(
     assert sorted(campaign_mail(smtp_server)) == sorted(MEMBERS)  # each once
     row = status(env)[occ]
     assert row["state"] == "done"
+    assert row["late"] is True
     note = str(row["note"])
-    assert "held for review" in note or "approved after a hold" in note
+    assert note.startswith("fired ") and " late (due " in note, note
+    assert note.endswith("; after being held for review"), note
 
 
 def test_held_and_never_approved_is_missed_and_reported(

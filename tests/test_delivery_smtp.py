@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from conftest import ProjectFactory
 from delivery_helpers import add_subscribers, context, email_project, may_day
 from smtp_server import SmtpTestServer
@@ -87,7 +89,7 @@ def test_temporary_failures_are_retried_until_the_server_recovers(
     assert sum(attempts) >= 50 + 35 and max(attempts) >= 2
 
 
-def test_temporary_failures_that_never_end_fail_after_the_attempt_limit(
+def test_temporary_failures_that_never_end_wait_in_the_ledger_not_on_a_count(
     make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
 ) -> None:
     project = email_project(make_project, smtp_server.url)
@@ -95,13 +97,47 @@ def test_temporary_failures_that_never_end_fail_after_the_attempt_limit(
     # The message's own 4xx; a 421 (the server closing) is an outage: see test_outage.py.
     smtp_server.fail_next_data("451 4.3.0 Try again later", times=1000)
     ctx = context(project, store_engine)
-    report = fire(ctx, may_day(project))
-    ctx.close()
-    assert (report.result.sent, report.result.failed) == (0, 3)
+    occ = may_day(project)
+    report = fire(ctx, occ)
+    # A few tries in the batch, then the deliveries wait in the ledger: nothing failed,
+    # the occurrence is not done, and each says when it is tried again.
+    assert (report.result.sent, report.result.failed, report.result.deferred) == (0, 0, 3)
     assert _attempts(store_engine) == [5, 5, 5]
-    (reason,) = report.result.reasons
-    assert reason.startswith("gave up after 5 attempts: 451 4.3.0")
-    assert ledger.get_occurrence(store_engine, may_day(project).id).state == "done"  # type: ignore[union-attr]
+    rows = _deferred_rows(store_engine)
+    assert [r.state for r in rows] == ["pending"] * 3
+    assert all(r.next_attempt_at is not None and r.first_failed_at is not None for r in rows)
+    assert ledger.get_occurrence(store_engine, occ.id).state == "firing"  # type: ignore[union-attr]
+    # Sent again once due (as the clock does), they go on being tried, not failed: the
+    # count of attempts decides nothing, and their first failure is kept.
+    time.sleep(0.1)
+    again = fire(ctx, occ)
+    assert (again.result.failed, again.result.deferred) == (0, 3)
+    assert _attempts(store_engine) == [10, 10, 10]
+    assert [r.first_failed_at for r in _deferred_rows(store_engine)] == [
+        r.first_failed_at for r in rows
+    ]
+    ctx.close()
+
+
+def test_temporary_failures_fail_once_the_retry_window_from_the_first_is_over(
+    make_project: ProjectFactory, store_engine: Engine, smtp_server: SmtpTestServer
+) -> None:
+    project = email_project(make_project, smtp_server.url, extra=', retry_window: "1s"')
+    emails = add_subscribers(store_engine, 3)
+    smtp_server.reject_rcpt[emails[1]] = "450 4.2.1 Mailbox busy"
+    ctx = context(project, store_engine)
+    occ = may_day(project)
+    while ledger.get_occurrence(store_engine, occ.id) is None or ledger.remaining(  # type: ignore[union-attr]
+        store_engine, occ.id
+    ):
+        report = fire(ctx, occ)
+        time.sleep(0.1)
+    ctx.close()
+    assert smtp_server.count_by_recipient() == {emails[0]: 1, emails[2]: 1}
+    ((_, reason, n),) = ledger.failures(store_engine, occ.id)
+    assert n == 1
+    assert reason == "temporary failures for the whole retry window (1s): 450 4.2.1 Mailbox busy"
+    assert report.state == "done"
 
 
 def test_permanent_failures_and_bounces_are_reported_and_the_rest_arrive(
@@ -202,6 +238,18 @@ def _attempts(engine: Engine) -> list[int]:
 
     with engine.connect() as conn:
         return sorted(conn.execute(sa.select(deliveries.c.attempts)).scalars())
+
+
+def _deferred_rows(engine: Engine) -> list[sa.Row[Any]]:
+    from scheduler.store.schema import deliveries
+
+    d = deliveries.c
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(d.state, d.next_attempt_at, d.first_failed_at).order_by(d.id)
+            ).all()
+        )
 
 
 def _ledger_message_ids(engine: Engine) -> set[str | None]:

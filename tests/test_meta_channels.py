@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import MINIMAL, ProjectFactory
+from PIL import Image
 from posting_fakes import origin, reply
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -203,5 +204,21 @@ def test_an_instagram_step_without_an_image_fails_validate(make_project: Project
     statement.write_text(head + "\n---\n" + rest.split("\n---\n", 1)[1], encoding="utf-8")
     messages = [d.message for d in validate_project(path).errors]
     assert any("instagram posts need an image" in m and "es" in m for m in messages)
-    # The example PNG is refused too: Instagram publishes JPEG only.
-    assert any("instagram would refuse images/may-day.png: PNG" in m for m in messages)
+    # The example PNG is not refused: `scheduler web` serves Instagram a JPEG of it.
+    assert not any("instagram would refuse images/may-day.png" in m for m in messages)
+
+
+def test_what_re_encoding_cannot_mend_is_refused_for_instagram(
+    make_project: ProjectFactory,
+) -> None:
+    text = MINIMAL.replace(
+        "channels:\n",
+        'channels:\n  insta: {type: instagram, user_id: "1784", access_token: "${IG_TOKEN}"}\n',
+    ).replace("channels: [email, mastodon]", "channels: [email, insta]")
+    path = make_project(text)
+    Image.new("RGB", (1000, 2000), "red").save(path.parent / "statements/images/may-day.png")
+    messages = [d.message for d in validate_project(path).errors]
+    assert any(
+        m.startswith("instagram would refuse images/may-day.png: aspect ratio 1000:2000")
+        for m in messages
+    )

@@ -111,6 +111,7 @@ def test_bluesky_record_embeds_images_with_alt_and_aspect_ratio(
     }
     assert first["embed"]["images"][0]["alt"].startswith(EN_ALT)
     assert rest and all("embed" not in r for r in rest)  # the thread's replies carry none
+    assert pds.valid_records == len(pds.creates)  # each matched app.bsky.feed.post
     ((name, remote),) = uploads(store_engine)
     assert name == "images/may-day.png" and json.loads(remote)["blob"]["ref"]["$link"] == cid
 
@@ -173,6 +174,7 @@ def test_bluesky_without_images_posts_a_link_card_with_its_thumbnail(
         "Why we march",
     )
     assert external["thumb"]["ref"] == {"$link": cid}
+    assert pds.valid_records == len(pds.creates) == 1
 
 
 def test_telegram_sends_the_photo_with_its_caption_or_before_a_long_text(

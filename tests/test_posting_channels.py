@@ -169,7 +169,7 @@ def test_bluesky_thread_with_emoji_before_links_and_tags(httpserver: HTTPServer)
     assert pds.logins == 1
     rkeys = [record_key(KEY, i) for i in (1, 2, 3)]
     assert list(pds.records) == rkeys
-    assert refs == [PostRef(id=pds.uri(k), cid=f"cid-{k}") for k in rkeys]
+    assert refs == [PostRef(id=pds.uri(k), cid=pds.cid(k)) for k in rkeys]
     body = pds.records[rkeys[0]]
     assert body["repo"] == "alliance.bsky.social"
     assert body["collection"] == "app.bsky.feed.post"
@@ -188,8 +188,8 @@ def test_bluesky_thread_with_emoji_before_links_and_tags(httpserver: HTTPServer)
     assert "reply" not in record
     third = pds.records[rkeys[2]]["record"]
     assert third["reply"] == {
-        "root": {"uri": pds.uri(rkeys[0]), "cid": f"cid-{rkeys[0]}"},
-        "parent": {"uri": pds.uri(rkeys[1]), "cid": f"cid-{rkeys[1]}"},
+        "root": {"uri": pds.uri(rkeys[0]), "cid": pds.cid(rkeys[0])},
+        "parent": {"uri": pds.uri(rkeys[1]), "cid": pds.cid(rkeys[1])},
     }
     second = pds.records[rkeys[1]]["record"]
     tags = [f["features"][0] for f in second["facets"]]
@@ -236,7 +236,7 @@ def test_bluesky_looks_the_record_up_before_creating_it_again(httpserver: HTTPSe
     rkey = record_key(KEY, 1)
     pds.records[rkey] = {"rkey": rkey, "record": {"text": "one"}}  # taken, answer lost
     (ref,) = b.send(post(["one"], key=KEY, language="en"), env=ENV, maybe_posted=True)
-    assert ref == PostRef(id=pds.uri(rkey), cid=f"cid-{rkey}")
+    assert ref == PostRef(id=pds.uri(rkey), cid=pds.cid(rkey))
     assert pds.creates == [] and pds.lookups == [rkey]
 
 

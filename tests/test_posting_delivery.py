@@ -301,7 +301,7 @@ def test_telegram_rate_limit_waits_as_asked(
     ctx.close()
 
 
-def test_persistent_5xx_gives_up_after_the_retry_policy(
+def test_persistent_5xx_waits_in_the_ledger_then_fails_when_its_window_is_over(
     make_project: ProjectFactory, store_engine: Engine, httpserver: HTTPServer
 ) -> None:
     httpserver.expect_request("/api/v1/statuses").respond_with_json({"error": "down"}, status=503)
@@ -311,9 +311,28 @@ def test_persistent_5xx_gives_up_after_the_retry_policy(
     ctx = context(proj, store_engine, sleep=sleeps.append)
     occ = may_day(proj)
     report = fire(ctx, occ)
-    assert report.result.failed == 1 and len(sleeps) == 4
+    # A few short waits in the batch, then the post waits in the ledger for its next try.
+    assert (report.result.failed, report.result.deferred, len(sleeps)) == (0, 1, 4)
+    row = rows(store_engine)["mastodon"]
+    assert row.state == "pending" and row.next_attempt_at is not None
+    assert row.first_failed_at is not None and "HTTP 503" in row.last_error
+    ctx.close()
+    # The same, with a retry window that is over by the second try: failed, saying why.
+    with store_engine.begin() as conn:
+        conn.execute(sa.delete(deliveries))
+        conn.execute(sa.text("DELETE FROM occurrence_channels"))
+        conn.execute(sa.text("DELETE FROM occurrences"))
+    path = proj.base_dir / "campaigns.yaml"
+    path.write_text(
+        path.read_text().replace("type: mastodon,", 'type: mastodon, retry_window: "0m",')
+    )
+    proj = load_project(path)
+    ctx = context(proj, store_engine, sleep=sleeps.append)
+    report = fire(ctx, occ)
+    assert (report.result.failed, report.result.deferred) == (1, 0)
     ((_, reason, _),) = ledger.failures(store_engine, occ.id)
-    assert reason.startswith("gave up after 5 attempts") and "HTTP 503" in reason
+    assert reason.startswith("temporary failures for the whole retry window (0m)")
+    assert "HTTP 503" in reason
     ctx.close()
 
 

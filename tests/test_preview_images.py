@@ -4,11 +4,13 @@ occurrence showing every post; `--json` includes the upload requests."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 from pathlib import Path
 
 from conftest import MINIMAL, ProjectFactory
 from PIL import Image
+from sqlalchemy.engine import Engine
 
 from scheduler.config.project import load_project
 from scheduler.preview import build_preview
@@ -51,3 +53,46 @@ def test_preview_writes_platform_images_and_one_page_per_occurrence(
     masto = by_channel["mastodon"].as_json()["post"]["requests"]
     assert masto[0]["url"].endswith("/api/v2/media")
     assert masto[1]["json"]["media_ids"] == ["{id of images/may-day.png}"]
+
+
+WITH_INSTAGRAM = MINIMAL.replace(
+    "  languages: [en, es]\n", "  languages: [en, es]\n  public_url: https://lists.example.org\n"
+).replace(
+    "channels:\n",
+    'channels:\n  insta: {type: instagram, user_id: "1784", access_token: "${IG_TOKEN}"}\n',
+).replace("channels: [email, mastodon]", "channels: [email, mastodon, insta]")
+
+
+def test_platforms_that_fetch_by_url_get_the_image_re_encoded_as_previewed(
+    make_project: ProjectFactory, store_engine: Engine, tmp_path: Path
+) -> None:
+    from PIL import Image as PILImage
+    from web_helpers import web_app
+
+    from scheduler.validate import validate_project
+
+    path = make_project(WITH_INSTAGRAM)
+    big = path.parent / "statements" / "images" / "may-day.png"
+    PILImage.new("RGB", (2400, 1260), "crimson").save(big, "PNG")  # PNG, too wide
+    assert validate_project(path).errors == []  # re-encoded, not refused
+    out = tmp_path / "preview"
+    project = load_project(path)
+    now = dt.datetime(2030, 4, 1, tzinfo=dt.UTC)
+    (insta,) = build_preview(project, "may-day", channel="insta", out=out, now=now)
+    (image,) = insta.images
+    assert (image["mime_type"], image["width"], image["height"]) == ("image/jpeg", 1440, 756)
+    written = (out / "may-day" / "statement" / image["file"]).read_bytes()
+    url = "https://lists.example.org/media/for/instagram/images/may-day.png"
+    assert insta.as_json()["post"]["requests"][0]["json"]["image_url"] == url
+    (masto,) = build_preview(project, "may-day", channel="mastodon", now=now)
+    assert masto.images[0]["mime_type"] == "image/png"  # uploaded as it is
+
+    client = web_app(project, store_engine).test_client()
+    served = client.get(url.removeprefix("https://lists.example.org"))
+    assert served.status_code == 200 and served.mimetype == "image/jpeg"
+    assert served.data == written  # the very bytes the preview shows
+    with PILImage.open(io.BytesIO(served.data)) as im:
+        assert im.format == "JPEG" and im.size == (1440, 756)
+    assert client.get("/media/images/may-day.png").data == big.read_bytes()
+    assert client.get("/media/for/mastodon/images/may-day.png").status_code == 404
+    assert client.get("/media/for/instagram/campaigns.yaml").status_code == 404

@@ -217,3 +217,38 @@ def test_a_held_occurrence_cancelled_is_held_no_more(
         assert hold is not None and hold.outcome == "cancelled"
     finally:
         clock.ctx.close()
+
+
+def test_images_and_their_alt_text_are_part_of_the_fingerprint(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from PIL import Image
+
+    path = make_project(REVIEWED)
+    project = load_project(path)
+    occ = occurrence(project)
+    base = render_content(project, occ)
+    # Each email language and the post name the image by its content hash and its alt text.
+    assert base.text.count("--- image images/may-day.png sha256:") == 3
+    ana = approver(store_engine)
+    approvals.approve(project, store_engine, occ, ana, Actor(ana.email))
+
+    # A new picture under the same name voids the approval; the diff names the image.
+    image = path.parent / "statements" / "images" / "may-day.png"
+    Image.new("RGB", (1200, 630), "purple").save(image)
+    replaced = approvals.status(load_project(path), store_engine, occ)
+    assert not replaced.approved and len(replaced.voided) == 1
+    changed = [line for line in replaced.diff().splitlines() if line[:1] in "+-"]
+    assert any(line.startswith("+--- image images/may-day.png sha256:") for line in changed)
+    assert any(line.startswith("---- image images/may-day.png sha256:") for line in changed)
+
+    # Approved again, an edit of the Spanish alt text alone voids it too.
+    approvals.approve(load_project(path), store_engine, occ, ana, Actor(ana.email))
+    assert approvals.status(load_project(path), store_engine, occ).approved
+    statement = path.parent / "statements" / "may-day.es.md"
+    text = statement.read_text(encoding="utf-8")
+    alt = next(line for line in text.splitlines() if line.strip().startswith("alt:"))
+    statement.write_text(text.replace(alt, '  alt: "Un cartel morado"', 1), encoding="utf-8")
+    edited = approvals.status(load_project(path), store_engine, occ)
+    assert not edited.approved
+    assert "+alt: Un cartel morado" in edited.diff().splitlines()

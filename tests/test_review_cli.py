@@ -64,3 +64,28 @@ def test_review_approve_and_send(make_project: ProjectFactory, tmp_path: Path) -
     assert sent.returncode == 0, sent.stderr
     log = json.loads(run("audit", "--json", cwd=cwd, env=env).stdout)
     assert [e["action"] for e in log].count("occurrence.approve") == 2
+
+
+def test_review_shows_a_changed_image(make_project: ProjectFactory, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from scheduler import calendar
+    from scheduler.actions import Actor
+    from scheduler.config.project import load_project
+    from scheduler.review import approvals
+
+    path = make_project(REVIEWED)
+    env = {"SCHEDULER_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}"}
+    engine = make_engine(env["SCHEDULER_DATABASE_URL"])
+    migrate(engine)
+    ana = accounts.add(engine, "ana@example.org", Role.APPROVER)
+    project = load_project(path)
+    occ = calendar.occurrence(project.config, OCC)
+    approvals.approve(project, engine, occ, ana, Actor(ana.email))
+    engine.dispose()
+    Image.new("RGB", (1200, 630), "purple").save(path.parent / "statements/images/may-day.png")
+    shown = run("review", OCC, cwd=path.parent, env=env)
+    assert "voided: approval by ana@example.org" in shown.stdout
+    changed = [line for line in shown.stdout.splitlines() if "image images/may-day.png" in line]
+    assert any(line.lstrip().startswith("+") for line in changed), shown.stdout
+    assert any(line.lstrip().startswith("-") for line in changed), shown.stdout

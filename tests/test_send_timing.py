@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import MINIMAL, ProjectFactory
+from pytest_httpserver import HTTPServer
 
 from scheduler.calendar import occurrence
 from scheduler.config.project import load_project
@@ -129,3 +130,89 @@ def test_durations_read_like_a_person_says_them() -> None:
     assert duration(start, start + dt.timedelta(minutes=1)) == "1 minute"
     assert duration(start, start + dt.timedelta(hours=2, minutes=5)) == "2 hours 5 minutes"
     assert duration(start, start + dt.timedelta(seconds=20)) == "less than a minute"
+
+
+LATE_POSTS = """\
+channels:
+  email: {type: smtp, url: "file:outbox", sender: org}
+  bluesky:
+    type: bluesky
+    handle: alliance.bsky.social
+    app_password: "${BLUESKY_PASSWORD}"
+    service: "ORIGIN"
+  hook: {type: webhook, url: "ORIGIN/hook", secret: "${WEBHOOK_SECRET}"}
+campaigns:
+  may-day:
+    name: May Day
+    date: DATE
+    time: "TIME"
+    statement: may-day
+    audience: [members]
+    steps:
+      statement:
+        channels: [email, bluesky, hook]
+        template: statement
+"""
+
+
+def test_an_occurrence_sent_hours_late_is_dated_when_it_went_not_at_its_instant(
+    make_project: ProjectFactory, httpserver: HTTPServer
+) -> None:
+    import json
+    import re
+
+    from posting_fakes import APP_PASSWORD, FakePds, origin
+    from werkzeug import Request, Response
+
+    pds = FakePds(httpserver).install()
+    hooks: list[tuple[dict[str, str], dict[str, object]]] = []
+
+    def hook(request: Request) -> Response:
+        hooks.append((dict(request.headers), request.get_json()))
+        return Response("", status=204)
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(hook)
+    instant = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).replace(second=0, microsecond=0)
+    text = MINIMAL.split("channels:")[0].replace("Europe/Madrid", "UTC") + LATE_POSTS.replace(
+        "ORIGIN", origin(httpserver)
+    ).replace("DATE", instant.date().isoformat()).replace("TIME", f"{instant:%H:%M}")
+    path = make_project(text)
+    for statement in (path.parent / "statements").glob("*.md"):  # text only
+        source = statement.read_text(encoding="utf-8")
+        statement.write_text(re.sub(r"\nimage:\n(  .*\n)+", "\n", source), encoding="utf-8")
+    env = {
+        **env_for(path),
+        "BLUESKY_PASSWORD": APP_PASSWORD,
+        "WEBHOOK_SECRET": "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM=",
+    }
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    sent = subprocess.run(
+        [sys.executable, "-m", "scheduler", "send", "may-day", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["sent"] == 4  # two emails, a post, a webhook event
+
+    def sent_then(value: dt.datetime) -> None:
+        assert before <= value <= after, (value, instant)
+        assert value - instant > dt.timedelta(hours=2)  # not the occurrence's instant
+
+    for file in outbox(path):
+        msg = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
+        sent_then(msg["Date"].datetime)
+    records = pds.thread()
+    assert records
+    for record in records:
+        sent_then(dt.datetime.fromisoformat(record["createdAt"].replace("Z", "+00:00")))
+    ((headers, body),) = hooks
+    sent_then(dt.datetime.fromtimestamp(int(headers["Webhook-Timestamp"]), dt.UTC))
+    assert isinstance(body["timestamp"], str)
+    sent_then(dt.datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")))
+    # The webhook says which occurrence it is, with its instant, apart from when it went.
+    metadata = body["data"]["occurrence"]  # type: ignore[index]
+    assert metadata["instant"] == instant.isoformat().replace("+00:00", "Z")

@@ -147,3 +147,54 @@ def test_a_step_may_choose_its_own_image_with_alt_text_in_every_language(
     (item,) = items
     (image,) = item.images
     assert image["name"] == "images/countdown.png" and image["width"] == 1080
+
+
+def test_a_step_may_choose_an_image_per_channel(make_project: ProjectFactory) -> None:
+    import datetime as dt
+
+    from scheduler.config.project import load_project
+    from scheduler.preview import build_preview
+
+    card = (
+        "        images:\n"
+        "          telegram:\n"
+        "            file: images/tall.png\n"
+        '            alt: {en: "A countdown card"}\n'
+        "          bluesky:\n"
+        "            file: images/none.png\n"
+        "            alt: {en: x, es: y}\n"
+    )
+    text = WITH_TELEGRAM.replace(
+        "        template: statement\n", "        template: statement\n" + card
+    )
+    path = make_project(text)
+    Image.new("RGB", (60, 2000), "navy").save(path.parent / "statements/images/tall.png")
+    lines = text.splitlines()
+    found = {d.message.split(":")[0]: d for d in errors(path)}
+    alt = found["the step's image has no alt text in es"]
+    assert alt.line == lines.index('            alt: {en: "A countdown card"}') + 1
+    refused = found["telegram would refuse images/tall.png"]
+    assert "aspect ratio 60:2000" in refused.message
+    assert (refused.line, refused.column) == (
+        lines.index("            file: images/tall.png") + 1,
+        19,
+    )
+    stray = found["the step chooses an image for 'bluesky', which it does not post to"]
+    assert stray.line == lines.index("          bluesky:") + 1 and len(found) == 3
+
+    Image.new("RGB", (1080, 1080), "navy").save(path.parent / "statements/images/tall.png")
+    path.write_text(
+        text.replace('alt: {en: "A countdown card"}', "alt: {en: A card, es: Una tarjeta}")
+        .replace("          bluesky:\n            file: images/none.png\n", "")
+        .replace("            alt: {en: x, es: y}\n", ""),
+        encoding="utf-8",
+    )
+    assert errors(path) == []
+    project = load_project(path)
+    now = dt.datetime(2030, 4, 1, tzinfo=dt.UTC)
+    (telegram,) = build_preview(project, "may-day", channel="telegram", now=now)
+    (mastodon,) = build_preview(project, "may-day", channel="mastodon", now=now)
+    assert [i["name"] for i in telegram.images] == ["images/tall.png"]
+    assert [i["alt"] for i in telegram.images] == ["A card"]  # the preview's language: en
+    assert [i["name"] for i in mastodon.images] != ["images/tall.png"]  # the statement's
+    assert mastodon.images

@@ -182,3 +182,28 @@ def test_dashboard_shows_blocked_campaigns_and_rows_left_out(
     problems.record_list(store_engine, "members", "members.csv", [])
     html = client.get("/dashboard", headers=headers).get_data(as_text=True)
     assert "is blocked" not in html and "left out" not in html
+
+
+def test_an_occurrence_blocked_at_its_instant_is_listed_as_blocked_with_why(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler.errors import Diagnostic
+    from scheduler.store import problems
+
+    project = web_project(make_project)
+    occ = may_day(project, 2026)  # its instant has come
+    missing = Diagnostic(
+        "campaigns.yaml", 19, 16, "statement 'may-day' has no 'es' version", scope="campaign"
+    )
+    problems.record_blocked(store_engine, {"may-day": [missing]})
+    clock_state.record_blocked(store_engine, occ, "blocked at its instant: statement missing")
+    client = web_app(project, store_engine).test_client()
+    headers = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+    html = page(client, "/dashboard", headers=headers)
+    past = " ".join(html.split('id="past"')[1].split('id="failures"')[0].split())
+    assert f"<code>{occ.id}</code>" in past
+    assert '<strong class="tag">blocked</strong><br><small class="blocked-reason">' in past
+    assert "statement &#39;may-day&#39; has no &#39;es&#39; version" in past
+    assert ">planned<" not in past
+    detail = page(client, f"/dashboard/occurrences/{occ.id}", headers=headers)
+    assert "<strong>blocked</strong>" in detail and 'class="blocked-reason"' in detail

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.config.project import Project, load_project
 from scheduler.tokens import sign
-from scheduler.web import DashboardAuth, Limits, Mailer, MemoryHits, create_app
+from scheduler.web import DashboardAuth, Limits, Mailer, MemoryHits, Sends, create_app
 
 DASHBOARD_TOKEN = "organizers-only-token"
 
@@ -43,8 +43,9 @@ def web_project(
 
 
 def web_app(project: Project, engine: Engine, **kwargs: Any) -> Flask:
-    """The app with a synchronous mailer (the email is there when the response is)."""
+    """The app with a synchronous mailer and sends (the email is there when the response is)."""
     kwargs.setdefault("mailer", Mailer(context(project, engine), background=False))
+    kwargs.setdefault("sends", Sends(engine, background=False))
     kwargs.setdefault("hits", MemoryHits())
     kwargs.setdefault("limits", Limits())
     kwargs.setdefault("dashboard", DashboardAuth(token=DASHBOARD_TOKEN))

@@ -1,13 +1,15 @@
 """Where messages go: one module per platform behind the `Channel` interface.
 
 Adding a platform is one new module with a `Channel` subclass and one line in
-`CHANNEL_CLASSES`.
+`scheduler/channel_registry.py`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from scheduler.channel_registry import CHANNEL_TYPES
 from scheduler.channels.base import (
     Channel,
     ChannelSettings,
@@ -34,27 +36,27 @@ from scheduler.config import model
 
 AnyChannel = Channel[Any]
 
-CHANNEL_CLASSES: dict[str, type[AnyChannel]] = {
-    "smtp": SmtpChannel,
-    "mastodon": MastodonChannel,
-    "bluesky": BlueskyChannel,
-    "discord": DiscordChannel,
-    "slack": SlackChannel,
-    "telegram": TelegramChannel,
-    "webhook": WebhookChannel,
-    "facebook": FacebookPageChannel,
-    "instagram": InstagramChannel,
-    "threads": ThreadsChannel,
-}
+
+_loaded: dict[str, type[AnyChannel]] = {}
 
 
 def get_channel_class(channel_type: str) -> type[AnyChannel]:
-    """The class for a campaigns.yaml channel `type`."""
-    try:
-        return CHANNEL_CLASSES[channel_type]
-    except KeyError:
-        known = ", ".join(sorted(CHANNEL_CLASSES))
-        raise ValueError(f"unknown channel type {channel_type!r}; use one of: {known}") from None
+    """The class for a campaigns.yaml channel `type` (imported on first use)."""
+    path = CHANNEL_TYPES.get(channel_type)
+    if path is None:
+        known = ", ".join(sorted(CHANNEL_TYPES))
+        raise ValueError(f"unknown channel type {channel_type!r}; use one of: {known}")
+    if path not in _loaded:
+        module, _, name = path.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, Channel)) or cls.type != channel_type:
+            raise TypeError(f"channel registry: {path} is not the channel of type {channel_type!r}")
+        _loaded[path] = cls
+    return _loaded[path]
+
+
+# Every registered type, loaded now, so a wrong registry line fails at import.
+CHANNEL_CLASSES: dict[str, type[AnyChannel]] = {t: get_channel_class(t) for t in CHANNEL_TYPES}
 
 
 def from_config(name: str, channel: model.Channel, *, runtime: Runtime | None = None) -> AnyChannel:

@@ -320,6 +320,7 @@ class SettingProblem:
     key: str  # the setting, under channels.NAME
     message: str
     hint: str | None = None
+    severity: str = "error"  # or "warning", or "note" (said, never an error, even --strict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +364,9 @@ class Channel(ABC, Generic[SettingsT]):
     image_limits: ClassVar[ImageLimits | None] = None
     # The platform refuses a post without an image (Instagram): `validate` says so.
     needs_image: ClassVar[bool] = False
+    # The platform fetches images from their public URL (Instagram, Threads, Facebook):
+    # `scheduler web` serves them re-encoded to `image_limits` at `/media/for/<type>/…`.
+    fetches_images: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -412,6 +416,11 @@ class Channel(ABC, Generic[SettingsT]):
     ) -> list[SettingProblem]:
         """Problems of valid settings that the rest of the project shows (a sender that is
         not defined, a key file that is missing); `validate` reports them."""
+        return []
+
+    def strict_problems(self, env: Mapping[str, str] | None = None) -> list[SettingProblem]:
+        """What only asking the platform shows (a token about to expire); `validate
+        --strict` calls it. None by default."""
         return []
 
     @property

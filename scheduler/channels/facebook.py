@@ -12,7 +12,6 @@ from pydantic import Field
 from scheduler.channels.base import HttpsOrigin, PostRef, PreparedPost, Uploaded
 from scheduler.channels.meta import GRAPH, GraphChannel, MetaSettings
 from scheduler.channels.post import Post
-from scheduler.config.secrets import redact
 from scheduler.content.images import ImageLimits
 
 
@@ -27,7 +26,8 @@ class FacebookPageChannel(GraphChannel[FacebookSettings]):
     Settings = FacebookSettings
     secret_fields = ("access_token",)
     # /photos fetches the image by URL: JPEG, PNG or WebP up to 10 MB.
-    image_limits = ImageLimits(max_bytes=10 * 1024 * 1024, max_images=1)
+    fetches_images = True
+    image_limits = ImageLimits(max_bytes=10 * 1024 * 1024, max_images=1, reencode=True)
 
     def _first(self, post: Post) -> tuple[str, dict[str, str]]:
         s = self.settings
@@ -39,29 +39,12 @@ class FacebookPageChannel(GraphChannel[FacebookSettings]):
         return f"{s.page_id}/feed", fields
 
     def requests(self, post: Post) -> list[PreparedPost]:
-        s = self.settings
-        token = redact(s.access_token)
         path, fields = self._first(post)
-        posts = [
-            PreparedPost(
-                method="POST",
-                url=f"{s.api_base}/{path}",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                json={**fields, "access_token": token},
-                note="no idempotency key: the ledger records the post id as soon as it comes",
-            )
+        note = "no idempotency key: the ledger records the post id as soon as it comes"
+        return [
+            self.prepared(path, fields, note),
+            *self.prepared_comments(post, "post id of part 1"),
         ]
-        posts += [
-            PreparedPost(
-                method="POST",
-                url=f"{s.api_base}/{{post id of part 1}}/comments",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                json={"message": post.text(index), "access_token": token},
-                note=f"part {index} of {post.total}, as a comment",
-            )
-            for index in range(2, post.total + 1)
-        ]
-        return posts
 
     def publish_part(
         self,

@@ -12,7 +12,6 @@ from scheduler.channels.base import HttpsOrigin, PostRef, PreparedPost, Uploaded
 from scheduler.channels.http import PermanentPostError
 from scheduler.channels.meta import GRAPH, GraphChannel, MetaSettings
 from scheduler.channels.post import Post
-from scheduler.config.secrets import redact
 from scheduler.content.images import ImageLimits
 
 MAX_HASHTAGS = 30
@@ -30,8 +29,11 @@ class InstagramChannel(GraphChannel[InstagramSettings]):
     secret_fields = ("access_token",)
     idempotent = True  # the recorded container
     needs_image = True
-    # Content publishing: JPEG only, at most 8 MB, 320-1440 wide, aspect 4:5 to 1.91:1.
+    # Content publishing: JPEG only, at most 8 MB, 320-1440 wide, aspect 4:5 to 1.91:1;
+    # re-encoded by `scheduler web` to fit (the aspect ratio is the organizer's choice).
+    fetches_images = True
     image_limits = ImageLimits(
+        reencode=True,
         max_bytes=8 * 1024 * 1024,
         formats=frozenset({"JPEG"}),
         min_width=320,
@@ -53,29 +55,13 @@ class InstagramChannel(GraphChannel[InstagramSettings]):
         return {"image_url": str(post.media[0].url), "caption": post.text(1)}
 
     def requests(self, post: Post) -> list[PreparedPost]:
-        s = self.settings
-        token = redact(s.access_token)
         image = post.media[0].url if post.media else None
-        posts = [
-            PreparedPost(
-                method="POST",
-                url=f"{s.api_base}/{s.user_id}/media",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                json={"image_url": str(image), "caption": post.text(1), "access_token": token},
-                note="a container, recorded before POST /media_publish publishes it",
-            )
-        ]
-        posts += [
-            PreparedPost(
-                method="POST",
-                url=f"{s.api_base}/{{media id of part 1}}/comments",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                json={"message": post.text(index), "access_token": token},
-                note=f"part {index} of {post.total}, as a comment",
-            )
-            for index in range(2, post.total + 1)
-        ]
-        return posts
+        container = self.prepared(
+            f"{self.settings.user_id}/media",
+            {"image_url": str(image), "caption": post.text(1)},
+            "a container, recorded before POST /media_publish publishes it",
+        )
+        return [container, *self.prepared_comments(post, "media id of part 1")]
 
     def publish_part(
         self,

@@ -8,22 +8,28 @@ that container, or finds it published, and never creates a second post.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import requests
+from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.channels.base import (
     Channel,
     ChannelSettings,
     PartPosted,
     PostRef,
+    PreparedPost,
     SecretRef,
+    SettingProblem,
     Uploaded,
 )
 from scheduler.channels.http import HttpClient, PermanentPostError, TransientPostError
 from scheduler.channels.post import Post
+from scheduler.config.secrets import redact, resolve
+from scheduler.errors import SecretError
 
 GRAPH = "https://graph.facebook.com/v21.0"
 # OAuthException: the token expired, was revoked, or lost a permission.
@@ -34,8 +40,19 @@ RENEW = (
 )
 
 
+class TokenCheck(BaseModel):
+    """`token_check:` — ask Graph's /debug_token, in `validate --strict`, when the access
+    token expires; warn `warn_days` ahead. `app_token` is an app access token (`APP|SECRET`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_token: SecretRef
+    warn_days: Annotated[int, Field(ge=1, le=60)] = 7
+
+
 class MetaSettings(ChannelSettings):
     access_token: SecretRef
+    token_check: TokenCheck | None = None
 
 
 MetaSettingsT = TypeVar("MetaSettingsT", bound=MetaSettings)
@@ -71,6 +88,54 @@ class GraphChannel(Channel[MetaSettingsT]):
     status_field: ClassVar[str] = "status_code"  # Instagram; Threads calls it "status"
     poll_seconds: ClassVar[float] = 2.0
     poll_attempts: ClassVar[int] = 30
+
+    def strict_problems(self, env: Mapping[str, str] | None = None) -> list[SettingProblem]:
+        check = self.settings.token_check
+        if check is None:
+            return [
+                SettingProblem(
+                    "access_token",
+                    f"{self.what()}: the token's expiry is not checked (no token_check)",
+                    "to have `validate --strict` warn before it expires, add "
+                    "token_check: {app_token: ${META_APP_TOKEN}}",
+                    severity="note",
+                )
+            ]
+        action = "checking the access token (debug_token)"
+        try:
+            token = self.secret("access_token", env)
+            app_token = resolve(str(check.app_token), env)
+            # A client of its own: both tokens travel in the query and are redacted.
+            http = HttpClient(self.what(), timeout=self.timeout, secrets=[token, app_token])
+            response = http.request(
+                "GET",
+                f"{self.api_base()}/debug_token",
+                action=action,
+                params={"input_token": token, "access_token": app_token},
+            )
+            body = graph_check(http, response, action)
+        except (PermanentPostError, TransientPostError, SecretError) as e:
+            problem = f"could not check the access token: {e}"
+            return [SettingProblem("token_check", problem, severity="warning")]
+        found = body.get("data")
+        data: dict[str, Any] = found if isinstance(found, dict) else {}
+        if not data.get("is_valid", False):
+            return [SettingProblem("access_token", f"{self.what()}: {RENEW}")]
+        expires = int(data.get("expires_at") or 0)
+        if expires == 0:
+            return []  # a page token made from a long-lived user token does not expire
+        left = dt.datetime.fromtimestamp(expires, dt.UTC) - dt.datetime.now(dt.UTC)
+        if left > dt.timedelta(days=check.warn_days):
+            return []
+        when = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return [
+            SettingProblem(
+                "access_token",
+                f"{self.what()}: the access token expires {when}, in {_days(left)}",
+                "create a new long-lived token and update the environment variable",
+                severity="warning",
+            )
+        ]
 
     def api_base(self) -> str:
         base = getattr(self.settings, "api_base", None)
@@ -173,6 +238,28 @@ class GraphChannel(Channel[MetaSettingsT]):
     ) -> PostRef:
         raise NotImplementedError
 
+    def prepared(self, path: str, fields: Mapping[str, str], note: str) -> PreparedPost:
+        """A Graph call as a preview shows it: form-encoded, the token as `${VAR}`."""
+        token = redact(self.settings.access_token)
+        return PreparedPost(
+            method="POST",
+            url=f"{self.api_base()}/{path}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            json={**fields, "access_token": token},
+            note=note,
+        )
+
+    def prepared_comments(self, post: Post, first: str) -> list[PreparedPost]:
+        """Parts after the first as comments on `first` (a placeholder for its id)."""
+        return [
+            self.prepared(
+                f"{{{first}}}/comments",
+                {"message": post.text(index)},
+                f"part {index} of {post.total}, as a comment",
+            )
+            for index in range(2, post.total + 1)
+        ]
+
     def comment(
         self, index: int, post: Post, refs: list[PostRef], env: Mapping[str, str] | None
     ) -> PostRef:
@@ -185,3 +272,10 @@ class GraphChannel(Channel[MetaSettingsT]):
             env=env,
         )
         return PostRef(id=str(body["id"]))
+
+
+def _days(left: dt.timedelta) -> str:
+    if left.total_seconds() <= 0:
+        return "the past: it has expired"
+    days = left.days
+    return f"{days} day{'s' if days != 1 else ''}" if days else "less than a day"

@@ -11,7 +11,6 @@ from pydantic import Field
 from scheduler.channels.base import HttpsOrigin, PostRef, PreparedPost, Uploaded
 from scheduler.channels.meta import GraphChannel, MetaSettings
 from scheduler.channels.post import Post
-from scheduler.config.secrets import redact
 from scheduler.content.images import ImageLimits
 
 API = "https://graph.threads.net/v1.0"
@@ -35,7 +34,9 @@ class ThreadsChannel(GraphChannel[ThreadsSettings]):
     api = API
     status_field = "status"
     # Images are fetched from their public URL: JPEG or PNG, at most 8 MB, 320-1440 wide.
+    fetches_images = True
     image_limits = ImageLimits(
+        reencode=True,
         max_bytes=8 * 1024 * 1024,
         formats=frozenset({"JPEG", "PNG"}),
         min_width=320,
@@ -54,21 +55,14 @@ class ThreadsChannel(GraphChannel[ThreadsSettings]):
         return fields
 
     def requests(self, post: Post) -> list[PreparedPost]:
-        s = self.settings
-        token = redact(s.access_token)
-        posts = []
-        for index in range(1, post.total + 1):
-            reply_to = f"{{id of part {index - 1}}}" if index > 1 else None
-            posts.append(
-                PreparedPost(
-                    method="POST",
-                    url=f"{s.api_base}/{s.user_id}/threads",
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                    json={**self._fields(index, post, reply_to), "access_token": token},
-                    note="a container, recorded before POST /threads_publish publishes it",
-                )
+        return [
+            self.prepared(
+                f"{self.settings.user_id}/threads",
+                self._fields(index, post, f"{{id of part {index - 1}}}" if index > 1 else None),
+                "a container, recorded before POST /threads_publish publishes it",
             )
-        return posts
+            for index in range(1, post.total + 1)
+        ]
 
     def publish_part(
         self,

@@ -6,13 +6,14 @@ from typing import Annotated
 
 import typer
 
-from scheduler import calendar
+from scheduler import actions, calendar
+from scheduler.cli.control import cli_actor
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.console import err, fail, out, print_json, store, valid_project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import FireReport, fire
-from scheduler.delivery.retry import retry_failed, wait_for_held
+from scheduler.delivery.retry import wait_for_held
 from scheduler.errors import UnknownCampaignError
 
 
@@ -47,7 +48,7 @@ def retry_command(
         )
     ctx = DeliveryContext(project, engine)
     try:
-        report = retry_failed(ctx, occurrence_id, channels=channels or None)
+        report = actions.retry(ctx, occurrence_id, cli_actor(), channels=channels or None)
         if report.fired is not None:
             fired = report.fired
             report.fired = wait_for_held(

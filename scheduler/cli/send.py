@@ -12,8 +12,9 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
 
-from scheduler import calendar, settings
+from scheduler import actions, calendar, settings
 from scheduler.channels import get_channel_class
+from scheduler.cli.control import cli_actor
 from scheduler.config.diagnostics import did_you_mean
 from scheduler.config.project import Project
 from scheduler.console import err, fail, out, print_json, store, valid_project
@@ -22,7 +23,6 @@ from scheduler.delivery.batch import BatchReport
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.emailing import EmailComposer
 from scheduler.delivery.fire import FireReport, fire
-from scheduler.delivery.guard import check_send_time
 from scheduler.delivery.ledger import Claim
 from scheduler.delivery.readiness import unset_variables
 from scheduler.delivery.retry import wait_for_held
@@ -185,15 +185,13 @@ def send_command(
         )
     if not dry_run:
         _require_secrets(project, channels)
-        from scheduler.review.gate import why_not_yet
-
-        waiting = why_not_yet(project, engine, occ)
-        if waiting:
+        check = actions.check_send(project, engine, occ, channels, now)
+        if check.review:
             fail(
-                f"{occ.id} needs review before it is sent: {waiting}; "
+                f"{occ.id} needs review before it is sent: {check.review}; "
                 f"see `scheduler review {occ.id}`"
             )
-        note = _confirm_timing(project, engine, occ, channels, now, send_now)
+        note = _confirm_timing(check, send_now)
     ctx = DeliveryContext(project, engine, redis_url=broker_url() if enqueue else None)
     try:
         if dry_run:
@@ -207,23 +205,18 @@ def send_command(
         if enqueue:
             from scheduler.tasks import enqueue_batch
 
-            report = fire(
-                ctx,
-                occ,
-                channels=channels,
-                dispatch=enqueue_batch,
-                revive_missed=True,
-                note=note,
+            report = actions.send_now(
+                ctx, occ, cli_actor(), channels=channels, dispatch=enqueue_batch, note=note
             )
         else:
             with _SendProgress(not as_json) as bar:
-                report = fire(
+                report = actions.send_now(
                     ctx,
                     occ,
+                    cli_actor(),
                     channels=channels,
                     progress=bar.update,
                     on_total=bar.total,
-                    revive_missed=True,
                     note=note,
                     processes=settings.sender_processes(),
                 )
@@ -268,36 +261,18 @@ def _require_secrets(project: Project, channels: list[str]) -> None:
         fail(f"nothing was sent: {needs}. Export the variables{hint}.")
 
 
-def _confirm_timing(
-    project: Project,
-    engine: Engine,
-    occ: calendar.Occurrence,
-    channels: list[str],
-    now: dt.datetime,
-    send_now: bool,
-) -> str | None:
+def _confirm_timing(check: actions.SendCheck, send_now: bool) -> str | None:
     """Ask before starting an occurrence far from its instant (see delivery.guard); returns
     the note to record on the channels this send starts."""
-    progress = channel_state.occurrence_progress(engine, occ.id, occ.channels)
-    starting = [p for p in progress if p.channel in channels and p.state in ("planned", "missed")]
-    note = _manual_note(engine, occ)
-    problem = check_send_time(project.config, occ, now) if starting else None
+    problem = check.timing
     if problem is None:
-        return note
-    sent_when = f"sent by hand {problem.timing.value}: {problem.message}"
+        return check.note
     if send_now:
         err.print(f"{problem.message}; sending now as asked (--now).", markup=False)
-        return sent_when
+        return check.confirmed_note()
     if sys.stdin.isatty() and typer.confirm(f"{problem.message}. Send it now?", err=True):
-        return sent_when
+        return check.confirmed_note()
     fail(f"{problem.message}; nothing was sent. To send it anyway, pass --now.")
-
-
-def _manual_note(engine: Engine, occ: calendar.Occurrence) -> str | None:
-    row = ledger.get_occurrence(engine, occ.id)
-    if row is not None and row.state == "missed":
-        return f"sent by hand after being missed ({row.note})"
-    return None
 
 
 def _dry_run(
@@ -401,6 +376,10 @@ def _summary(
         "already_done": report.already_final,
         "failures": r.reasons,
         "held_by_others": report.held,
+        "deferred": {
+            channel: {"count": d.count, "next_attempt_at": d.next_attempt_at, "reason": d.reason}
+            for channel, d in report.deferred.items()
+        },
         "channels": {p.channel: p.as_json() for p in report.progress},
         "still_planned": planned,
         "still_planned_at": occ.instant if planned else None,
@@ -423,6 +402,14 @@ def _summary(
             f"{report.occurrence_id}: {plural(report.held, 'delivery is', 'deliveries are')} "
             f"held by another sender, or were left by one that stopped; they can be sent again "
             f"from {until} (run this command again then, without --no-wait).",
+            markup=False,
+        )
+    elif r.sent == r.failed == r.skipped == r.deferred == 0 and report.deferred:
+        waiting = sum(d.count for d in report.deferred.values())
+        out.print(
+            f"{report.occurrence_id}: nothing to send yet — "
+            f"{plural(waiting, 'delivery waits', 'deliveries wait')} for its next attempt "
+            "after a temporary failure.",
             markup=False,
         )
     elif r.sent == r.failed == r.skipped == 0:
@@ -448,6 +435,15 @@ def _summary(
     if not as_json and report.claim is not Claim.REFUSED:
         for line in channel_lines(report.progress):
             out.print(f"  {line}", markup=False)
+        for channel, d in report.deferred.items():
+            when = local_time(d.next_attempt_at, seconds=True) if d.next_attempt_at else "soon"
+            out.print(
+                f"  {channel}: {plural(d.count, 'delivery', 'deliveries')} deferred after a "
+                f"temporary failure ({d.reason}); next attempt {when}. The running clock "
+                "(`scheduler run` or `scheduler clock`) sends them then, or run this command "
+                "again after that; they fail only once the channel's retry window is over.",
+                markup=False,
+            )
         if planned and when:
             campaign_id = report.occurrence_id.split("/")[0]
             flags = " ".join(f"--channel {c}" for c in planned)

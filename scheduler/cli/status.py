@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from typing import Annotated, Any
 
 import typer
@@ -35,14 +36,21 @@ def status_command(
     rows = ledger.list_occurrences(engine, limit=limit, chapter=chapter)
     all_counts = ledger.counts(engine)
     progress = channel_state.progress(engine, [r.id for r in rows])
+    deferred = ledger.deferred(engine, [r.id for r in rows])
     health = stats.by_occurrence(engine, [row.id for row in rows])
     list_health = stats.by_list(engine)
+    found = problem_records(engine)
+    blocked = problems.blocked_reasons(problems.current(engine, problems.CAMPAIGN))
     records: list[dict[str, Any]] = []
     for row in rows:
+        shown, blocked_reason = problems.shown_state(row.state, row.campaign, row.note, blocked)
         records.append(
             {
                 "id": row.id,
-                "state": row.state,
+                # `blocked`: its campaign has a problem of its own (stored as `planned`,
+                # fired late if fixed inside its catch-up window); `blocked_reason` says why.
+                "state": shown,
+                "blocked_reason": blocked_reason,
                 "instant": row.instant.isoformat(),
                 "late": row.late,
                 "note": row.note,
@@ -53,6 +61,15 @@ def status_command(
                 # what it sent, failed, skipped and has pending.
                 "channels": {p.channel: p.as_json() for p in progress.get(row.id, [])},
                 "still_planned": [p.channel for p in progress.get(row.id, []) if p.still_planned],
+                # Pending after a temporary failure of their own, until their next attempt.
+                "deferred": {
+                    channel: {
+                        "count": d.count,
+                        "next_attempt_at": d.next_attempt_at,
+                        "reason": d.reason,
+                    }
+                    for channel, d in deferred.get(row.id, {}).items()
+                },
                 "failures": [
                     {"channel": c, "reason": e, "count": n}
                     for c, e, n in ledger.failures(engine, row.id, limit=5)
@@ -68,7 +85,6 @@ def status_command(
     )
     held = [h.occurrence_id for h in holds.open_holds(engine)]
     seen = clock_state.last_seen(engine)
-    found = problem_records(engine)
     if as_json:
         print_json(
             {
@@ -107,9 +123,14 @@ def status_command(
     table.add_column("Channels: sent / failed / still planned")
     table.add_column("Bounced (hard+soft) / complained / unsubscribed")
     for row, rec in zip(rows, records, strict=True):
-        parts = [_channel_text(p) for p in progress.get(row.id, [])]
+        waiting = deferred.get(row.id, {})
+        parts = [_channel_text(p, waiting.get(p.channel)) for p in progress.get(row.id, [])]
         state_text = rec["state"] + (" (late)" if rec["late"] else "")
-        if rec["note"] and rec["state"] in ("missed", "cancelled", "planned"):
+        if rec["blocked_reason"]:
+            # In short: the line above the table gives the file, line and every problem.
+            why = rec["blocked_reason"].split(": ", 1)[-1] if row.campaign in blocked else ""
+            state_text += f"\n{textwrap.shorten(why or rec['blocked_reason'], 60)}"
+        elif rec["note"] and rec["state"] in ("missed", "cancelled", "planned"):
             state_text += f"\n{rec['note']}"
         h = rec["list_health"]
         table.add_row(
@@ -124,6 +145,16 @@ def status_command(
     for rec in records:
         for f in rec["failures"]:
             out.print(f"{rec['id']} {f['channel']}: {f['count']:,} × {f['reason']}", markup=False)
+        for channel, d in rec["deferred"].items():
+            when = (
+                local_time(d["next_attempt_at"], seconds=True) if d["next_attempt_at"] else "soon"
+            )
+            out.print(
+                f"{rec['id']} {channel}: {d['count']:,} deferred after a temporary failure "
+                f"({d['reason']}); next attempt {when}, until the channel's retry window ends",
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def known_chapter(chapter: str) -> None:
@@ -140,14 +171,21 @@ def known_chapter(chapter: str) -> None:
         )
 
 
-def _channel_text(p: channel_state.ChannelProgress) -> str:
+def _channel_text(
+    p: channel_state.ChannelProgress, deferred: ledger.DeferredSummary | None = None
+) -> str:
     if p.still_planned:
         return f"{p.channel}: still planned"
     counts = f"sent {p.sent:,}, failed {p.failed:,}"
     if p.skipped:
         counts += f", skipped {p.skipped:,}"
-    if p.pending:
-        counts += f", pending {p.pending:,}"
+    pending = p.pending - (deferred.count if deferred else 0)
+    if pending:
+        counts += f", pending {pending:,}"
+    if deferred:
+        counts += f", deferred {deferred.count:,}"
+        if deferred.next_attempt_at is not None:
+            counts += f" (next try {local_time(deferred.next_attempt_at, seconds=True)})"
     text = f"{p.channel}: {p.state}{' (late)' if p.late else ''} — {counts}"
     if p.state in ("missed", "cancelled") and p.note:
         text += f" ({p.note})"

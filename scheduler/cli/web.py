@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         """Serve subscribe, unsubscribe, preferences, the archive and the dashboard."""
         from scheduler.console import store
         from scheduler.delivery.context import broker_url
-        from scheduler.web import create_app, make_hit_counter
+        from scheduler.web import RedisHits, Sends, create_app, make_hit_counter
         from scheduler.web.auth import DashboardAuth
 
         if not settings.SECRET_KEY.is_set() and not dev:
@@ -48,12 +48,16 @@ def register(app: typer.Typer) -> None:
                 "SCHEDULER_DASHBOARD_TOKEN to switch it on",
                 markup=False,
             )
+        hits = make_hit_counter(broker_url())
+        # With Redis up, the dashboard's sends share the workers' rate limits.
+        shared = broker_url() if isinstance(hits, RedisHits) else None
         application = create_app(
             project,
             engine,
-            hits=make_hit_counter(broker_url()),
+            hits=hits,
             dashboard=dashboard,
             trusted_proxies=settings.web_proxies(),
+            sends=Sends(engine, redis_url=shared),
         )
         url = f"http://{host}:{port}"
         try:

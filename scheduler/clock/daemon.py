@@ -52,6 +52,7 @@ SYNC_PREFIX = "sync:"
 # 100,000 rows takes seconds. A file changed since is read again at the instant.
 SYNC_AHEAD = dt.timedelta(minutes=2)
 NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
+RETRY_EVERY = dt.timedelta(minutes=1)
 
 
 def _now() -> dt.datetime:
@@ -95,6 +96,7 @@ class Clock:
         self._fingerprint = self._files_fingerprint()
         self._last_rebuild = self.now()
         self._blocked_logged: set[tuple[str, str]] = set()
+        self._retried: dict[str, dt.datetime] = {}  # when deferred deliveries were resumed
         # Campaigns unblocked by a reload whose entry had failed the schema (so their dates
         # were unknown): the next sweep looks back to when they were blocked.
         self._look_back: dict[str, dt.datetime] = {}
@@ -370,6 +372,11 @@ class Clock:
                     holds.release(self.engine, hold.occurrence_id, row.state)
             paused = state.paused(self.engine)
             held = gate.unapproved(self.project, self.engine, occurrences, known, now)
+            # Deferred deliveries whose next attempt has come. Resumed at most once a
+            # minute: in distributed mode the workers may take a few seconds to claim them.
+            self._retried = {i: t for i, t in self._retried.items() if now - t < RETRY_EVERY}
+            retry_due = (ledger.deferred_due(self.engine, now) & set(ids)) - set(self._retried)
+            self._retried.update((i, now) for i in retry_due)
             decisions = [
                 d
                 for d in decide(
@@ -381,6 +388,7 @@ class Clock:
                     channels=channels,
                     held=held,
                     blocked=self.blocked_reasons(),
+                    retry_due=retry_due,
                 )
                 if d.occurrence.id not in self._in_flight
             ]
@@ -459,7 +467,7 @@ class Clock:
         if d.action is Action.RESUME:
             # At most one resume per stall window, however long the send takes.
             ledger.touch_occurrence(self.engine, occ.id)
-            log.info("event=resume occurrence=%s", occ.id)
+            log.info("event=resume occurrence=%s reason=%r", occ.id, d.note)
         note = d.note
         if holds.release(self.engine, occ.id, "fired"):
             note = f"{note}; after being held for review" if note else "approved after a hold"

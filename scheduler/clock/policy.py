@@ -5,7 +5,8 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
 - later than that but inside the campaign's `catch_up` window (default 6h): fire, marked late,
   with a note saying how late and why;
 - outside the window: never sent, recorded as `missed` and reported;
-- already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed);
+- already claimed, cancelled or missed in the store: nothing (a stuck `firing` one is resumed,
+  and so is one with deliveries deferred after a temporary failure once their time comes);
 - claimed for some channels only (sent by hand before the instant): the channels still
   planned are fired, late or missed by the same rules;
 - its campaign is paused: wait (if it is resumed inside the window it fires late);
@@ -19,7 +20,7 @@ as missed. Pure: the time is an argument, so tests pin every rule with explicit 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -75,12 +76,16 @@ def decide(
     stale_after: dt.timedelta = dt.timedelta(minutes=5),
     held: Mapping[str, str] | None = None,
     blocked: Mapping[str, str] | None = None,
+    retry_due: Collection[str] = (),
 ) -> list[Decision]:
     """Decisions for the occurrences whose instant is not after `now`.
 
     `channels` (occurrence -> channel -> row) lets an occurrence some of whose channels went
     out by hand fire the channels still planned; without it a claimed occurrence counts as
     claimed on every channel. `blocked` maps a campaign that cannot be sent to why.
+    `retry_due`: occurrences with deliveries deferred after a temporary failure whose next
+    attempt has come; they are resumed whatever their catch-up window (the window that
+    counts for them is their channel's retry window).
     """
     blocked = blocked or {}
     out: list[Decision] = []
@@ -104,7 +109,9 @@ def decide(
             )
             if not planned:
                 stale = row.state == "firing" and now - row.updated_at > stale_after
-                if stale and late_by <= campaign.catch_up_window:
+                if row.state == "firing" and occ.id in retry_due:
+                    out.append(Decision(occ, Action.RESUME, "sending deferred deliveries"))
+                elif stale and late_by <= campaign.catch_up_window:
                     out.append(Decision(occ, Action.RESUME, "resuming after an interruption"))
                 continue
             remaining = tuple(planned)

@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from dateutil.rrule import rrulestr
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scheduler.channel_registry import CHANNEL_TYPES
+
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
 Identifier = Annotated[str, Field(pattern=_ID, max_length=64)]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
@@ -213,13 +215,9 @@ class Channel(Strict):
     @field_validator("type")
     @classmethod
     def _registered(cls, v: str) -> str:
-        # The registry is the one list of channel types; imported here, when a file is
-        # read, because the channel modules themselves use this module's types.
-        from scheduler.channels import CHANNEL_CLASSES
-
-        if v not in CHANNEL_CLASSES:
-            close = difflib.get_close_matches(v, list(CHANNEL_CLASSES), n=1)
-            known = ", ".join(CHANNEL_CLASSES)
+        if v not in CHANNEL_TYPES:
+            close = difflib.get_close_matches(v, list(CHANNEL_TYPES), n=1)
+            known = ", ".join(CHANNEL_TYPES)
             raise ValueError(
                 f"unknown channel type {v!r}; "
                 + (f"did you mean {close[0]!r}? " if close else "")
@@ -277,8 +275,20 @@ class Step(Strict):
         default="thread",
         description="a post over the platform's limit becomes a numbered thread, or an error",
     )
-    image: StepImage | None = None
+    image: StepImage | None = Field(
+        default=None, description="an image for every channel of the step (a countdown card)"
+    )
+    images: dict[Identifier, StepImage] = Field(
+        default_factory=dict,
+        description="an image per channel of the step, e.g. a square card for instagram",
+    )
     review: Review | None = Field(default=None, description="overrides the campaign's review")
+
+    def image_for(self, channel: str | None) -> StepImage | None:
+        """The image the step chooses for `channel` (None: the statement's images)."""
+        if channel is not None and channel in self.images:
+            return self.images[channel]
+        return self.image
 
     @field_validator("review", mode="before")
     @classmethod
@@ -454,14 +464,16 @@ def parse_date_rule(text: str) -> tuple[int | None, int, int]:
     return year, month, day
 
 
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
 
 
 def parse_duration(text: str) -> dt.timedelta:
     m = _DURATION.match(text.lower())
     if not m or not any(m.groups()):
         raise ValueError(f"cannot read duration {text!r}; write e.g. '6h', '1d', '30m' or '0m'")
-    return dt.timedelta(days=int(m[1] or 0), hours=int(m[2] or 0), minutes=int(m[3] or 0))
+    return dt.timedelta(
+        days=int(m[1] or 0), hours=int(m[2] or 0), minutes=int(m[3] or 0), seconds=int(m[4] or 0)
+    )
 
 
 class Settings(Strict):

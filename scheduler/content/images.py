@@ -57,8 +57,10 @@ def inspect(path: Path) -> ImageInfo:
 class ImageLimits:
     """What one platform accepts, from its documentation.
 
-    `max_bytes` with `reencode` means the channel re-encodes larger images to fit (Bluesky)
-    rather than refuse them.
+    `reencode` means the image is re-encoded to fit (as JPEG, within `max_bytes` and
+    `max_width`) rather than refused: Bluesky before uploading, and `scheduler web` for the
+    platforms that fetch images by URL. What re-encoding cannot mend (too small, the wrong
+    aspect ratio) is still refused.
     """
 
     max_bytes: int | None = None
@@ -75,7 +77,7 @@ class ImageLimits:
     def problems(self, info: ImageInfo) -> list[str]:
         """Why the platform would refuse the image (empty when it takes it)."""
         found = []
-        if info.format not in self.formats:
+        if info.format not in self.formats and not self.reencode:
             found.append(f"{info.format} is not accepted; use {', '.join(sorted(self.formats))}")
         if self.max_bytes is not None and info.size > self.max_bytes and not self.reencode:
             found.append(f"{info.size:,} bytes is over the limit of {self.max_bytes:,}")

@@ -62,7 +62,7 @@ class Renderer:
         self.config = project.config
         self._statements: dict[tuple[str, str, str | None], Statement] = {}
         self._chapter_templates: dict[str, Templates] = {}
-        self._step_images: dict[tuple[str, str, str], tuple[StatementImage, ...]] = {}
+        self._step_images: dict[tuple[str, str], tuple[StatementImage, ...]] = {}
 
     @cached_property
     def templates(self) -> Templates:
@@ -115,33 +115,37 @@ class Renderer:
         base = self.config.campaign_voice(campaign).public_url.rstrip("/")
         return f"{base}{archive_path(occ.campaign_id, occ.day_key, language)}"
 
-    def images(self, occ: Occurrence, language: str) -> tuple[StatementImage, ...]:
-        """The occurrence's images in `language`: its step's own image, else the
-        statement's. Raises ConfigError when a step's image cannot be read."""
+    def images(
+        self, occ: Occurrence, language: str, channel: str | None = None
+    ) -> tuple[StatementImage, ...]:
+        """The occurrence's images in `language` on `channel`: the step's image for that
+        channel (`images: {channel: ...}`), else the step's own image, else the statement's.
+        Raises ConfigError when a step's image cannot be read."""
         campaign = self.config.campaigns[occ.campaign_id]
         step = campaign.steps[occ.step_id]
-        if step.image is None:
+        chosen = step.image_for(channel)
+        if chosen is None:
             return self.statement(campaign.statement, language, campaign.chapter).images
-        key = (occ.campaign_id, occ.step_id, language)
+        alt = chosen.alt.get(language) or next(iter(chosen.alt.values()), "")
+        key = (chosen.file, alt)
         if key not in self._step_images:
-            path = self.project.statements_dir / step.image.file
+            path = self.project.statements_dir / chosen.file
             try:
                 info = inspect(path)
             except ValueError as e:
                 raise ConfigError(
                     [Diagnostic(self.project.display, 0, 0, f"step {occ.step_id!r}: {e}")]
                 ) from None
-            alt = step.image.alt.get(language) or next(iter(step.image.alt.values()), "")
             self._step_images[key] = (
-                StatementImage(
-                    file=step.image.file, path=path, alt=alt, info=info, line=0, column=0
-                ),
+                StatementImage(file=chosen.file, path=path, alt=alt, info=info, line=0, column=0),
             )
         return self._step_images[key]
 
-    def media_url(self, file: str) -> str:
-        """Where `scheduler web` serves a statement's image."""
-        return f"{self.config.organization.public_url.rstrip('/')}/media/{file}"
+    def media_url(self, file: str, for_type: str | None = None) -> str:
+        """Where `scheduler web` serves a statement's image: as it is, or re-encoded for a
+        platform that fetches it by URL (`for_type`, e.g. instagram)."""
+        base = self.config.organization.public_url.rstrip("/")
+        return f"{base}/media/for/{for_type}/{file}" if for_type else f"{base}/media/{file}"
 
     def context(
         self,
@@ -198,7 +202,7 @@ class Renderer:
                         "width": image.info.width,
                         "height": image.info.height,
                     }
-                    for image in self.images(occ, language)
+                    for image in self.images(occ, language, channel)
                 ],
             },
             "hashtags": ["#" + tag for tag in campaign.hashtags.get(language, [])],

@@ -8,9 +8,12 @@ A sender hands the loop a `send` function that tries its deliveries once and say
 - waits out the channel's breaker for an unreachable server (its deliveries' attempts do not
   move; they fail only when the outage has lasted the channel's `retry_window`), or
 - backs off for a transient failure (`ctx.retry`, or the server's `Retry-After` when longer)
-  and counts one more attempt; after `ctx.retry.max_attempts` they fail,
+  and counts one more attempt: a short wait here, holding the deliveries' leases, a longer
+  one in the ledger (`deferral.py`: back to `pending` with `next_attempt_at`, claimed again
+  by whoever sends the occurrence after that). They fail only once the channel's
+  `retry_window` has passed since their first transient failure, never on a count,
 
-holding the deliveries' leases all the while, and tries again. What it gives up on goes to
+and tries again. What it gives up on goes to
 the sender's `give_up` with the reason (`Ending`), so each channel words its own ledger rows.
 A process that is stopping leaves what is left pending for its next start.
 
@@ -26,24 +29,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.delivery import ledger
+from scheduler.delivery import deferral, ledger
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.ledger import ClaimedDelivery
+from scheduler.store.schema import utcnow
 
 log = logging.getLogger(__name__)
-
-# The longest a server's Retry-After is honoured inside a batch; beyond it the delivery fails
-# with the reason rather than hold a worker for longer.
-MAX_RATE_LIMIT_WAIT = 600.0
 
 
 class Ending(enum.Enum):
     """Why the loop stopped trying a delivery."""
 
-    EXHAUSTED = "exhausted"  # every attempt failed, or the occurrence was cancelled
-    RATE_LIMITED = "rate limited"  # the server asked for a longer wait than a batch waits
+    EXPIRED = "expired"  # its own transient failures lasted the whole retry window
+    DEFERRED = "deferred"  # waits in the ledger for its next attempt (already recorded)
     WINDOW = "window"  # the server was unreachable for the whole retry window
-    CANCELLED = "cancelled"  # cancelled while the server was unreachable
+    CANCELLED = "cancelled"  # cancelled while retrying or while the server was unreachable
     STOPPING = "stopping"  # the process is stopping: leave it pending
 
 
@@ -58,6 +59,11 @@ class GiveUp:
     @property
     def pending(self) -> bool:
         return self.ending is Ending.STOPPING
+
+    @property
+    def deferred(self) -> bool:
+        """Handed back to the ledger with its next attempt: nothing more to record."""
+        return self.ending is Ending.DEFERRED
 
 
 @dataclass
@@ -88,6 +94,10 @@ class Attempts:
     on_wait: Callable[[], None] | None = None  # after each wait for the server (progress)
     retried: int = 0  # deliveries tried again after a transient failure
     waited: int = 0  # waits for an unreachable server
+    deferred: int = 0  # deliveries handed back to the ledger for a later attempt
+    tries_here: int = 0  # waits for a transient failure spent in this loop
+    # When each delivery first failed transiently in this loop (before it: in the ledger).
+    first_failed: dict[int, dt.datetime] = field(default_factory=dict)
 
     def run(self, todo: list[ClaimedDelivery], send: Send, give_up: GiveUpTo) -> None:
         """Send `todo` until every delivery is sent, failed for good, or given up."""
@@ -107,28 +117,64 @@ class Attempts:
                 give_up([(d, round_.reason) for d in round_.waiting], ending)
             if not again:
                 return
-            ending = self._back_off([d.id for d, _ in again], round_.retry_after)
-            if ending is not None:
-                give_up(again, ending)
+            again = self._back_off(again, round_.retry_after, give_up)
+            if not again:
                 return
             todo = [d for d, _ in again]
 
-    def _back_off(self, ids: list[int], retry_after: float | None) -> GiveUp | None:
-        """Wait before trying `ids` again and count the attempt; or say why not."""
+    def _back_off(
+        self,
+        again: list[tuple[ClaimedDelivery, str]],
+        retry_after: float | None,
+        give_up: GiveUpTo,
+    ) -> list[tuple[ClaimedDelivery, str]]:
+        """After the deliveries' own transient failures: give up on those whose retry window
+        is over (or whose occurrence was cancelled, or when stopping), hand the others to the
+        ledger when their wait is long (see deferral.py), or wait here and count the
+        attempt; returns the ones to try again now."""
         ctx = self.ctx
         if ctx.stopping:
-            return GiveUp(Ending.STOPPING, "stopping")
-        if self.attempt >= ctx.retry.max_attempts or ledger.is_cancelled(
-            ctx.engine, self.occurrence_id
-        ):
-            return GiveUp(Ending.EXHAUSTED, f"gave up after {self.attempt} attempts")
-        if retry_after is not None and retry_after > MAX_RATE_LIMIT_WAIT:
-            return GiveUp(
-                Ending.RATE_LIMITED,
-                f"rate limited for {retry_after:g}s, longer than a batch waits "
-                f"({MAX_RATE_LIMIT_WAIT:g}s)",
-            )
+            give_up(again, GiveUp(Ending.STOPPING, "stopping"))
+            return []
+        if ledger.is_cancelled(ctx.engine, self.occurrence_id):
+            give_up(again, GiveUp(Ending.CANCELLED, "cancelled after a temporary failure"))
+            return []
+        now = utcnow()
         delay = max(ctx.retry.delay(self.attempt), retry_after or 0.0)
+        window = ctx.retry_window(self.channel)
+        expired: list[tuple[ClaimedDelivery, str]] = []
+        later: list[tuple[ClaimedDelivery, str]] = []
+        deferrals: list[Deferral] = []
+        waits: list[float] = []
+        for d, reply in again:
+            first = d.first_failed_at or self.first_failed.setdefault(d.id, now)
+            wait = deferral.next_wait(first, now, window, delay)
+            if wait is None:
+                expired.append((d, reply))
+                continue
+            later.append((d, reply))
+            waits.append(wait)
+            deferrals.append(Deferral(d.id, now + dt.timedelta(seconds=wait), first, reply))
+        if expired:
+            reason = deferral.window_reason(ctx.retry_window_text(self.channel))
+            give_up(expired, GiveUp(Ending.EXPIRED, reason))
+        if not later:
+            return []
+        delay = min(waits)
+        if not ctx.retry.holds(self.tries_here, delay):
+            ledger.defer(ctx.engine, deferrals)
+            self.deferred += len(later)
+            log.info(
+                "event=deferred occurrence=%s channel=%s count=%d next_attempt=%s reason=%r",
+                self.occurrence_id,
+                self.channel,
+                len(later),
+                min(d.retry_at for d in deferrals).isoformat(timespec="seconds"),
+                later[0][1],
+            )
+            give_up(later, GiveUp(Ending.DEFERRED, "deferred after a temporary failure"))
+            return []
+        ids = [d.id for d, _ in later]
         log.info(
             "%s %s: %d transient failures, retrying in %.1fs (attempt %d)",
             self.occurrence_id,
@@ -141,10 +187,11 @@ class Attempts:
         ledger.renew_lease(ctx.engine, ids, lease=ctx.lease + dt.timedelta(seconds=delay))
         ctx.sleep(delay)
         self.attempt += 1
+        self.tries_here += 1
         self.retried += len(ids)
         ledger.count_attempt(ctx.engine, ids)
         ledger.renew_lease(ctx.engine, ids, lease=ctx.lease)
-        return None
+        return later
 
     def _wait_for_server(
         self, held: list[ClaimedDelivery], reason: str, retry_after: float | None

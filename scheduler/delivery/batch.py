@@ -36,6 +36,7 @@ class BatchReport:
     failed: int = 0
     skipped: int = 0
     retried: int = 0
+    deferred: int = 0  # handed back to the ledger after a temporary failure, tried later
     waited: int = 0  # times a batch waited for an unreachable server
     cancelled: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
@@ -48,6 +49,7 @@ class BatchReport:
         self.failed += other.failed
         self.skipped += other.skipped
         self.retried += other.retried
+        self.deferred += other.deferred
         self.waited += other.waited
         self.cancelled = self.cancelled or other.cancelled
         for k, v in other.reasons.items():
@@ -85,7 +87,7 @@ def send_batch(
             progress(report)
     ledger.finish_if_complete(ctx.engine, occurrence_id)
     log.info(
-        "batch %s %s [%d,%d): sent=%d failed=%d skipped=%d retried=%d",
+        "batch %s %s [%d,%d): sent=%d failed=%d skipped=%d retried=%d deferred=%d",
         occurrence_id,
         channel,
         lo,
@@ -94,6 +96,7 @@ def send_batch(
         report.failed,
         report.skipped,
         report.retried,
+        report.deferred,
     )
     return report
 
@@ -109,7 +112,10 @@ def _send_posts(
     # Recorded one by one: each may have taken several platform calls.
     for d in claimed:
         outcome = post_delivery(ctx, occ, channel, d)
-        ledger.record(ctx.engine, [outcome.result])
+        if outcome.deferred:
+            report.deferred += 1  # the loop recorded its next attempt (see deferral.py)
+        else:
+            ledger.record(ctx.engine, [outcome.result])
         report.retried += outcome.retries
         if outcome.result.state == DeliveryState.SENT:
             report.sent += 1
@@ -243,6 +249,8 @@ def _send_email(
         return round_
 
     def give_up(deliveries: list[tuple[ClaimedDelivery, str]], why: GiveUp) -> None:
+        if why.deferred:  # the loop recorded their next attempt (see deferral.py)
+            return
         for d, reply in deliveries:
             error = f"{why.error}: {reply}"
             if why.pending:
@@ -265,6 +273,7 @@ def _send_email(
     attempts.run(todo, send, give_up)
     report.retried += attempts.retried
     report.waited += attempts.waited
+    report.deferred += attempts.deferred
     if bounced:
         ledger.mark_bounced(engine, bounced)
     if progress:

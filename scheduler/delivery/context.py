@@ -34,14 +34,25 @@ DEFAULT_BROKER = settings.BROKER_URL.default
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter for 4xx replies and dropped connections."""
+    """When to try a message again after its own temporary failure (a 4xx for it, a
+    platform's 429 or 503 for one request): a doubling wait with jitter, from `base_seconds`
+    up to `cap_seconds`. The first `hold_tries` waits of one claim, each no longer than
+    `hold_seconds`, are spent in the batch; after that the delivery waits in the ledger for
+    its next attempt. Whether it fails is the channel's retry window's call, not a count
+    (see delivery/deferral.py)."""
 
-    max_attempts: int = 5
-    base_seconds: float = 2.0
-    cap_seconds: float = 120.0
+    base_seconds: float = field(default_factory=settings.retry_base_seconds)
+    cap_seconds: float = 1800.0
+    hold_tries: int = 4
+    hold_seconds: float = 30.0
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2 ** (attempt - 1)))
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** min(max(attempt - 1, 0), 30))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def holds(self, tries_here: int, delay: float) -> bool:
+        """Wait `delay` here, holding the delivery, rather than hand it to the ledger."""
+        return tries_here < self.hold_tries and delay <= self.hold_seconds
 
 
 @dataclass

@@ -47,6 +47,8 @@ class FireReport:
     synced: dict[str, int] = field(default_factory=dict)  # list -> rows read from its source
     held: int = 0  # deliveries another sender holds (or a crashed one left) after this call
     held_until: dt.datetime | None = None
+    # channel -> deliveries waiting after a temporary failure of their own (deferral.py)
+    deferred: dict[str, ledger.DeferredSummary] = field(default_factory=dict)
     interrupted: bool = False  # the process is stopping: the rest is left pending
     channels: list[str] = field(default_factory=list)  # the channels this call worked on
     # Every channel of the step after this call: sent, failed, still planned.
@@ -333,6 +335,7 @@ def _fire(
     ledger.finish_if_complete(engine, occ.id)
     if dispatch is None:
         report.held, report.held_until = ledger.held(engine, occ.id)
+    report.deferred = ledger.deferred(engine, [occ.id]).get(occ.id, {})
     final = ledger.get_occurrence(engine, occ.id)
     report.state = final.state if final else report.state
     report.progress = channel_state.occurrence_progress(engine, occ.id, occ.channels)

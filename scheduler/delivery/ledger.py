@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
 from scheduler.delivery import channel_state
+from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.reasons import reason_key
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
@@ -71,6 +72,8 @@ class ClaimedDelivery:
     subscriber_id: int | None
     language: str | None
     attempts: int
+    # Its first temporary failure, if it had one: its retry window runs from there.
+    first_failed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,11 +373,15 @@ def claim_batch(
     lease: dt.timedelta,
     now: dt.datetime | None = None,
 ) -> list[ClaimedDelivery]:
-    """Take the deliveries of [lo, hi) that nobody owns: pending, or sending with an expired
-    lease (a worker died). Already sent, failed or skipped ones are never returned."""
+    """Take the deliveries of [lo, hi) that nobody owns: pending (a deferred one once its
+    next attempt is due), or sending with an expired lease (a worker died). Already sent,
+    failed or skipped ones are never returned."""
     now = now or utcnow()
     claimable = sa.or_(
-        D.state == DeliveryState.PENDING.value,
+        sa.and_(
+            D.state == DeliveryState.PENDING.value,
+            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now),
+        ),
         sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
     )
     statement = (
@@ -386,13 +393,117 @@ def claim_batch(
             state=DeliveryState.SENDING.value,
             attempts=D.attempts + 1,
             lease_until=now + lease,
+            next_attempt_at=None,
             updated_at=now,
         )
-        .returning(D.id, D.channel, D.recipient, D.subscriber_id, D.language, D.attempts)
+        .returning(
+            D.id,
+            D.channel,
+            D.recipient,
+            D.subscriber_id,
+            D.language,
+            D.attempts,
+            D.first_failed_at,
+        )
     )
     with writer(engine).begin() as conn:
         rows = conn.execute(statement).all()
     return sorted((ClaimedDelivery(*row) for row in rows), key=lambda d: d.id)
+
+
+def defer(engine: Engine, deferrals: Sequence[Deferral]) -> int:
+    """Hand deliveries this sender holds back to `pending` until their next attempt (see
+    delivery/deferral.py), keeping when they first failed; returns how many."""
+    if not deferrals:
+        return 0
+    now = utcnow()
+    statement = (
+        sa.update(deliveries)
+        .where(D.id == sa.bindparam("b_id"), D.state == DeliveryState.SENDING.value)
+        .values(
+            state=DeliveryState.PENDING.value,
+            next_attempt_at=sa.bindparam("b_retry_at", type_=D.next_attempt_at.type),
+            first_failed_at=sa.func.coalesce(
+                D.first_failed_at, sa.bindparam("b_first", type_=D.first_failed_at.type)
+            ),
+            provider_response=sa.bindparam("b_response"),
+            last_error=sa.bindparam("b_error"),
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    params = [
+        {
+            "b_id": d.id,
+            "b_retry_at": d.retry_at,
+            "b_first": d.first_failed_at,
+            "b_response": d.response,
+            "b_error": f"deferred after a temporary failure: {d.response}",
+        }
+        for d in deferrals
+    ]
+    with writer(engine).begin() as conn:
+        conn.execute(statement, params)
+    return len(params)
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredSummary:
+    """Deliveries of one channel waiting for their next attempt."""
+
+    count: int
+    next_attempt_at: dt.datetime | None
+    reason: str | None  # the most common one
+
+
+def deferred(
+    engine: Engine, occurrence_ids: Sequence[str] | None = None
+) -> dict[str, dict[str, DeferredSummary]]:
+    """occurrence -> channel -> the deferred deliveries (count, soonest next attempt)."""
+    where = [D.state == DeliveryState.PENDING.value, D.next_attempt_at.is_not(None)]
+    if occurrence_ids is not None:
+        where.append(D.occurrence_id.in_(list(occurrence_ids)))
+    query = (
+        sa.select(
+            D.occurrence_id,
+            D.channel,
+            D.provider_response,
+            sa.func.count(),
+            sa.func.min(D.next_attempt_at),
+        )
+        .where(*where)
+        .group_by(D.occurrence_id, D.channel, D.provider_response)
+    )
+    grouped: dict[str, dict[str, list[tuple[int, dt.datetime | None, str | None]]]] = {}
+    with engine.connect() as conn:
+        for occ, channel, response, n, soonest in conn.execute(query):
+            grouped.setdefault(occ, {}).setdefault(channel, []).append(
+                (int(n), _aware(soonest), response)
+            )
+    out: dict[str, dict[str, DeferredSummary]] = {}
+    for occ, by_channel in grouped.items():
+        for channel, parts in by_channel.items():
+            times = [t for _, t, _ in parts if t is not None]
+            common = max(parts, key=lambda p: p[0])[2]
+            out.setdefault(occ, {})[channel] = DeferredSummary(
+                count=sum(n for n, _, _ in parts),
+                next_attempt_at=min(times) if times else None,
+                reason=reason_key(common) if common else None,
+            )
+    return out
+
+
+def deferred_due(engine: Engine, now: dt.datetime | None = None) -> set[str]:
+    """Occurrences with a deferred delivery whose next attempt has come: the clock sends
+    them again, whatever their catch-up window."""
+    now = now or utcnow()
+    query = (
+        sa.select(D.occurrence_id)
+        .where(D.state == DeliveryState.PENDING.value, D.next_attempt_at <= now)
+        .distinct()
+    )
+    with engine.connect() as conn:
+        return {str(o) for o in conn.execute(query).scalars()}
 
 
 def renew_lease(engine: Engine, ids: Sequence[int], *, lease: dt.timedelta) -> None:
@@ -689,6 +800,9 @@ def requeue_failed(
             # earlier attempt got through before posting again.
             attempts=1,
             lease_until=None,
+            # Sent again by hand: a whole retry window from its next temporary failure.
+            first_failed_at=None,
+            next_attempt_at=None,
             updated_at=now,
         )
         .returning(D.channel)

@@ -9,7 +9,9 @@ another one after a crash:
 2. post — send each part not yet confirmed, and record its platform id the moment the
    platform confirms it, so a retry continues after the last confirmed part;
 3. retry — a transient failure (timeout, dropped connection, 5xx, 429) waits for the
-   platform's `Retry-After` or the backoff of `ctx.retry`, then continues. A part whose answer
+   platform's `Retry-After` or the backoff of `ctx.retry` (a long wait in the ledger, see
+   `deferral.py`), then continues; it fails once the channel's retry window has passed
+   since its first such failure. A part whose answer
    was lost is recognised on Mastodon (same Idempotency-Key), on Bluesky (its record key is
    looked up before creating it again) and by webhook receivers (same `webhook-id`). Discord,
    Slack and Telegram offer no such thing: the part is sent again and may show twice, and
@@ -30,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
-from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef
+from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef, get_channel_class
 from scheduler.content.render import Renderer
 from scheduler.delivery import ledger
 from scheduler.delivery.attempts import Attempts, GiveUp, Round
@@ -151,6 +153,8 @@ def post_for(
     as a card, the campaign's hashtags. Previews build the same value."""
     campaign = renderer.config.campaigns[occ.campaign_id]
     statement = renderer.statement(campaign.statement, language, campaign.chapter)
+    channel_type = renderer.config.channels[channel_name].type
+    fetched_as = channel_type if get_channel_class(channel_type).fetches_images else None
     media = tuple(
         Media(
             name=image.file,
@@ -160,9 +164,9 @@ def post_for(
             width=image.info.width,
             height=image.info.height,
             size=image.info.size,
-            url=renderer.media_url(image.file),
+            url=renderer.media_url(image.file, fetched_as),
         )
-        for image in renderer.images(occ, language)
+        for image in renderer.images(occ, language, channel_name)
     )
     link = LinkCard(
         url=statement.canonical_url or renderer.archive_url(occ, language),
@@ -189,6 +193,8 @@ class PostOutcome:
     result: Result
     reason: str | None = None  # short, for grouping failures in reports
     retries: int = 0
+    # Handed back to the ledger for a later attempt (already recorded, see deferral.py).
+    deferred: bool = False
 
 
 def post_delivery(
@@ -263,7 +269,8 @@ def post_delivery(
             if isinstance(e, UploadExpiredError):
                 forget_uploads(engine, delivery.id)
             maybe_posted = True
-            if e.maybe_accepted and not channel.idempotent:
+            # (A lost answer while the platform is down matters once a part has gone.)
+            if e.maybe_accepted and not channel.idempotent and (posted or not e.unreachable):
                 when = "" if e.unreachable else f"(attempt {attempts.attempt}) "
                 notes.append(
                     f"part {len(posted) + 1} may show twice: its answer was lost "
@@ -281,7 +288,11 @@ def post_delivery(
     def give_up(failed: list[tuple[ClaimedDelivery, str]], why: GiveUp) -> None:
         nonlocal outcome
         ((_, reply),) = failed
-        if why.pending:
+        if why.deferred:
+            error = f"{why.error}: {reply}"
+            outcome = PostOutcome(Result(delivery.id, DeliveryState.PENDING, error=error))
+            outcome.deferred = True
+        elif why.pending:
             error = f"{why.error}: {reply}"
             if not why.unreachable:
                 error = f"stopping; will continue after part {len(posted)}: {reply}"

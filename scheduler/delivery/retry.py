@@ -95,6 +95,7 @@ def wait_for_held(
         report = again()
         total.result.add(report.result)
         total.held, total.held_until = report.held, report.held_until
+        total.deferred = report.deferred
         total.state = report.state
         total.interrupted = report.interrupted
     return total

@@ -1,7 +1,8 @@
 """Everything an occurrence will send, as one text, and its fingerprint.
 
 The text holds each language's rendered subject, text and HTML, each post's parts as the
-platform will get them, the channels, the audience lists and the sender: any edit of a
+platform will get them, the images of each (a hash of the file and the alt text in that
+language), the channels, the audience lists and the sender: any edit of a
 statement, a template or campaigns.yaml that changes what goes out changes the fingerprint,
 and so voids an approval. Per-recipient links are left as placeholders: they differ for
 every subscriber and are not the content anyone approves.
@@ -63,6 +64,7 @@ def render_content(project: Project, occ: Occurrence, renderer: Renderer | None 
                     email.text.rstrip("\n"),
                     "--- html",
                     email.html.rstrip("\n"),
+                    *_media(renderer, occ, email.language),
                 ]
         else:
             post = renderer.post(occ, name)
@@ -70,4 +72,15 @@ def render_content(project: Project, occ: Occurrence, renderer: Renderer | None 
             lines += ["", f"=== {name} {channel_config.type} post [{post.language}]"]
             for n, part in enumerate(channel.split(post.text), start=1):
                 lines += [f"--- part {n}", part]
+            lines += _media(renderer, occ, post.language)
     return Content("\n".join(lines) + "\n")
+
+
+def _media(renderer: Renderer, occ: Occurrence, language: str) -> list[str]:
+    """The images sent with the occurrence in `language`: the file's content hash (a new
+    picture under the same name is a change) and its alt text."""
+    lines: list[str] = []
+    for image in renderer.images(occ, language):
+        digest = hashlib.sha256(image.path.read_bytes()).hexdigest()
+        lines += [f"--- image {image.file} sha256:{digest}", f"alt: {image.alt}"]
+    return lines

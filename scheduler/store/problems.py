@@ -95,3 +95,31 @@ def current(engine: Engine, kind: str | None = None) -> list[ProblemRow]:
 
 def _aware(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def blocked_reasons(rows: Sequence[ProblemRow]) -> dict[str, str]:
+    """campaign -> the first problem that blocks it (`file:line: message`, and how many more)."""
+    out: dict[str, str] = {}
+    for r in rows:
+        if r.kind != CAMPAIGN:
+            continue
+        first = r.detail[0] if r.detail else {}
+        where = f"{first.get('file')}:{first.get('line')}: " if first.get("line") else ""
+        more = f" (and {r.count - 1} more)" if r.count > 1 else ""
+        out[r.subject] = f"{where}{first.get('message', 'blocked')}{more}"
+    return out
+
+
+BLOCKED = "blocked"  # a state shown, never stored: see `shown_state`
+
+
+def shown_state(
+    state: str, campaign: str, note: str | None, blocked: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """The state to show for an occurrence row and, when blocked, why. The store keeps a
+    blocked occurrence `planned` (so a fix inside its catch-up window fires it late); only
+    the clock writes `planned` rows, when it finds the campaign blocked at its instant, so
+    such a row is shown as `blocked`, with the campaign's current problem (or the note)."""
+    if state == "planned" and (campaign in blocked or (note or "").startswith("blocked")):
+        return BLOCKED, blocked.get(campaign) or note
+    return state, None

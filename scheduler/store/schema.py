@@ -232,6 +232,11 @@ deliveries = sa.Table(
     sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retried_at", UtcDateTime, nullable=True),
     sa.Column("retried_error", sa.Text, nullable=True),
+    # A message's own temporary failure (450 mailbox busy, a platform's 429 for one request):
+    # when it first failed so (its retry window runs from there) and, while it waits in
+    # `pending`, when it may be tried again (see delivery/deferral.py).
+    sa.Column("first_failed_at", UtcDateTime, nullable=True),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
     sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),
@@ -240,6 +245,8 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
     # A provider's bounce or complaint names the Message-ID it saw (scheduler/listhealth).
     sa.Index("ix_deliveries_message_id", "message_id"),
+    # The clock looks for deferred deliveries whose next attempt has come at every sweep.
+    sa.Index("ix_deliveries_next_attempt_at", "next_attempt_at"),
 )
 
 # One row per (occurrence, channel of its step), written when the occurrence is first claimed

@@ -6,6 +6,7 @@ from scheduler.web.auth import DashboardAuth
 from scheduler.web.mailer import Mailer
 from scheduler.web.pages import WebState
 from scheduler.web.ratelimit import Limit, Limits, MemoryHits, RedisHits, make_hit_counter
+from scheduler.web.sends import Sends
 
 __all__ = [
     "DashboardAuth",
@@ -14,6 +15,7 @@ __all__ = [
     "Mailer",
     "MemoryHits",
     "RedisHits",
+    "Sends",
     "WebState",
     "create_app",
     "make_hit_counter",

@@ -1,6 +1,11 @@
 """What organizers do from the dashboard: pause and resume a campaign, cancel an occurrence,
-approve it, send a test of it to their own address; and its page: review state, the diff
-since an approval, and a preview of every channel.
+approve it, send a test of it to their own address, send it now, retry its failed deliveries
+(all, or one channel's), send the channels still planned; and its page: review state, the
+diff since an approval, and a preview of every channel.
+
+A send far from its instant asks first, as `scheduler send` does (`delivery.guard`): the
+dashboard answers with a second form that says when the occurrence is due and how far away
+that is; only that form, carrying the instant it confirmed, sends.
 
 Every action is a POST with the session's CSRF token, by a signed-in account whose role and
 chapter allow it (`accounts.scope.require`); each calls the same function as the CLI
@@ -21,9 +26,12 @@ from scheduler.accounts import audit, scope
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
 from scheduler.content.render import Recipient, Renderer
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
+from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.readiness import unset_variables
 from scheduler.errors import NotAllowedError, ReviewError, SchedulerError, UnknownCampaignError
 from scheduler.review import approvals, holds
+from scheduler.store import problems
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
 from scheduler.web.dashboard import blueprint
@@ -177,6 +185,98 @@ def send_test(occurrence_id: str) -> Response | tuple[str, int]:
     return _back(url_for("dashboard.occurrence", occurrence_id=occ.id))
 
 
+def _send_by_hand(occ: Occurrence, channels: list[str], kind: str) -> Response | tuple[str, int]:
+    """Send now (`kind` "send") or send the channels still planned ("planned"), after the
+    same checks as `scheduler send`: review, secrets, and the time (confirmed on a form)."""
+    who = _acting(occ.campaign_id)
+    state = web_state()
+    project = current_project()
+    back = _back(url_for("dashboard.occurrence", occurrence_id=occ.id) + "#actions")
+    missing = {c: v for c in channels if (v := unset_variables(project.config, c))}
+    if missing:
+        needs = "; ".join(f"{c} needs {', '.join(v)}" for c, v in missing.items())
+        flash(f"nothing was sent: {needs} (set them in the environment of the web process)")
+        return back
+    check = actions.check_send(project, state.engine, occ, channels, state.now())
+    if check.review:
+        flash(f"{occ.id} needs review before it is sent: {check.review}")
+        return back
+    if check.timing is not None and request.form.get("confirm") != check.timing.instant.isoformat():
+        return render_page(
+            "confirm_send.html",
+            occ=occ,
+            problem=check.timing,
+            channels=channels,
+            action=url_for(
+                f"dashboard.{'send_now' if kind == 'send' else 'send_planned'}",
+                occurrence_id=occ.id,
+            ),
+        )
+    note = check.confirmed_note()
+    actor = who.actor
+
+    def job(ctx: DeliveryContext) -> object:
+        if kind == "send":
+            return actions.send_now(ctx, occ, actor, channels=channels, note=note)
+        return actions.send_still_planned(ctx, occ, actor, note=note)
+
+    state.sends.run(project, f"{kind}:{occ.id}", job)
+    flash(f"{occ.id}: sending on {', '.join(channels)}")
+    return back
+
+
+@blueprint.post("/occurrences/<path:occurrence_id>/send")
+def send_now(occurrence_id: str) -> Response | tuple[str, int]:
+    occ = _occurrence(occurrence_id)
+    channels = request.form.getlist("channel") or list(occ.channels)
+    if any(c not in occ.channels for c in channels):
+        abort(400)
+    return _send_by_hand(occ, channels, "send")
+
+
+@blueprint.post("/occurrences/<path:occurrence_id>/send-planned")
+def send_planned(occurrence_id: str) -> Response | tuple[str, int]:
+    occ = _occurrence(occurrence_id)
+    planned = actions.still_planned(web_state().engine, occ)
+    if ledger.get_occurrence(web_state().engine, occ.id) is None or not planned:
+        _acting(occ.campaign_id)
+        flash(f"{occ.id}: no channel is still planned")
+        return _back(url_for("dashboard.occurrence", occurrence_id=occ.id))
+    return _send_by_hand(occ, planned, "planned")
+
+
+@blueprint.post("/occurrences/<path:occurrence_id>/retry")
+def retry(occurrence_id: str) -> Response:
+    """Retry the failed deliveries of the occurrence, or of one channel (`channel`)."""
+    occ = _occurrence(occurrence_id)
+    who = _acting(occ.campaign_id)
+    state = web_state()
+    channel = request.form.get("channel") or None
+    if channel is not None and channel not in occ.channels:
+        abort(400)
+    back = _back(url_for("dashboard.occurrence", occurrence_id=occ.id) + "#actions")
+    row = ledger.get_occurrence(state.engine, occ.id)
+    if row is None or row.state == "cancelled":
+        flash(f"{occ.id} has not been sent: nothing to retry")
+        return back
+    by_channel = ledger.counts(state.engine, occ.id).get(occ.id, {})
+    failed = sum(
+        by.get("failed", 0) for c, by in by_channel.items() if channel is None or c == channel
+    )
+    if not failed:
+        flash(f"{occ.id}: no failed deliveries to retry")
+        return back
+    channels = [channel] if channel else None
+    actor = who.actor
+    state.sends.run(
+        current_project(),
+        f"retry:{occ.id}",
+        lambda ctx: actions.retry(ctx, occ.id, actor, channels=channels),
+    )
+    flash(f"{occ.id}: retrying {failed} failed deliveries" + (f" on {channel}" if channel else ""))
+    return back
+
+
 def _previews(occ: Occurrence) -> tuple[list[EmailPreview], list[PostPreview], str | None]:
     state = web_state()
     config = state.config
@@ -217,10 +317,17 @@ def occurrence(occurrence_id: str) -> tuple[str, int, dict[str, str]]:
     row = ledger.get_occurrence(state.engine, occ.id)
     counts = ledger.counts(state.engine, occ.id).get(occ.id, {})
     hold = holds.get(state.engine, occ.id)
+    shown, blocked_reason = (None, None)
+    if row is not None:
+        blocked = problems.blocked_reasons(problems.current(state.engine, problems.CAMPAIGN))
+        shown, blocked_reason = problems.shown_state(row.state, row.campaign, row.note, blocked)
+    progress = channel_state.occurrence_progress(state.engine, occ.id, occ.channels)
     html, status = render_page(
         "occurrence.html",
         occ=occ,
         row=row,
+        shown_state=shown,
+        blocked_reason=blocked_reason,
         counts=counts,
         review=review,
         hold=hold if hold is not None and hold.released_at is None else None,
@@ -234,6 +341,10 @@ def occurrence(occurrence_id: str) -> tuple[str, int, dict[str, str]]:
         and scope.may_act_on(who.account, state.config, occ.campaign_id),
         may_approve=who is not None and who.may_approve,
         future=occ.instant > state.now(),
+        # What a hand send may still do: start channels, send the rest, retry failures.
+        startable=[p.channel for p in progress if p.state in ("planned", "missed")],
+        planned=[p.channel for p in progress if p.still_planned] if row is not None else [],
+        failed={p.channel: p.failed for p in progress if p.failed},
         now=state.now().astimezone(dt.UTC),
     )
     return html, status, {"Content-Security-Policy": PAGE_POLICY, "X-Frame-Options": "DENY"}

@@ -45,6 +45,7 @@ from scheduler.web.pages import (
     voice_for_page,
 )
 from scheduler.web.ratelimit import HitCounter, Limits, MemoryHits
+from scheduler.web.sends import Sends
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,14 @@ def create_app(
     dashboard: DashboardAuth | None = None,
     now: Callable[[], dt.datetime] | None = None,
     trusted_proxies: int = 0,
+    sends: Sends | None = None,
 ) -> Flask:
     """The web application for `project` on the store `engine` (migrated by the caller).
 
     Defaults: links checked with SCHEDULER_SECRET_KEY, confirmations sent in the background
     through the first smtp channel, rate limits counted in this process, dashboard
-    credentials from the environment. `trusted_proxies`: how many reverse proxies put the
+    credentials from the environment, the dashboard's sends in background threads.
+    `trusted_proxies`: how many reverse proxies put the
     client's address into X-Forwarded-For (0: use the connection's address).
     """
     app = Flask(__name__)
@@ -103,6 +106,7 @@ def create_app(
         hits=hits or MemoryHits(),
         limits=limits or Limits(),
         dashboard=dashboard if dashboard is not None else DashboardAuth.from_env(),
+        sends=sends or Sends(engine),
     )
     if now is not None:
         state.now = now

@@ -13,7 +13,9 @@ received it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from flask import (
@@ -30,8 +32,10 @@ from sqlalchemy.engine import Engine
 from werkzeug.wrappers import Response
 
 from scheduler import calendar
+from scheduler.channels import CHANNEL_CLASSES
 from scheduler.config.model import Config, chapter_campaign_id
 from scheduler.config.project import Project
+from scheduler.content.images import Encoded, ImageLimits, encode_for
 from scheduler.content.statements import Statement, load_statement, statement_folder
 from scheduler.errors import ConfigError, UnknownCampaignError
 from scheduler.store.schema import occurrence_channels, occurrences
@@ -226,10 +230,36 @@ def media(name: str) -> Response:
     return response
 
 
+@blueprint.get("/media/for/<channel_type>/<path:name>")
+def media_for(channel_type: str, name: str) -> Response:
+    """A statement's image as a platform that fetches it by URL takes it (Instagram: a JPEG
+    of at most 8 MB and 1440 pixels wide), re-encoded once per process."""
+    state = web_state()
+    cls = CHANNEL_CLASSES.get(channel_type)
+    if cls is None or not cls.fetches_images or name not in _named_images(state.project):
+        abort(404)
+    path = state.project.statements_dir / name
+    try:
+        encoded = _encoded(path, path.stat().st_mtime_ns, cls.image_limits or ImageLimits())
+    except (OSError, ValueError):
+        abort(404)
+    response = Response(encoded.data, mimetype=encoded.mime)
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@functools.lru_cache(maxsize=8)
+def _encoded(path: Path, mtime_ns: int, limits: ImageLimits) -> Encoded:
+    # `mtime_ns` is part of the key: an image replaced on disk is encoded again.
+    return encode_for(path, limits)
+
+
 def _named_images(project: Project) -> set[str]:
     names: set[str] = set()
     for campaign_id, campaign in project.config.campaigns.items():
-        names.update(s.image.file for s in campaign.steps.values() if s.image is not None)
+        for step in campaign.steps.values():
+            names.update(image.file for image in (step.image, *step.images.values()) if image)
         for lang in project.config.campaign_languages(campaign):
             found = statement_of(project, campaign_id, lang)
             if found is not None:

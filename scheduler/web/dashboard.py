@@ -49,6 +49,8 @@ class PastRow:
     # Each channel of the step: its state (still planned, firing, done, missed) and counts.
     channels: list[ChannelProgress] = field(default_factory=list)
     failures: list[tuple[str, str, int]] = field(default_factory=list)
+    state: str = ""  # as shown: `blocked` for a row its campaign's problem keeps `planned`
+    blocked_reason: str | None = None
 
 
 @blueprint.before_request
@@ -134,9 +136,13 @@ def set_password(token: str) -> Response | tuple[str, int]:
 def _past(rows: list[ledger.OccurrenceRow]) -> list[PastRow]:
     engine = web_state().engine
     progress = channel_state.progress(engine, [r.id for r in rows])
+    blocked = problems.blocked_reasons(problems.current(engine, problems.CAMPAIGN))
     out = []
     for row in rows:
         item = PastRow(row, progress.get(row.id, []))
+        item.state, item.blocked_reason = problems.shown_state(
+            row.state, row.campaign, row.note, blocked
+        )
         if any(c.failed for c in item.channels):
             item.failures = ledger.failures(engine, row.id, limit=FAILURE_REASONS)
         out.append(item)

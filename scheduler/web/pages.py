@@ -19,6 +19,7 @@ from scheduler.web import i18n
 from scheduler.web.auth import DashboardAuth
 from scheduler.web.mailer import Mailer
 from scheduler.web.ratelimit import HitCounter, Limits
+from scheduler.web.sends import Sends
 
 EXTENSION = "scheduler_web"
 
@@ -32,6 +33,7 @@ class WebState:
     hits: HitCounter
     limits: Limits
     dashboard: DashboardAuth
+    sends: Sends  # where "Send now", "Retry failed" and "Send still planned" run
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
     @property
