@@ -55,12 +55,17 @@ def test_preview_writes_platform_images_and_one_page_per_occurrence(
     assert masto[1]["json"]["media_ids"] == ["{id of images/may-day.png}"]
 
 
-WITH_INSTAGRAM = MINIMAL.replace(
-    "  languages: [en, es]\n", "  languages: [en, es]\n  public_url: https://lists.example.org\n"
-).replace(
-    "channels:\n",
-    'channels:\n  insta: {type: instagram, user_id: "1784", access_token: "${IG_TOKEN}"}\n',
-).replace("channels: [email, mastodon]", "channels: [email, mastodon, insta]")
+WITH_INSTAGRAM = (
+    MINIMAL.replace(
+        "  languages: [en, es]\n",
+        "  languages: [en, es]\n  public_url: https://lists.example.org\n",
+    )
+    .replace(
+        "channels:\n",
+        'channels:\n  insta: {type: instagram, user_id: "1784", access_token: "${IG_TOKEN}"}\n',
+    )
+    .replace("channels: [email, mastodon]", "channels: [email, mastodon, insta]")
+)
 
 
 def test_platforms_that_fetch_by_url_get_the_image_re_encoded_as_previewed(

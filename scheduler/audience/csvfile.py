@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,6 +34,7 @@ _SAVE_AS_UTF8 = (
 )
 _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RECENT = 64  # lines kept to locate a problem: more than any record spans
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,20 +139,32 @@ class _Lines:
         self._stream = stream
         self.count = 0
         self.bad: dict[int, str] = {}
-        # The text of the last few lines, to say at which column of a line a bad value starts.
-        self.recent: dict[int, str] = {}
+        # The text of the last few lines (line n at n % _RECENT), to say at which column of a
+        # line a bad value starts.
+        self._recent: list[str] = [""] * _RECENT
+
+    def line(self, number: int) -> str:
+        """The text of line `number`, if it is among the last few read ("" otherwise)."""
+        if number > self.count or self.count - number >= _RECENT:
+            return ""
+        return self._recent[number % _RECENT]
 
     def __iter__(self) -> Iterator[str]:
+        recent = self._recent
         for chunk in self._stream:
             # Binary iteration splits on \n only; old Mac files end lines with a bare \r.
-            parts = chunk.splitlines(keepends=True) if b"\r" in chunk[:-2] else [chunk]
+            parts = chunk.splitlines(keepends=True) if b"\r" in chunk[:-2] else (chunk,)
             for raw in parts:
                 self.count += 1
                 if self.count == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]
-                text = self._decode(raw)
-                self.recent[self.count] = text
-                self.recent.pop(self.count - 64, None)
+                try:
+                    if b"\x00" in raw:
+                        raise ValueError("NUL")
+                    text = raw.decode("utf-8")
+                except ValueError:  # UnicodeDecodeError is one
+                    text = self._decode(raw)
+                recent[self.count % _RECENT] = text
                 yield text
 
     def _decode(self, raw: bytes) -> str:
@@ -223,19 +237,25 @@ def _read(
 
     delimiter = _delimiter(first)
     checker = _RowChecker(positions, len(header), languages, default_language)
+    bad_lines = lines.bad
     end = reader.line_num
     try:
         for fields in reader:
             start, end = end + 1, reader.line_num
-            if not any(f.strip() for f in fields):
-                continue  # blank line
-            bad = [lines.bad[n] for n in range(start, end + 1) if n in lines.bad]
-            if bad:
-                yield RowProblem(row=start, column=None, reason=bad[0], hint=_SAVE_AS_UTF8)
+            if bad_lines and any(n in bad_lines for n in range(start, end + 1)):
+                if any(f.strip() for f in fields):
+                    bad = [bad_lines[n] for n in range(start, end + 1) if n in bad_lines]
+                    yield RowProblem(row=start, column=None, reason=bad[0], hint=_SAVE_AS_UTF8)
                 continue
-            columns = _field_columns(lines.recent.get(start, ""), delimiter)
-            for item in checker.check(start, fields):
-                if isinstance(item, RowProblem) and item.column in positions:
+            checked = checker.check(start, fields)
+            if checked is None:
+                continue  # blank line
+            if isinstance(checked, SubscriberRow):
+                yield checked
+                continue
+            columns = _field_columns(lines.line(start), delimiter)
+            for item in checked:
+                if item.column in positions:
                     index = positions[item.column]
                     if index < len(columns):
                         item = dataclasses.replace(item, col=columns[index])
@@ -282,6 +302,10 @@ def _missing_email_hint(header: list[str]) -> str:
 
 
 class _RowChecker:
+    """Checks one record at a time. The hot path of an import: a valid row costs a few
+    string operations and dictionary look-ups (languages, zones and each domain's address
+    check are looked up, not recomputed); only a row with a problem takes the long way."""
+
     def __init__(
         self,
         positions: dict[str, int],
@@ -289,31 +313,37 @@ class _RowChecker:
         languages: Sequence[str],
         default_language: str,
     ) -> None:
-        self._positions = positions
+        absent = sys.maxsize  # an index no row reaches: the column is not in the file
+        self._email = positions.get("email", absent)
+        self._name = positions.get("name", absent)
+        self._language = positions.get("language", absent)
+        self._timezone = positions.get("timezone", absent)
         self._width = width
         self._languages = {lang.lower(): lang for lang in languages}
         self._offered = ", ".join(languages)
         self._default = default_language
+        self._zones = _zones_by_lower_name()
         self._attributes = [(n, i) for n, i in positions.items() if n not in KNOWN_COLUMNS]
         self._seen: dict[str, int] = {}
 
-    def _cell(self, fields: list[str], column: str) -> str:
-        i = self._positions.get(column)
-        return fields[i].strip() if i is not None and i < len(fields) else ""
-
-    def check(self, row: int, fields: list[str]) -> Iterator[SubscriberRow | RowProblem]:
+    def check(self, row: int, fields: list[str]) -> SubscriberRow | list[RowProblem] | None:
+        """The row, or what is wrong with it; None for a blank line."""
+        count = len(fields)
+        email = fields[self._email].strip() if self._email < count else ""
+        if not email and not any(f.strip() for f in fields):
+            return None
         problems: list[RowProblem] = []
-        if len(fields) > self._width and any(f.strip() for f in fields[self._width :]):
+        if count > self._width and any(f.strip() for f in fields[self._width :]):
             problems.append(
                 RowProblem(
                     row=row,
                     column=None,
-                    reason=f"the row has {len(fields)} values but the header names {self._width}",
+                    reason=f"the row has {count} values but the header names {self._width}",
                     hint="a value probably contains an unquoted comma: put it in double quotes",
                 )
             )
 
-        email = normalize_address(self._cell(fields, "email"))
+        email = normalize_address(email)
         why = address_problem(email)
         if why is not None:
             reason = why if not email else f"invalid address {email!r}: {why}"
@@ -326,8 +356,8 @@ class _RowChecker:
                 )
             )
         else:
-            key = address_key(email)
-            first = self._seen.setdefault(key, row)
+            # address_key(email), without normalizing again what is normalized already.
+            first = self._seen.setdefault(email.lower(), row)
             if first != row:
                 problems.append(
                     RowProblem(
@@ -339,8 +369,10 @@ class _RowChecker:
                     )
                 )
 
-        name = self._cell(fields, "name") or None
-        if name is not None and _CONTROL.search(name):
+        name = (fields[self._name].strip() if self._name < count else "") or None
+        # isprintable() is False for every control character (and some other characters):
+        # the regular expression then says whether it is one.
+        if name is not None and not name.isprintable() and _CONTROL.search(name):
             what = "a line break" if ("\r" in name or "\n" in name) else "a control character"
             problems.append(
                 RowProblem(
@@ -351,24 +383,22 @@ class _RowChecker:
                 )
             )
 
-        language, defaulted = self._cell(fields, "language"), False
-        if not language:
-            language, defaulted = self._default, True
-        elif language.lower() in self._languages:
-            language = self._languages[language.lower()]
-        else:
+        given = fields[self._language].strip() if self._language < count else ""
+        defaulted = not given
+        language = self._default if defaulted else self._languages.get(given.lower())
+        if language is None:
             problems.append(
                 RowProblem(
                     row=row,
                     column="language",
-                    reason=f"language {language!r} is not offered",
+                    reason=f"language {given!r} is not offered",
                     hint=f"use one of {self._offered}, or leave it empty for {self._default!r}",
                 )
             )
 
-        timezone = self._cell(fields, "timezone") or None
+        timezone = (fields[self._timezone].strip() if self._timezone < count else "") or None
         if timezone is not None:
-            canonical = _zones_by_lower_name().get(timezone.lower())
+            canonical = self._zones.get(timezone.lower())
             if canonical is None:
                 problems.append(
                     RowProblem(
@@ -380,15 +410,12 @@ class _RowChecker:
                 )
             timezone = canonical
 
-        if problems:
-            yield from problems
-            return
+        if problems or language is None:
+            return problems
         attributes = {
-            n: fields[i].strip()
-            for n, i in self._attributes
-            if i < len(fields) and fields[i].strip()
+            n: value for n, i in self._attributes if i < count and (value := fields[i].strip())
         }
-        yield SubscriberRow(
+        return SubscriberRow(
             email=email,
             name=name,
             language=language,

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler import alerts, calendar, settings, waves
 from scheduler.calendar import Occurrence
+from scheduler.channels import get_channel_class
 from scheduler.clock import state
 from scheduler.clock.leader import LeaderLock
 from scheduler.clock.policy import Action, Decision, LocalWaves, decide
@@ -33,7 +34,7 @@ from scheduler.config.model import Config
 from scheduler.config.project import Project
 from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
-from scheduler.delivery.fire import fire
+from scheduler.delivery.fire import fire, sync_sources
 from scheduler.delivery.ledger import Claim
 from scheduler.errors import Diagnostic
 from scheduler.review import approvals, gate, holds
@@ -49,6 +50,11 @@ log = logging.getLogger("scheduler.clock")
 JOB_PREFIX = "occurrence:"
 WAVE_PREFIX = "wave:"  # one date job per wave of a `deliver: local` step: "wave:ID@INSTANT"
 ZONES_FRESH = dt.timedelta(minutes=1)  # how long an audience's count by zone is reused
+SYNC_PREFIX = "sync:"
+# Lists with a CSV source are imported this long before an instant (embedded mode), so the
+# fire at the instant finds the file unchanged and goes straight to the fan-out: reading
+# 100,000 rows takes seconds. A file changed since is read again at the instant.
+SYNC_AHEAD = dt.timedelta(minutes=2)
 NEXT_LISTED = 8  # the next occurrences that get a timer (and are listed) however far ahead
 RETRY_EVERY = dt.timedelta(minutes=1)
 
@@ -188,13 +194,25 @@ class Clock:
             for instant in self._wave_instants(occ, zones):
                 if instant > now:
                     timed[f"{WAVE_PREFIX}{occ.id}@{instant:%Y%m%dT%H%M%SZ}"] = (occ, instant)
+        syncs = {
+            SYNC_PREFIX + o.id: o for o in wanted.values() if o.instant > now and self._syncs(o)
+        }
         for job in self.scheduler.get_jobs():
-            if job.id.startswith((JOB_PREFIX, WAVE_PREFIX)) and job.id not in timed:
+            timer = job.id.startswith((JOB_PREFIX, WAVE_PREFIX, SYNC_PREFIX))
+            if timer and job.id not in timed and job.id not in syncs:
                 job.remove()
         for job_id, (occ, instant) in timed.items():
             self.scheduler.add_job(
                 self.on_time,
                 DateTrigger(run_date=instant),
+                id=job_id,
+                args=[occ.id],
+                replace_existing=True,
+            )
+        for job_id, occ in syncs.items():
+            self.scheduler.add_job(
+                self.sync_ahead,
+                DateTrigger(run_date=max(occ.instant - SYNC_AHEAD, now)),
                 id=job_id,
                 args=[occ.id],
                 replace_existing=True,
@@ -235,6 +253,48 @@ class Clock:
             occ.id: LocalWaves(self._wave_instants(occ, zones), open_due.get(occ.id))
             for occ in local
         }
+
+    def _syncs(self, occ: Occurrence) -> bool:
+        """The occurrence emails a list with a CSV source, and this process sends it (in
+        distributed mode a worker does, with its own memory of what it synced)."""
+        config = self.project.config
+        campaign = config.campaigns.get(occ.campaign_id)
+        if self.distributed or campaign is None:
+            return False
+        emails = any(
+            c in config.channels and get_channel_class(config.channels[c].type).kind == "email"
+            for c in occ.channels
+        )
+        sourced = any(
+            (lst := config.lists.get(name)) is not None and lst.source is not None
+            for name in campaign.audience
+        )
+        return emails and sourced
+
+    def sync_ahead(self, occurrence_id: str) -> None:
+        """Import the occurrence's lists before its instant (see SYNC_AHEAD)."""
+        if not self.leading():
+            return
+        config = self.project.config
+        try:
+            occ = calendar.occurrence(config, occurrence_id)
+        except Exception:  # the campaign was edited away meanwhile
+            return
+        if occ.campaign_id in self.project.blocked:
+            return
+        row = state.known(self.engine, [occ.id]).get(occ.id)
+        if row is not None and row.state != "planned":
+            return  # fired (or settled) already
+        try:
+            synced = sync_sources(self.ctx, config.campaigns[occ.campaign_id].audience)
+        except Exception:  # the fire at the instant tries again and reports it
+            log.exception("event=sync_ahead_failed occurrence=%s", occ.id)
+            return
+        log.info(
+            "event=synced_ahead occurrence=%s lists=%s",
+            occ.id,
+            ",".join(f"{name}:{n}" for name, n in synced.items()),
+        )
 
     def watch(self) -> None:
         fingerprint = self._files_fingerprint()

@@ -79,6 +79,11 @@ class DeliveryContext:
     _composers: dict[tuple[str, str], EmailComposer] = field(default_factory=dict)
     _breakers: dict[str, Breaker] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # List files this process imported, and what they held then (path, size, hash): an
+    # unchanged file is not read again, so the clock can sync a list ahead of an instant and
+    # the fire at the instant skips it. Held while syncing: one sync of a list at a time.
+    synced_lists: dict[str, tuple[tuple[str, int, str], int]] = field(default_factory=dict)
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _users: int = 0
     _closing: bool = False
 

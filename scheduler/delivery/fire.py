@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scheduler import waves
@@ -63,37 +65,23 @@ class FireReport:
 def sync_sources(ctx: DeliveryContext, list_names: Sequence[str]) -> dict[str, int]:
     """Import each list's CSV `source` (upsert; never resurrects an unsubscribe).
 
-    Bad rows are left out, logged in one line and kept in the store for `status`."""
+    Bad rows are left out, logged in one line and kept in the store for `status`. A file
+    this process synced already and that has not changed since is not read again."""
     synced: dict[str, int] = {}
     for name in list_names:
         mlist = ctx.config.lists.get(name)
         if mlist is None or mlist.source is None:
             continue
         path = ctx.project.base_dir / mlist.source
-        voice = ctx.config.list_voice(name)
-        result = read_csv(
-            path, languages=list(voice.languages), default_language=voice.default_language
-        )
-        result = refuse_undeliverable(ctx.project, result)
-        if result.problems:
-            from scheduler import alerts
-
-            messages = [d.format() for d in result.diagnostics(mlist.source)]
-            alerts.bad_rows(ctx, name, mlist.source, messages)
-        report = subscribers.import_rows(ctx.engine, name, result.rows, source=mlist.source)
-        synced[name] = report.total
-        shown = ctx.project.relative(path)
-        problems.record_list(ctx.engine, name, shown, result.diagnostics(shown))
-        if result.problems:
-            lines = sorted({p.row for p in result.problems})
-            log.warning(
-                "event=list_rows_left_out list=%s file=%s count=%d lines=%s%s",
-                name,
-                shown,
-                len(result.problems),
-                ",".join(str(n) for n in lines[:5]),
-                ",..." if len(lines) > 5 else "",
-            )
+        with ctx.sync_lock:
+            seen = _fingerprint(path)
+            known = ctx.synced_lists.get(name)
+            if seen is not None and known is not None and known[0] == seen:
+                synced[name] = known[1]
+                continue
+            synced[name] = _sync_one(ctx, name, mlist.source, path)
+            if seen is not None:
+                ctx.synced_lists[name] = (seen, synced[name])
     return synced
 
 
@@ -118,6 +106,44 @@ def _skip_overdue_waves(ctx: DeliveryContext, occ: Occurrence, catch_up: str) ->
             "event=wave_missed occurrence=%s deliveries=%d catch_up=%s", occ.id, skipped, catch_up
         )
     return skipped
+
+
+def _fingerprint(path: Path) -> tuple[str, int, str] | None:
+    """What the file holds, by hash (a few ms for 100,000 rows; reading them takes seconds):
+    a timestamp could miss a rewrite within its granularity."""
+    try:
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "blake2b")
+    except OSError:
+        return None  # reading it says what is wrong
+    return str(path), path.stat().st_size, digest.hexdigest()
+
+
+def _sync_one(ctx: DeliveryContext, name: str, source: str, path: Path) -> int:
+    voice = ctx.config.list_voice(name)
+    result = read_csv(
+        path, languages=list(voice.languages), default_language=voice.default_language
+    )
+    result = refuse_undeliverable(ctx.project, result)
+    if result.problems:
+        from scheduler import alerts
+
+        messages = [d.format() for d in result.diagnostics(source)]
+        alerts.bad_rows(ctx, name, source, messages)
+    report = subscribers.import_rows(ctx.engine, name, result.rows, source=source)
+    shown = ctx.project.relative(path)
+    problems.record_list(ctx.engine, name, shown, result.diagnostics(shown))
+    if result.problems:
+        lines = sorted({p.row for p in result.problems})
+        log.warning(
+            "event=list_rows_left_out list=%s file=%s count=%d lines=%s%s",
+            name,
+            shown,
+            len(result.problems),
+            ",".join(str(n) for n in lines[:5]),
+            ",..." if len(lines) > 5 else "",
+        )
+    return report.total
 
 
 def fire(
@@ -207,15 +233,52 @@ def _fire(
     email_channels = [
         c for c in active if get_channel_class(ctx.config.channels[c].type).kind == "email"
     ]
-    unfanned = [c for c in active if chans[c].fanned_out_at is None and c not in before]
+    # Channels whose fan-out is not complete: never started, or cut short by a crash (its
+    # rows are kept and the rest added, the audience then as it is at the resume).
+    unfanned = [c for c in active if chans[c].fanned_out_at is None]
     if any(c in email_channels for c in unfanned):
         report.synced = sync_sources(ctx, campaign.audience)
     due = _due_plan(ctx, occ, campaign.audience) if occ.deliver_local else None
+
+    def run_here(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
+        def batch_progress(batch: BatchReport) -> None:
+            if progress:
+                combined = BatchReport()
+                combined.add(report.result)
+                combined.add(batch)
+                progress(combined)
+
+        report.result.add(send_batch(ctx, occurrence_id, channel, lo, hi, progress=batch_progress))
+
+    send = dispatch or run_here
+    size = ctx.config.settings.batch_size
+    # The first batch of each email channel is fanned out (committed) and sent before the
+    # rest of the audience is added: the first message leaves without waiting for the rows
+    # of 100,000 recipients. Its deliveries are claimed like any batch's, so a crash while
+    # the rest is added loses nothing and sends nothing twice.
+    early: set[tuple[str, int, int]] = set()
+    for channel in unfanned:
+        # A local-time step's first rows are its earliest wave, not due now: no early batch.
+        if (
+            occ.deliver_local
+            or channel not in email_channels
+            or unset_variables(ctx.config, channel)
+        ):
+            continue
+        report.new_rows += ledger.fan_out_email(
+            engine, occ.id, channel, campaign.audience, limit=size
+        )
+        first = ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)[:1]
+        if first and not ledger.is_cancelled(engine, occ.id) and not ctx.stopping:
+            lo, hi = first[0]
+            send(occ.id, channel, lo, hi)
+            report.batches += 1
+            early.add((channel, lo, hi))
     for channel in active:
         if channel in unfanned:
-            # One statement, so all or nothing: a channel with rows is never fanned out
-            # again, and late joiners are not added.
             if channel in email_channels:
+                # The rest in one statement; run again (after a crash) it adds only who is
+                # not there yet.
                 report.new_rows += ledger.fan_out_email(
                     engine, occ.id, channel, campaign.audience, due=due
                 )
@@ -258,22 +321,11 @@ def _fire(
         ", ".join(active) or "no channel",
     )
 
-    def run_here(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
-        def batch_progress(batch: BatchReport) -> None:
-            if progress:
-                combined = BatchReport()
-                combined.add(report.result)
-                combined.add(batch)
-                progress(combined)
-
-        report.result.add(send_batch(ctx, occurrence_id, channel, lo, hi, progress=batch_progress))
-
-    send = dispatch or run_here
-    size = ctx.config.settings.batch_size
     ranges = [
         (channel, lo, hi)
         for channel in active
         for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)
+        if (channel, lo, hi) not in early
     ]
     # Helpers only for a large send: starting a process costs more than a few batches.
     helpers = (

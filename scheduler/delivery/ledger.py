@@ -224,6 +224,7 @@ def fan_out_email(
     lists: Sequence[str],
     *,
     due: DuePlan | None = None,
+    limit: int | None = None,
 ) -> int:
     """Snapshot the audience into one pending delivery per subscriber, in one statement.
 
@@ -231,7 +232,8 @@ def fan_out_email(
     subscriber id is the recipient). Run again, it adds only people who were not there.
     With `due` (a local-time step), each row gets its `due_at` and `zone`, and ids ascend
     with `due_at`, so batches go out wave by wave, earliest first.
-    Returns the number of rows added.
+    `limit`: only the first so many subscribers (in that order), for a first batch to send
+    while the rest is added. Returns the number of rows added.
     """
     s = subscribers.c
     wanted = _wanted(lists)
@@ -258,7 +260,20 @@ def fan_out_email(
         columns += ["due_at", "zone"]
         values += [due_at, zone]
         order = [due_at, s.id]
-    audience = sa.select(*values).where(wanted).order_by(*order)
+    there = sa.select(sa.literal(1)).where(
+        D.occurrence_id == occurrence_id,
+        D.channel == channel,
+        D.recipient == sa.cast(s.id, sa.String),
+    )
+    audience = (
+        sa.select(*values)
+        .where(wanted)
+        # Not those there already (a first batch, or before a crash): PostgreSQL would draw
+        # an id for each conflicting row, leaving gaps that make batches of the id range.
+        .where(~there.exists())
+        .order_by(*order)
+        .limit(limit)
+    )
     count = (
         sa.select(sa.func.count())
         .select_from(deliveries)

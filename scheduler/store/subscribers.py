@@ -15,13 +15,15 @@ from itertools import islice
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 
 from scheduler.audience.address import address_key, normalize_address
 from scheduler.audience.csvfile import SubscriberRow
-from scheduler.listhealth.erasure_key import erased_key
+from scheduler.listhealth.erasure_key import PREFIX as ERASED
+from scheduler.listhealth.erasure_key import erased_keys
+from scheduler.store import pg_import
 from scheduler.store.db import dialect_insert, writer
+from scheduler.store.import_batch import Batch, attributes_json
 from scheduler.store.schema import (
     FINAL_STATUSES,
     MembershipStatus,
@@ -33,12 +35,9 @@ from scheduler.store.schema import (
     utcnow,
 )
 
-# Rows per transaction: big enough that executemany dominates, small enough that the IN
-# lists stay under SQLite's variable limit and a writer never holds the lock for long.
-BATCH_SIZE = 2000
-
-# The database's clock (transaction start on PostgreSQL; whole seconds on SQLite).
-_NOW = sa.func.now()
+# Rows per transaction: big enough that the per-statement costs vanish, small enough that
+# a writer never holds the lock for long (SQLite) and a crash loses little.
+BATCH_SIZE = 5000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,18 +85,28 @@ def import_rows(
     re-run finishes it. Existing details are merged: an empty name or time zone keeps the
     stored one, attributes are added to, and a defaulted language keeps the chosen one.
     `progress` is called with the number of rows handled so far after each batch.
+
+    SQLite merges in Python (same process, no round trips); PostgreSQL copies each batch
+    into a staging table and merges in SQL (`store.pg_import`), by the same rules.
     """
     status = MembershipStatus(status)
     if status in FINAL_STATUSES:
         raise ValueError(f"cannot import members as {status.value!r}")
     with writer(engine).begin() as conn:
         _ensure_list(conn, list_name)
+    write = pg_import.import_batch if engine.dialect.name == "postgresql" else _import_batch
     counts: Counter[str] = Counter()
     done = 0
     iterator = iter(rows)
     while batch := list(islice(iterator, batch_size)):
+        unique: Batch = {}
+        for row in batch:
+            email = normalize_address(row.email)
+            # address_key(row.email), from the address normalized once
+            if unique.setdefault(email.lower(), (email, row))[1] is not row:
+                counts["unchanged"] += 1  # repeated in the input
         with writer(engine).begin() as conn:
-            _import_batch(conn, list_name, batch, source, status, counts)
+            write(conn, list_name, unique, source, status, counts)
         done += len(batch)
         if progress is not None:
             progress(done)
@@ -117,29 +126,26 @@ class _Stored(NamedTuple):
 def _import_batch(
     conn: sa.Connection,
     list_name: str,
-    batch: list[SubscriberRow],
+    unique: Batch,
     source: str,
     status: MembershipStatus,
     counts: Counter[str],
 ) -> None:
-    unique: dict[str, SubscriberRow] = {}
-    for row in batch:
-        if unique.setdefault(row.key, row) is not row:
-            counts["unchanged"] += 1
+    """SQLite: read what is stored for the batch, merge in Python, write with executemany
+    (plain SQL: SQLAlchemy's per-row parameter handling cost more than SQLite's work)."""
     keys = list(unique)
-    # An erased person is suppressed under a keyed hash of their address, not the address.
-    erased = {erased_key(key): key for key in keys}
-    hits = conn.scalars(
-        sa.select(suppressions.c.email_key).where(
-            _among(conn, suppressions.c.email_key, keys + list(erased))
-        )
-    )
-    suppressed = {erased.get(key, key) for key in hits}
+    # An erased person is suppressed under a keyed hash of their address, not the address;
+    # the hashes are worked out only when there is an erasure to find (an index look-up).
+    erased: dict[str, str] = {}
+    if conn.exec_driver_sql(_SQLITE_ANY_ERASED, _ERASED_RANGE).first():
+        erased = dict(zip(erased_keys(keys), keys, strict=True))
+    hits = conn.exec_driver_sql(_SQLITE_SUPPRESSED, (json.dumps(keys + list(erased)),))
+    suppressed = {erased.get(key, key) for (key,) in hits}
     stored = _stored(conn, list_name, keys)
 
-    upserts: list[dict[str, Any]] = []
+    upserts: list[tuple[Any, ...]] = []
     joining: list[str] = []  # keys that need a membership row inserted or promoted
-    for key, row in unique.items():
+    for key, (email, row) in unique.items():
         old = stored.get(key)
         if key in suppressed:
             counts["skipped_suppressed"] += 1
@@ -147,7 +153,7 @@ def _import_batch(
         if old is not None and old.status in FINAL_STATUSES:
             counts["skipped_unsubscribed"] += 1
             continue
-        values = _merged(row, old)
+        values = _merged(email, row, old)
         changed = old is None or values != (
             old.email,
             old.name,
@@ -156,17 +162,8 @@ def _import_batch(
             old.attributes,
         )
         if changed:
-            email, name, language, timezone, attributes = values
-            upserts.append(
-                {
-                    "email_key": key,
-                    "email": email,
-                    "name": name,
-                    "language": language,
-                    "timezone": timezone,
-                    "attributes": attributes,
-                }
-            )
+            _, name, language, timezone, attributes = values
+            upserts.append((key, email, name, language, timezone, attributes_json(attributes)))
         if old is None or old.status is None:
             joining.append(key)
             counts["inserted"] += 1
@@ -175,43 +172,17 @@ def _import_batch(
             counts["updated"] += 1
         else:
             counts["updated" if changed else "unchanged"] += 1
-
-    postgres = conn.dialect.name == "postgresql"
-    if upserts and postgres:
-        _pg_subscriber_upsert(conn, upserts)
-    elif upserts:
-        # Plain executemany, no RETURNING: with RETURNING SQLAlchemy sends multi-row VALUES
-        # statements, which psycopg parses slower than it pipelines one row at a time.
-        conn.execute(_subscriber_upsert(conn), upserts)
-    if not joining:
-        return
-    ids = {key: old.id for key, old in stored.items()}
-    missing = [key for key in joining if key not in ids]
-    if missing:
-        query = sa.select(subscribers.c.email_key, subscribers.c.id)
-        found = conn.execute(query.where(_among(conn, subscribers.c.email_key, missing)))
-        ids.update({key: sid for key, sid in found})
-    if postgres:
-        _pg_membership_upsert(conn, [ids[key] for key in joining], list_name, status, source)
-        return
-    conn.execute(
-        _membership_upsert(conn),
-        [
-            {
-                "subscriber_id": ids[key],
-                "list_name": list_name,
-                "status": status.value,
-                "source": source,
-            }
-            for key in joining
-        ],
-    )
+    if upserts:
+        conn.exec_driver_sql(_SQLITE_SUBSCRIBERS, upserts)
+    if joining:
+        conn.exec_driver_sql(
+            _SQLITE_MEMBERSHIPS, (list_name, status.value, source, json.dumps(joining))
+        )
 
 
 def _merged(
-    row: SubscriberRow, old: _Stored | None
+    email: str, row: SubscriberRow, old: _Stored | None
 ) -> tuple[str, str | None, str, str | None, dict[str, Any]]:
-    email = normalize_address(row.email)
     if old is None:
         return email, row.name, row.language, row.timezone, dict(row.attributes)
     return (
@@ -224,109 +195,52 @@ def _merged(
 
 
 def _stored(conn: sa.Connection, list_name: str, keys: list[str]) -> dict[str, _Stored]:
-    s, m = subscribers.c, memberships.c
-    query = (
-        sa.select(
-            s.email_key, s.id, s.email, s.name, s.language, s.timezone, s.attributes, m.status
-        )
-        .select_from(
-            subscribers.outerjoin(
-                memberships, (m.subscriber_id == s.id) & (m.list_name == list_name)
-            )
-        )
-        .where(_among(conn, s.email_key, keys))
-    )
-    return {r[0]: _Stored(*r[1:7], r[7]) for r in conn.execute(query)}
+    found = conn.exec_driver_sql(_SQLITE_STORED, (list_name, json.dumps(keys)))
+    return {
+        r[0]: _Stored(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {}, r[7])
+        for r in found
+    }
 
 
-def _among(
-    conn: sa.Connection, column: sa.ColumnElement[str], values: list[str]
-) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL one array parameter instead of thousands."""
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(sa.String())))
-    return column.in_(values)
-
-
-def _subscriber_upsert(conn: sa.Connection) -> sa.Executable:
-    # Timestamps are SQL, not per-row parameters: binding 2 datetimes per row cost more
-    # than the rest of the import on SQLite.
-    insert = dialect_insert(conn, subscribers).values(created_at=_NOW, updated_at=_NOW)
-    new, c = insert.excluded, subscribers.c
-    # COALESCE: a row inserted by someone else since we looked keeps its name and zone.
-    return insert.on_conflict_do_update(
-        index_elements=[c.email_key],
-        set_={
-            "email": new.email,
-            "name": sa.func.coalesce(new.name, c.name),
-            "language": new.language,
-            "timezone": sa.func.coalesce(new.timezone, c.timezone),
-            "attributes": new.attributes,
-            "updated_at": _NOW,
-        },
-    )
-
-
-def _membership_upsert(conn: sa.Connection) -> sa.Executable:
-    insert = dialect_insert(conn, memberships).values(subscribed_at=_NOW, updated_at=_NOW)
-    new, c = insert.excluded, memberships.c
-    # The WHERE re-checks in the database what we decided from our read: only an
-    # unconfirmed membership may become active, so a concurrent unsubscribe always wins.
-    return insert.on_conflict_do_update(
-        index_elements=[c.subscriber_id, c.list_name],
-        set_={"status": new.status, "source": new.source, "updated_at": _NOW},
-        where=(c.status == MembershipStatus.UNCONFIRMED.value)
-        & (new.status == MembershipStatus.ACTIVE.value),
-    )
-
-
-# PostgreSQL: one statement per batch over arrays (unnest), instead of one row at a time.
-# The same upserts as `_subscriber_upsert` and `_membership_upsert` below.
-_PG_SUBSCRIBERS = """
+# A batch's keys go in as one JSON array parameter (json_each), not one parameter each:
+# no variable limit, and nothing for SQLAlchemy to expand. The timestamps are the
+# database's (what func.now() is on SQLite), not per-row parameters.
+# Keys that start with the prefix: from it up to the prefix with its last character's
+# successor ("erased:" up to "erased;"), in SQLite's binary order.
+_ERASED_RANGE = (ERASED, ERASED[:-1] + chr(ord(ERASED[-1]) + 1))
+_SQLITE_ANY_ERASED = "SELECT 1 FROM suppressions WHERE email_key >= ? AND email_key < ? LIMIT 1"
+_SQLITE_SUPPRESSED = """
+SELECT email_key FROM suppressions WHERE email_key IN (SELECT value FROM json_each(?))
+"""
+_SQLITE_STORED = """
+SELECT s.email_key, s.id, s.email, s.name, s.language, s.timezone, s.attributes, m.status
+FROM subscribers AS s
+LEFT JOIN memberships AS m ON m.subscriber_id = s.id AND m.list_name = ?
+WHERE s.email_key IN (SELECT value FROM json_each(?))
+"""
+# COALESCE: a row inserted by someone else since we looked keeps its name and zone.
+_SQLITE_SUBSCRIBERS = """
 INSERT INTO subscribers (email_key, email, name, language, timezone, attributes,
                          created_at, updated_at)
-SELECT k, e, n, l, t, a::jsonb, now(), now()
-FROM unnest(%(k)s::text[], %(e)s::text[], %(n)s::text[], %(l)s::text[], %(t)s::text[],
-            %(a)s::text[]) AS u(k, e, n, l, t, a)
+VALUES (?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)
 ON CONFLICT (email_key) DO UPDATE SET
     email = excluded.email,
     name = coalesce(excluded.name, subscribers.name),
     language = excluded.language,
     timezone = coalesce(excluded.timezone, subscribers.timezone),
     attributes = excluded.attributes,
-    updated_at = now()
+    updated_at = CURRENT_TIMESTAMP
 """
-_PG_MEMBERSHIPS = """
+# The WHERE re-checks in the database what we decided from our read: only an unconfirmed
+# membership may become active, so a concurrent unsubscribe always wins.
+_SQLITE_MEMBERSHIPS = """
 INSERT INTO memberships (subscriber_id, list_name, status, source, subscribed_at, updated_at)
-SELECT s, %(list)s, %(status)s, %(source)s, now(), now()
-FROM unnest(%(ids)s::bigint[]) AS u(s)
+SELECT id, ?1, ?2, ?3, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP
+FROM subscribers WHERE email_key IN (SELECT value FROM json_each(?4))
 ON CONFLICT (subscriber_id, list_name) DO UPDATE SET
-    status = excluded.status, source = excluded.source, updated_at = now()
+    status = excluded.status, source = excluded.source, updated_at = CURRENT_TIMESTAMP
 WHERE memberships.status = 'unconfirmed' AND excluded.status = 'active'
 """
-
-
-def _pg_subscriber_upsert(conn: sa.Connection, upserts: list[dict[str, Any]]) -> None:
-    conn.exec_driver_sql(
-        _PG_SUBSCRIBERS,
-        {
-            "k": [u["email_key"] for u in upserts],
-            "e": [u["email"] for u in upserts],
-            "n": [u["name"] for u in upserts],
-            "l": [u["language"] for u in upserts],
-            "t": [u["timezone"] for u in upserts],
-            "a": [json.dumps(u["attributes"]) for u in upserts],
-        },
-    )
-
-
-def _pg_membership_upsert(
-    conn: sa.Connection, ids: list[int], list_name: str, status: MembershipStatus, source: str
-) -> None:
-    conn.exec_driver_sql(
-        _PG_MEMBERSHIPS,
-        {"ids": ids, "list": list_name, "status": status.value, "source": source},
-    )
 
 
 def _ensure_list(conn: sa.Connection, list_name: str) -> None:

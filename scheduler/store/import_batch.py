@@ -1,0 +1,32 @@
+"""What both import paths (SQLite in `subscribers`, PostgreSQL in `pg_import`) share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from scheduler.audience.csvfile import SubscriberRow
+
+# One batch of an import, each address once: address_key -> (the address normalized, row).
+Batch = dict[str, tuple[str, SubscriberRow]]
+
+_JSON_CACHE_SIZE = 4096
+_json_cache: dict[tuple[tuple[str, object], ...], str] = {}
+
+
+def attributes_json(attributes: Mapping[str, object]) -> str:
+    """`json.dumps(attributes)`, remembered: a list's rows share a few attribute values (a
+    chapter, a city), and encoding each row's anew cost more than the database's work."""
+    if not attributes:
+        return "{}"
+    key = tuple(attributes.items())
+    try:
+        text = _json_cache.get(key)
+    except TypeError:  # a value that is not a string (and cannot be a key): not remembered
+        return json.dumps(dict(attributes))
+    if text is None:
+        text = json.dumps(dict(attributes))
+        if len(_json_cache) >= _JSON_CACHE_SIZE:
+            _json_cache.clear()
+        _json_cache[key] = text
+    return text
