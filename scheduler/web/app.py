@@ -28,8 +28,8 @@ from scheduler.config.project import Project
 from scheduler.content.dates import install_date_filters
 from scheduler.delivery.context import DeliveryContext
 from scheduler.tokens import secret_key as env_secret_key
+from scheduler.web import actions as dashboard_actions
 from scheduler.web import archive, i18n, provider_hooks, signup, subscriber
-from scheduler.web import dashboard as dashboard_views
 from scheduler.web.auth import DashboardAuth
 from scheduler.web.csrf import csrf_token
 from scheduler.web.mailer import Mailer
@@ -129,7 +129,9 @@ def create_app(
     app.register_blueprint(signup.blueprint)
     app.register_blueprint(subscriber.blueprint)
     app.register_blueprint(archive.blueprint)
-    app.register_blueprint(dashboard_views.blueprint)
+    # actions.py adds its routes to dashboard.py's blueprint (imported here, not by
+    # dashboard.py, so the two modules do not import each other).
+    app.register_blueprint(dashboard_actions.blueprint)
     app.register_blueprint(provider_hooks.blueprint)
 
     @app.before_request

@@ -225,7 +225,3 @@ def overview() -> tuple[str, int]:
         ],
         list_health=stats.by_list(state.engine, now=now),
     )
-
-
-# The actions' routes live on this blueprint, in their own module.
-from scheduler.web import actions as _actions  # noqa: E402, F401
