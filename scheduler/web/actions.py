@@ -34,7 +34,7 @@ from scheduler.review import approvals, holds
 from scheduler.store import problems
 from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
-from scheduler.web.dashboard import blueprint
+from scheduler.web.dashboard import blueprint as blueprint  # the app registers it from here
 from scheduler.web.freshness import current_project
 from scheduler.web.mailer import Letter
 from scheduler.web.pages import message_page, render_page, web_state
