@@ -238,6 +238,8 @@ def finish(engine: Engine, occurrence_id: str) -> bool:
 
     Called after every batch: an EXISTS per firing channel, stopping at the first open row.
     """
+    if _nothing_to_finish(engine, occurrence_id):
+        return False
     now = utcnow()
     with writer(engine).begin() as conn:
         firing = list(
@@ -262,6 +264,26 @@ def finish(engine: Engine, occurrence_id: str) -> bool:
                 .values(state=ChannelState.DONE.value, finished_at=now, updated_at=now)
             )
         return _finish_occurrence(conn, occurrence_id, now)
+
+
+def _nothing_to_finish(engine: Engine, occurrence_id: str) -> bool:
+    """The usual answer after a batch, found without the write lock (one writer at a time
+    on SQLite: every sender process would queue for it after every batch): some channel is
+    still firing, and every firing one has its first send recorded and deliveries open."""
+    with engine.connect() as conn:
+        firing = list(
+            conn.execute(
+                sa.select(C.channel, C.fanned_out_at, C.first_sent_at).where(
+                    C.occurrence_id == occurrence_id, C.state == ChannelState.FIRING.value
+                )
+            )
+        )
+        if not firing or any(first is None for _, _, first in firing):
+            return False
+        return all(
+            fanned_out_at is not None and conn.scalar(sa.select(_open(occurrence_id, channel)))
+            for channel, fanned_out_at, _ in firing
+        )
 
 
 def _finish_occurrence(conn: Connection, occurrence_id: str, now: dt.datetime) -> bool:

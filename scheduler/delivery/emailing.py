@@ -23,6 +23,7 @@ from scheduler.content.message import build_email, domain_of, list_id_for, messa
 from scheduler.content.render import Recipient, Renderer
 from scheduler.listhealth import verp
 from scheduler.mail.compose import MessageFactory
+from scheduler.tokens import secret_key
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class EmailComposer:
         # the same batch resends the same bytes). A fixed date is for previews and tests.
         self.fixed_date = date
         self._variants: dict[tuple[str, bool], _Variant] = {}
+        # Looked up once, not per message (a Voice is built on each look-up).
+        self._link_base = renderer.link_base(self.campaign)
+        self._link_key = secret_key()
         self.fallbacks = 0
 
     def delivery_key(self, subscriber_id: int) -> str:
@@ -93,6 +97,15 @@ class EmailComposer:
     def compose(
         self, *, subscriber_id: int, email_address: str, name: str | None, language: str | None
     ) -> bytes:
+        return self.compose_for_wire(
+            subscriber_id=subscriber_id, email_address=email_address, name=name, language=language
+        )[0]
+
+    def compose_for_wire(
+        self, *, subscriber_id: int, email_address: str, name: str | None, language: str | None
+    ) -> tuple[bytes, bool]:
+        """The message, and whether it is wire-ready (`Outgoing.wire`): true for the fast
+        path's output, which is CRLF throughout with no line starting with a dot."""
         recipient = Recipient(
             email=email_address,
             name=name,
@@ -104,16 +117,20 @@ class EmailComposer:
         if not email_address.isascii():
             # A non-ASCII part before '@' (the domain is IDNA by now): an RFC 6532 message
             # with UTF-8 headers, for a server that offers SMTPUTF8. Rare: the plain path.
-            return self._plain(recipient, date, utf8=True)
+            return self._plain(recipient, date, utf8=True), False
         lang = self.renderer.email_language(self.campaign, language)
         key = (lang, bool(name and name.strip()))
         variant = self._variants.get(key)
         if variant is None:
             variant = self._variants[key] = _Variant(self._factory(lang, key[1]))
         if variant.factory is None:
-            return self._plain(recipient, date)
+            return self._plain(recipient, date), False
         unsubscribe_url, preferences_url = self.renderer.recipient_links(
-            self.campaign, recipient, occurrence_id=self.occ.id
+            self.campaign,
+            recipient,
+            occurrence_id=self.occ.id,
+            base=self._link_base,
+            key=self._link_key,
         )
         data = variant.factory.build(
             to_email=email_address,
@@ -141,8 +158,8 @@ class EmailComposer:
                 )
                 variant.factory = None
                 self.fallbacks += 1
-                return plain
-        return data
+                return plain, False
+        return data, True
 
     def _factory(self, language: str, has_name: bool) -> MessageFactory | None:
         placeholder = Recipient(

@@ -194,9 +194,9 @@ class DkimSigner:
         folded = b"\r\n  ".join(b[i : i + 72] for i in range(0, len(b), 72))
         return header + folded + b"\r\n"
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: bytes, *, crlf: bool = False) -> bytes:
         """`message` with the DKIM-Signature header prepended (bare LFs become CRLF first,
-        as they will on the wire)."""
-        if b"\n" in message.replace(b"\r\n", b""):
+        as they will on the wire; `crlf`: the caller knows there are none)."""
+        if not crlf and b"\n" in message.replace(b"\r\n", b""):
             message = _BARE_LF.sub(b"\r\n", message)
         return self.signature(message) + message

@@ -21,6 +21,11 @@ class Outgoing:
     envelope_from: str  # "" for the null sender
     recipient: str
     data: bytes  # complete RFC 5322 message, CRLF or LF line endings
+    # The composer vouches that `data` is already as it goes on the wire: CRLF line endings
+    # only, ending in CRLF, and no line starting with "." (MessageFactory's output, signed
+    # or not). The transport then skips its line-ending and dot checks, which cost as much
+    # as composing (two scans of each message's bytes).
+    wire: bool = False
 
 
 @dataclass(frozen=True, slots=True)

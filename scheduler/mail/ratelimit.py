@@ -14,9 +14,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 # Every Redis key this module writes starts with this prefix.
 KEY_PREFIX = "scheduler:ratelimit:"
@@ -132,4 +133,6 @@ def make_limiter(
         return None
     if redis_url is None:
         return LocalRateLimiter(per_second, per_hour)
+    import redis  # here, not at the top: a send without a shared limit never needs it
+
     return RedisRateLimiter(redis.Redis.from_url(redis_url), key, per_second, per_hour)

@@ -24,8 +24,8 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
-from typing import BinaryIO
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 from scheduler.mail.envelope import Outcome, Outgoing, Status
 from scheduler.mail.urls import SmtpEndpoint, parse_smtp_url
@@ -45,6 +45,32 @@ _BAD_ADDRESS_CHARS = re.compile(r"[\x00-\x20<>\x7f]")
 _EXPECTED = {"RSET": (250,), "MAIL": (250,), "RCPT": (250, 251), "DATA": (354,)}
 _MAXLINE = 8192  # smtplib's limit on a reply line
 _LOST_DURING = "connection lost during the message"
+
+
+T = TypeVar("T")
+Reply = tuple[int, bytes]
+# A stretch of one connection's dialogue: yields each time it needs the server's next reply,
+# which whoever drives it sends in (or throws in the error reading it raised).
+Steps = Generator[None, Reply, T]
+
+
+def drive(steps: Steps[T], read: Callable[[], Reply]) -> T:
+    """Run `steps` to the end, answering each of its waits with `read()`."""
+    reply: Reply | None = None
+    error: Exception | None = None
+    while True:
+        try:
+            if error is not None:
+                thrown, error = error, None
+                steps.throw(thrown)
+            else:
+                steps.send(reply)  # type: ignore[arg-type]  # None starts it
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            reply = read()
+        except (smtplib.SMTPException, OSError) as e:
+            error = e
 
 
 def classify(stage: str, code: int, text: bytes) -> Status:
@@ -69,8 +95,11 @@ def _reply(code: int, text: bytes) -> str:
     return f"{code} {text.decode('utf-8', 'replace')}".replace("\n", " ").strip()
 
 
-def wire_payload(data: bytes) -> bytes:
-    """The DATA payload: CRLF line endings, leading dots doubled, the final `.` line added."""
+def wire_payload(data: bytes, *, ready: bool = False) -> bytes:
+    """The DATA payload: CRLF line endings, leading dots doubled, the final `.` line added.
+    `ready`: the caller vouches there is nothing to fix (see `Outgoing.wire`)."""
+    if ready:
+        return data + b".\r\n"
     if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
         data = _LINE_ENDS.sub(b"\r\n", data)
     if data.startswith(b".") or b"\n." in data:
@@ -134,7 +163,7 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self._local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
-        self._file: BinaryIO | None = None  # smtplib's reader of the connection
+        self._rbuf = bytearray()  # received, not yet parsed (see `buffered_reply`)
         self._reused = False  # a transaction went over this connection already
         self._dirty = False  # a transaction was left open: RSET before the next one
         self._pipelining = False
@@ -157,7 +186,21 @@ class SmtpTransport:
         take: Callable[[bool], Outgoing | None],
         emit: Callable[[Outcome], None],
     ) -> None:
+        """Send what `take` hands out until it has nothing more, `emit`ting one outcome each
+        (`stream_steps`, each reply read as it comes, waiting on this one connection)."""
+        drive(self.stream_steps(take, emit), self._read_reply)
+
+    def stream_steps(
+        self,
+        take: Callable[[bool], Outgoing | None],
+        emit: Callable[[Outcome], None],
+    ) -> Steps[None]:
         """Send what `take` hands out until it has nothing more, `emit`ting one outcome each.
+
+        A generator that yields each time it needs the server's next reply: the caller sends
+        the reply in (or throws the error reading it raised). `send_stream` reads them on this
+        connection alone; `multiplex.send_multiplexed` drives several connections from one
+        thread, reading whichever has answered.
 
         `take(block)` returns the next message, or None: when `block` is False it must not
         wait (None then means "nothing right now"). With PIPELINING the transactions overlap:
@@ -205,7 +248,7 @@ class SmtpTransport:
                 # One command at a time: `carry` is never set on such a connection.
                 reused = self._reused
                 try:
-                    emit(self._transaction(conn, message, params or b""))
+                    emit((yield from self._transaction(conn, message, params or b"")))
                 except _Interrupted as e:
                     self._drop()
                     if reused and not second_try:
@@ -216,7 +259,9 @@ class SmtpTransport:
                     self._drop()
                     emit(Outcome(message.key, "transient", f"{_LOST_DURING}: {e}"))
                 continue
-            carry, retry = self._overlapped(conn, carry, message, params or b"", second_try, emit)
+            carry, retry = yield from self._overlapped(
+                conn, carry, message, params or b"", second_try, emit
+            )
 
     def _refusal(self, message: Outgoing) -> Outcome | None:
         if not message.recipient or _BAD_ADDRESS_CHARS.search(message.recipient):
@@ -256,12 +301,12 @@ class SmtpTransport:
         params: bytes,
         second_try: bool,
         emit: Callable[[Outcome], None],
-    ) -> tuple[Outgoing | None, Outgoing | None]:
+    ) -> Steps[tuple[Outgoing | None, Outgoing | None]]:
         """One write: `carry`'s bytes, then `message`'s commands; then their replies.
         Returns the next (carry, retry)."""
         out: list[bytes] = []
         if carry is not None:
-            out.append(wire_payload(carry.data))
+            out.append(wire_payload(carry.data, ready=carry.wire))
         stages: list[str] = []
         if message is not None:
             if self._dirty and carry is None:
@@ -279,7 +324,7 @@ class SmtpTransport:
         self._reused = True
         if carry is not None:
             try:
-                code, text = self._read_reply()
+                code, text = yield
             except (smtplib.SMTPServerDisconnected, OSError) as e:
                 return self._broken(carry, message, reused, second_try, e, emit)
             self._dirty = False  # the reply to the data ends the transaction either way
@@ -295,7 +340,7 @@ class SmtpTransport:
         code = 0
         try:
             for stage in stages:
-                code, text = self._read_reply()
+                code, text = yield
                 if code == 421:  # the server is closing this connection
                     raise _Interrupted(f"{_reply(code, text)} (after {stage})")
                 if code in _EXPECTED[stage]:
@@ -360,27 +405,66 @@ class SmtpTransport:
             raise smtplib.SMTPServerDisconnected("not connected")
         sock.sendall(data)
 
-    def _read_reply(self) -> tuple[int, bytes]:
-        """One reply, as smtplib's getreply reads it, without its per-line overhead."""
-        file = self._file
-        assert file is not None
+    # --- reading replies --------------------------------------------------------------------
+    # Replies are read from the socket into one buffer of this transport's own (not smtplib's
+    # file), so `send_stream` and a multiplexer reading whichever connection answered parse
+    # the same bytes the same way.
+
+    @property
+    def socket(self) -> socket.socket | None:
+        """The open connection's socket (None when closed): what a multiplexer waits on."""
+        return self._conn.sock if self._conn is not None else None
+
+    def receive(self) -> None:
+        """Read what the server has sent (waits for at least one byte, up to the timeout)."""
+        sock = self.socket
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        self._rbuf += chunk
+
+    def buffered(self) -> bool:
+        """Bytes are waiting to be read without waiting on the network (TLS keeps some)."""
+        sock = self.socket
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def buffered_reply(self) -> tuple[int, bytes] | None:
+        """One complete reply from what was received, or None if it has not all arrived.
+        Parsed as smtplib's getreply does, without its per-line overhead."""
+        buf = self._rbuf
         lines: list[bytes] = []
+        pos = 0
         while True:
-            line = file.readline(_MAXLINE + 1)
-            if not line:
-                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-            if len(line) > _MAXLINE:
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                if len(buf) - pos > _MAXLINE:
+                    raise smtplib.SMTPResponseException(500, b"Line too long.")
+                return None
+            if end + 1 - pos > _MAXLINE:
                 raise smtplib.SMTPResponseException(500, b"Line too long.")
+            line = bytes(buf[pos : end + 1])
+            pos = end + 1
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
                 break
+        del buf[:pos]
         try:
             code = int(line[:3])
         except ValueError:
             code = -1
         return code, b"\n".join(lines)
 
-    def _transaction(self, conn: smtplib.SMTP, message: Outgoing, params: bytes) -> Outcome:
+    def _read_reply(self) -> tuple[int, bytes]:
+        """The next reply, waiting on this connection for it."""
+        while True:
+            reply = self.buffered_reply()
+            if reply is not None:
+                return reply
+            self.receive()
+
+    def _transaction(self, conn: smtplib.SMTP, message: Outgoing, params: bytes) -> Steps[Outcome]:
         """One message on a server without PIPELINING: each command waits for its reply."""
         key = message.key
         steps: list[tuple[str, bytes]] = []
@@ -395,7 +479,7 @@ class SmtpTransport:
         try:
             for stage, command in steps:
                 self._sendall(command)
-                code, text = self._read_reply()
+                code, text = yield
                 if code == 421:  # the server is closing this connection
                     raise _Interrupted(f"{_reply(code, text)} (after {stage})")
                 if code in _EXPECTED[stage]:
@@ -412,8 +496,8 @@ class SmtpTransport:
         except (smtplib.SMTPServerDisconnected, OSError) as e:
             raise _Interrupted(f"connection lost before the message was sent: {e}") from e
 
-        self._sendall(wire_payload(message.data))
-        code, text = self._read_reply()
+        self._sendall(wire_payload(message.data, ready=message.wire))
+        code, text = yield
         self._dirty = False  # the reply to the data ends the transaction either way
         if code == 421:  # the server is closing: it did not take the message
             self._drop()
@@ -498,7 +582,7 @@ class SmtpTransport:
         self._eight_bit = conn.has_extn("8bitmime")
         self._dirty = False
         self._reused = False
-        self._file = conn.file
+        self._rbuf.clear()
         self._conn = conn
         return conn
 
@@ -512,8 +596,13 @@ class SmtpTransport:
             with contextlib.suppress(OSError):
                 self._conn.close()
             self._conn = None
-        self._file = None
+        self._rbuf.clear()
         self._dirty = False
+
+    def abort(self) -> None:
+        """Close the connection at once, without QUIT (mid-transaction: the server discards
+        the unfinished message)."""
+        self._drop()
 
     def close(self) -> None:
         """Say QUIT and close the connection, if one is open."""

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from scheduler.config.secrets import is_reference, resolve
 from scheduler.mail.envelope import Outcome, Outgoing, Status, Transport
 from scheduler.mail.filebox import FileTransport
+from scheduler.mail.multiplex import send_multiplexed
 from scheduler.mail.ratelimit import RateLimiter
 from scheduler.mail.smtp import SmtpTransport
 from scheduler.mail.urls import SmtpEndpoint, StartTls, file_directory, parse_smtp_url
@@ -75,7 +76,10 @@ _STOP = object()
 
 
 class TransportPool:
-    """Send through `connections` transports in parallel threads, rate-limited if asked.
+    """Send through `connections` transports in parallel, rate-limited if asked: SMTP
+    transports without a rate limit from the calling thread (`multiplex.py`), others (and
+    rate-limited ones, whose waits would stall every connection of a single thread) each in
+    a thread of its own.
 
     Transports are made by `factory` when first needed and kept between `send_all` calls,
     so connections outlive a batch; `close()` releases them. Batches may run at the same
@@ -111,6 +115,15 @@ class TransportPool:
             transports = self._idle[-self._connections :]
             del self._idle[-self._connections :]
         transports += [self._factory() for _ in range(self._connections - len(transports))]
+        smtp = [t for t in transports if isinstance(t, SmtpTransport)]
+        if self._limiter is None and len(smtp) == len(transports):
+            # SMTP without a rate limit: every connection from this one thread (multiplex.py).
+            try:
+                yield from send_multiplexed(smtp, iter(messages))
+            finally:
+                with self._idle_lock:
+                    self._idle.extend(transports)
+            return
         todo: queue.SimpleQueue[object] = queue.SimpleQueue()
         done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         stop = threading.Event()

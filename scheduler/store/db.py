@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
 from scheduler import settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DEFAULT_URL = settings.DATABASE_URL.default
 URL_ENV = settings.DATABASE_URL.name
@@ -65,8 +66,45 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        immediate = connection.get_execution_options().get(WRITE_LOCK, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if connection.get_execution_options().get(WRITE_LOCK, False):
+            _begin_immediate(connection.connection.dbapi_connection)
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+# Waiting for the write lock: SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between
+# tries, so a sender whose helper holds the lock for a fraction of a millisecond waits 3 ms
+# on average (a third of an embedded send's time went there). BEGIN IMMEDIATE is where a
+# writer waits (in WAL mode nothing else does), so it is retried here with short sleeps.
+_LOCK_FIRST_SLEEP = 0.00005
+_LOCK_MAX_SLEEP = 0.002
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    import sqlite3
+    import time
+
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=0")
+        try:
+            deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+            pause = _LOCK_FIRST_SLEEP
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, _LOCK_MAX_SLEEP)
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
 
 
 def writer(engine: Engine) -> Engine:
@@ -76,6 +114,8 @@ def writer(engine: Engine) -> Engine:
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
     """An Alembic configuration that needs no alembic.ini, so it works from an installed wheel."""
+    from alembic.config import Config  # Alembic costs 80 ms to import; most commands never migrate
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
@@ -87,6 +127,8 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to `revision` (idempotent)."""
     with engine.begin() as connection:
+        from alembic import command
+
         command.upgrade(alembic_config(connection), revision)
 
 

@@ -243,7 +243,10 @@ deliveries = sa.Table(
     sa.Column("zone", sa.String(64), nullable=True),
     sa.UniqueConstraint("occurrence_id", "channel", "recipient"),
     _check_in("state", DeliveryState),
-    sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state"),
+    # "Is anything of this channel still open?" after every batch (channel_state.finish)
+    # must be one probe: without `channel` here SQLite walks the channel's every row by the
+    # id index (16 ms at 50,000 rows, a third of a second at 1,000,000, per batch).
+    sa.Index("ix_deliveries_occurrence_state", "occurrence_id", "state", "channel"),
     # The clock's sweep asks for the earliest due wave nobody sends (ledger.open_waves).
     sa.Index("ix_deliveries_occurrence_state_due", "occurrence_id", "state", "due_at"),
     # Batches are id ranges of one occurrence and channel: claiming one must read ~250 rows,
