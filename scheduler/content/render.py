@@ -227,19 +227,30 @@ class Renderer:
             ctx["unsubscribe_mailto"] = voice.unsubscribe_mailto
         return ctx
 
+    def link_base(self, campaign: Campaign) -> str:
+        """Where a campaign's recipient links point (its voice's public URL)."""
+        return self.config.campaign_voice(campaign).public_url.rstrip("/")
+
     def recipient_links(
-        self, campaign: Campaign, recipient: Recipient, *, occurrence_id: str | None = None
+        self,
+        campaign: Campaign,
+        recipient: Recipient,
+        *,
+        occurrence_id: str | None = None,
+        base: str | None = None,
+        key: bytes | None = None,
     ) -> tuple[str, str]:
         """The signed unsubscribe and preferences URLs of one recipient. The unsubscribe
-        link also names the occurrence, so unsubscribes can be counted per mailing."""
-        base = self.config.campaign_voice(campaign).public_url.rstrip("/")
+        link also names the occurrence, so unsubscribes can be counted per mailing.
+        `base` (`link_base`) and `key` (`secret_key()`): given by a caller that makes many."""
+        base = base if base is not None else self.link_base(campaign)
         list_name = recipient.list_name or ",".join(campaign.audience)
         data: dict[str, Any] = {
             "s": recipient.subscriber_id,
             "e": recipient.email.lower(),
             "l": list_name,
         }
-        key = secret_key()
+        key = key or secret_key()
         unsubscribe = {**data, "o": occurrence_id} if occurrence_id else data
         return (
             f"{base}/unsubscribe/{sign('unsubscribe', unsubscribe, key)}",

@@ -236,6 +236,56 @@ def _fire(
     # Channels whose fan-out is not complete: never started, or cut short by a crash (its
     # rows are kept and the rest added, the audience then as it is at the resume).
     unfanned = [c for c in active if chans[c].fanned_out_at is None]
+    size = ctx.config.settings.batch_size
+    # Helper processes take a second to start: for an audience sure to be large, start them
+    # now, while this process syncs, fans out and sends the first batch.
+    helpers: Helpers | None = None
+    if (
+        dispatch is None
+        and processes > 1
+        and email_channels
+        and subscribers.more_active_than(
+            engine, campaign.audience, HELPERS_FROM_BATCHES * size * len(email_channels)
+        )
+    ):
+        helpers = Helpers(ctx, processes - 1)
+        helpers.start()
+    try:
+        return _fire_claimed(
+            ctx,
+            occ,
+            report,
+            active=active,
+            email_channels=email_channels,
+            unfanned=unfanned,
+            dispatch=dispatch,
+            progress=progress,
+            on_total=on_total,
+            processes=processes,
+            helpers=helpers,
+        )
+    finally:
+        if helpers is not None:
+            helpers.close()
+
+
+def _fire_claimed(
+    ctx: DeliveryContext,
+    occ: Occurrence,
+    report: FireReport,
+    *,
+    active: list[str],
+    email_channels: list[str],
+    unfanned: list[str],
+    dispatch: Dispatch | None,
+    progress: Progress | None,
+    on_total: Callable[[int], None] | None,
+    processes: int,
+    helpers: Helpers | None,
+) -> FireReport:
+    engine = ctx.engine
+    campaign = ctx.config.campaigns[occ.campaign_id]
+    size = ctx.config.settings.batch_size
     if any(c in email_channels for c in unfanned):
         report.synced = sync_sources(ctx, campaign.audience)
     due = _due_plan(ctx, occ, campaign.audience) if occ.deliver_local else None
@@ -251,7 +301,6 @@ def _fire(
         report.result.add(send_batch(ctx, occurrence_id, channel, lo, hi, progress=batch_progress))
 
     send = dispatch or run_here
-    size = ctx.config.settings.batch_size
     # The first batch of each email channel is fanned out (committed) and sent before the
     # rest of the audience is added: the first message leaves without waiting for the rows
     # of 100,000 recipients. Its deliveries are claimed like any batch's, so a crash while
@@ -315,7 +364,7 @@ def _fire(
     log.info(
         "occurrence %s: %s, %d deliveries (%d new) on %s",
         occ.id,
-        claim.value,
+        report.claim.value,
         report.total,
         report.new_rows,
         ", ".join(active) or "no channel",
@@ -328,12 +377,14 @@ def _fire(
         if (channel, lo, hi) not in early
     ]
     # Helpers only for a large send: starting a process costs more than a few batches.
-    helpers = (
-        Helpers(ctx, processes - 1)
-        if dispatch is None and processes > 1 and len(ranges) > HELPERS_FROM_BATCHES
-        else None
-    )
-    if helpers is not None:
+    # (Started already when the audience was sure to be large; closed by the caller.)
+    if (
+        helpers is None
+        and dispatch is None
+        and processes > 1
+        and len(ranges) > HELPERS_FROM_BATCHES
+    ):
+        helpers = Helpers(ctx, processes - 1)
         helpers.start()
     elsewhere: dict[Future[BatchReport], tuple[str, int, int]] = {}
     failed_helper = False
@@ -368,7 +419,7 @@ def _fire(
         collect(wait=True)  # a helper finishes the batch in hand, also when stopping
     finally:
         if helpers is not None:
-            helpers.close()
+            helpers.close()  # idempotent: the caller closes the one it started, too
     ledger.finish_if_complete(engine, occ.id)
     if dispatch is None:
         report.held, report.held_until = ledger.held(engine, occ.id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
@@ -262,6 +262,24 @@ def list_counts(engine: Engine, list_name: str | None = None) -> dict[str, dict[
         for name, status, n in conn.execute(query):
             result[name][status] = n
     return {name: {str(k): v for k, v in by.items()} for name, by in result.items()}
+
+
+def more_active_than(engine: Engine, list_names: Sequence[str], n: int) -> bool:
+    """Whether the lists have more than `n` active memberships (reads at most n + 1)."""
+    if not list_names:
+        return False
+    first = (
+        sa.select(sa.literal(1))
+        .where(
+            memberships.c.list_name.in_(list_names),
+            memberships.c.status == MembershipStatus.ACTIVE.value,
+        )
+        .limit(n + 1)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        found = conn.scalar(sa.select(sa.func.count()).select_from(first)) or 0
+    return found > n
 
 
 def active_audience(
