@@ -38,6 +38,7 @@ def _unb64(text: str) -> bytes:
 # The same bytes as json.dumps(data, separators=(",", ":"), sort_keys=True), without making
 # an encoder per call: every email signs two links, so this runs twice per message.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_escape = json.encoder.encode_basestring_ascii  # what _ENCODER uses for strings (ensure_ascii)
 
 
 @functools.lru_cache(maxsize=8)
@@ -45,8 +46,25 @@ def _keyed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
+def _json(data: dict[str, Any]) -> str:
+    """`_ENCODER.encode(data)`; for a flat object of strings and integers (every link's),
+    written directly with the encoder's own C string escaping, at a third of the cost."""
+    if not all(type(k) is str for k in data):
+        return _ENCODER.encode(data)
+    parts = []
+    for k in sorted(data):
+        v = data[k]
+        if type(v) is str:
+            parts.append(f"{_escape(k)}:{_escape(v)}")
+        elif type(v) is int:
+            parts.append(f"{_escape(k)}:{v}")
+        else:
+            return _ENCODER.encode(data)
+    return "{" + ",".join(parts) + "}"
+
+
 def sign(purpose: str, data: dict[str, Any], key: bytes | None = None) -> str:
-    payload = _b64(_ENCODER.encode(data).encode())
+    payload = _b64(_json(data).encode())
     mac = _keyed(key or secret_key()).copy()
     mac.update(f"{purpose}.{payload}".encode())
     return f"{payload}.{_b64(mac.digest()[:20])}"

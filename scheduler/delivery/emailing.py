@@ -80,6 +80,7 @@ class EmailComposer:
         # Looked up once, not per message (a Voice is built on each look-up).
         self._link_base = renderer.link_base(self.campaign)
         self._link_key = secret_key()
+        self._languages: dict[str | None, str] = {}  # the subscriber's -> the email's
         self.fallbacks = 0
 
     def delivery_key(self, subscriber_id: int) -> str:
@@ -118,7 +119,9 @@ class EmailComposer:
             # A non-ASCII part before '@' (the domain is IDNA by now): an RFC 6532 message
             # with UTF-8 headers, for a server that offers SMTPUTF8. Rare: the plain path.
             return self._plain(recipient, date, utf8=True), False
-        lang = self.renderer.email_language(self.campaign, language)
+        lang = self._languages.get(language)
+        if lang is None:
+            lang = self._languages[language] = self.renderer.email_language(self.campaign, language)
         key = (lang, bool(name and name.strip()))
         variant = self._variants.get(key)
         if variant is None:
