@@ -253,9 +253,21 @@ deliveries = sa.Table(
     # not every row of the occurrence.
     sa.Index("ix_deliveries_occurrence_channel_id", "occurrence_id", "channel", "id"),
     # A provider's bounce or complaint names the Message-ID it saw (scheduler/listhealth).
-    sa.Index("ix_deliveries_message_id", "message_id"),
+    # Both partial: a fan-out adds its rows without either (NULL in each), so adding 100,000
+    # deliveries writes two index entries fewer per row (migration 0013).
+    sa.Index(
+        "ix_deliveries_message_id",
+        "message_id",
+        sqlite_where=sa.text("message_id IS NOT NULL"),
+        postgresql_where=sa.text("message_id IS NOT NULL"),
+    ),
     # The clock looks for deferred deliveries whose next attempt has come at every sweep.
-    sa.Index("ix_deliveries_next_attempt_at", "next_attempt_at"),
+    sa.Index(
+        "ix_deliveries_next_attempt_at",
+        "next_attempt_at",
+        sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+        postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
+    ),
 )
 
 # One row per (occurrence, channel of its step), written when the occurrence is first claimed
