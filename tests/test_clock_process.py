@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from conftest import MINIMAL, ProjectFactory
+from redis_queue import own_queue
 from smtp_server import SmtpTestServer
 
 from scheduler.store.db import make_engine, migrate
@@ -295,17 +294,8 @@ def test_a_campaign_still_blocked_after_its_window_is_recorded_missed_with_the_r
 
 @pytest.fixture
 def queue() -> Iterator[tuple[str, str]]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
-    name = f"scheduler-test-{uuid.uuid4().hex[:8]}"
-    key = f"scheduler:clock:leader:{name}"
-    yield name, key
-    client.delete(name, key)
+    """A Celery queue and a clock leader key of this test's own."""
+    yield from own_queue(REDIS_URL)
 
 
 def test_two_clocks_fire_once_and_the_survivor_takes_over(

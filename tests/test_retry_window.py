@@ -11,13 +11,12 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from conftest import ProjectFactory
+from redis_queue import own_queue
 from smtp_server import SmtpTestServer
 from test_clock_process import REDIS_URL, at, campaigns, start, stop, wait_for
 
@@ -58,17 +57,7 @@ def project_env(make_project: ProjectFactory, tmp_path: Path) -> Callable[[str],
 @pytest.fixture
 def queue() -> Iterator[tuple[str, str]]:
     """A Celery queue and a clock leader key of this test's own."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
-    name = f"scheduler-test-{uuid.uuid4().hex[:8]}"
-    key = f"scheduler:clock:leader:{name}"
-    yield name, key
-    client.delete(name, key)
+    yield from own_queue(REDIS_URL)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,15 +17,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 from conftest import MINIMAL, ProjectFactory
+from redis_queue import own_queue
 from smtp_server import SmtpTestServer
 from test_clock_process import REDIS_URL, at, kill9, start, stop, wait_for
 
@@ -211,18 +210,8 @@ def test_a_kill_in_the_middle_of_the_waves_loses_and_doubles_nothing(
 
 @pytest.fixture
 def redis_queue() -> Iterator[tuple[str, str]]:
-    """A Celery queue and a leader key of this test's own, removed after it."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
-    name = f"scheduler-test-{uuid.uuid4().hex[:8]}"
-    key = f"scheduler:clock:leader:{name}"
-    yield name, key
-    client.delete(name, key)
+    """A Celery queue and a clock leader key of this test's own."""
+    yield from own_queue(REDIS_URL)
 
 
 def test_distributed_clock_and_worker_send_each_wave_once(
