@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler import calendar
 from scheduler.accounts import audit
+from scheduler.accounts.actor import Actor as Actor  # where callers have taken it from
 from scheduler.calendar import Occurrence
 from scheduler.config.model import Config
 from scheduler.config.project import Project
@@ -21,14 +22,6 @@ from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import FireReport, fire, fire_still_planned
 from scheduler.delivery.guard import SendTimeProblem, check_send_time
 from scheduler.delivery.retry import RetryReport, retry_failed
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who acts and from where: an account's address and the client's IP, or `cli:user`."""
-
-    name: str
-    origin: str = "cli"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import typer
 from scheduler import calendar
 from scheduler.accounts import passwords, scope
 from scheduler.accounts import store as accounts
-from scheduler.actions import Actor
+from scheduler.accounts.actor import Actor
 from scheduler.console import fail, out, print_json, store, valid_project
 from scheduler.errors import NotAllowedError, ReviewError, UnknownCampaignError
 from scheduler.review import approvals, holds

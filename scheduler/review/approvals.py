@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.accounts import audit
+from scheduler.accounts.actor import Actor
 from scheduler.accounts.store import Account
-from scheduler.actions import Actor
 from scheduler.calendar import Occurrence
 from scheduler.config.model import Review
 from scheduler.config.project import Project

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from flask import g, request, session
 
 from scheduler.accounts import store as accounts
+from scheduler.accounts.actor import Actor
 from scheduler.accounts.store import Account
-from scheduler.actions import Actor
 from scheduler.store.schema import accounts as accounts_table
 from scheduler.web.pages import client_ip, web_state
 
