@@ -50,7 +50,9 @@ def post(parts: list[str], *, key: str = KEY, language: str = "en", **fields: An
 
 def channel(type_: str, **settings: Any) -> AnyChannel:
     c = from_config(f"test-{type_}", ChannelConfig(type=type_, **settings))
-    c.timeout = (1.0, 0.3)
+    # Short, so a test that hangs fails fast, but not so short that a loaded machine (the
+    # fake Bluesky validates each record against the lexicon first) reads as a timeout.
+    c.timeout = (1.0, 5.0)
     return c
 
 
