@@ -11,15 +11,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cli_project
 import pytest
 from conftest import MINIMAL, ProjectFactory
 from posting_fakes import TOKEN, FakeMastodon, origin
 from pytest_httpserver import HTTPServer
 from test_clock_process import at, start, status, stop, wait_for
 
-from scheduler.audience.csvfile import SubscriberRow
 from scheduler.store.db import make_engine, migrate
-from scheduler.store.subscribers import import_rows
 
 
 def campaign(mastodon_origin: str, when: object, catch_up: str = "1h") -> str:
@@ -40,22 +39,8 @@ def campaign(mastodon_origin: str, when: object, catch_up: str = "1h") -> str:
 @pytest.fixture
 def project_env(make_project: ProjectFactory, tmp_path: Path) -> Callable[[str], dict[str, str]]:
     def make(text: str) -> dict[str, str]:
-        path = make_project(text, members_csv="email\n")
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        import_rows(
-            engine,
-            "members",
-            [
-                SubscriberRow(email=f"m{i}@example.org", name=f"M {i}", language="en", row=i + 2)
-                for i in range(5)
-            ],
-            source="test",
-        )
-        engine.dispose()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "MASTODON"))}
-        return {**env, "SCHEDULER_CONFIG": str(path), "SCHEDULER_DATABASE_URL": url}
+        return cli_project.project_env(make_project, tmp_path, text, env)
 
     return make
 

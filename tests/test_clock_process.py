@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cli_project
 import pytest
 from conftest import MINIMAL, ProjectFactory
 from redis_queue import own_queue
 from smtp_server import SmtpTestServer
-
-from scheduler.store.db import make_engine, migrate
-from scheduler.store.subscribers import import_rows
 
 REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS", "redis://127.0.0.1:6379/12")
 
@@ -47,23 +45,7 @@ def campaigns(url: str, *steps: tuple[str, dt.datetime], catch_up: str = "1h") -
 @pytest.fixture
 def project_env(make_project: ProjectFactory, tmp_path: Path) -> Callable[[str], dict[str, str]]:
     def make(text: str) -> dict[str, str]:
-        path = make_project(text, members_csv="email\n")
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        from scheduler.audience.csvfile import SubscriberRow
-
-        import_rows(
-            engine,
-            "members",
-            [
-                SubscriberRow(email=f"m{i}@example.org", name=f"M {i}", language="en", row=i + 2)
-                for i in range(5)
-            ],
-            source="test",
-        )
-        engine.dispose()
-        return {**os.environ, "SCHEDULER_CONFIG": str(path), "SCHEDULER_DATABASE_URL": url}
+        return cli_project.project_env(make_project, tmp_path, text, os.environ)
 
     return make
 

@@ -14,16 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cli_project
 import pytest
 from conftest import ProjectFactory
 from redis_queue import own_queue
 from smtp_server import SmtpTestServer
 from test_clock_process import REDIS_URL, at, campaigns, start, stop, wait_for
 
-from scheduler.store.db import make_engine, migrate
-from scheduler.store.subscribers import import_rows
-
-MEMBERS = [f"m{i}@example.org" for i in range(5)]
+MEMBERS = cli_project.MEMBERS
 BUSY = MEMBERS[2]
 # Waits of 0.1-0.2 s doubling: the first five tries fit in a few seconds.
 FAST = {"SCHEDULER_RETRY_BASE_SECONDS": "0.2"}
@@ -32,24 +30,7 @@ FAST = {"SCHEDULER_RETRY_BASE_SECONDS": "0.2"}
 @pytest.fixture
 def project_env(make_project: ProjectFactory, tmp_path: Path) -> Callable[[str], dict[str, str]]:
     def make(text: str) -> dict[str, str]:
-        path = make_project(text, members_csv="email\n")
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        from scheduler.audience.csvfile import SubscriberRow
-
-        rows = [
-            SubscriberRow(email=e, name=f"M {i}", language="en", row=i + 2)
-            for i, e in enumerate(MEMBERS)
-        ]
-        import_rows(engine, "members", rows, source="test")
-        engine.dispose()
-        return {
-            **os.environ,
-            **FAST,
-            "SCHEDULER_CONFIG": str(path),
-            "SCHEDULER_DATABASE_URL": url,
-        }
+        return cli_project.project_env(make_project, tmp_path, text, {**os.environ, **FAST})
 
     return make
 

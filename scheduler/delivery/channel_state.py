@@ -242,13 +242,7 @@ def finish(engine: Engine, occurrence_id: str) -> bool:
         return False
     now = utcnow()
     with writer(engine).begin() as conn:
-        firing = list(
-            conn.execute(
-                sa.select(C.channel, C.fanned_out_at, C.first_sent_at).where(
-                    C.occurrence_id == occurrence_id, C.state == ChannelState.FIRING.value
-                )
-            )
-        )
+        firing = _firing(conn, occurrence_id)
         if any(first is None for _, _, first in firing):
             _note_first_sent(conn, occurrence_id, now)
         for channel, fanned_out_at, _ in firing:
@@ -266,18 +260,22 @@ def finish(engine: Engine, occurrence_id: str) -> bool:
         return _finish_occurrence(conn, occurrence_id, now)
 
 
+def _firing(
+    conn: Connection, occurrence_id: str
+) -> list[tuple[str, dt.datetime | None, dt.datetime | None]]:
+    """(channel, fanned_out_at, first_sent_at) of each channel of the occurrence still firing."""
+    query = sa.select(C.channel, C.fanned_out_at, C.first_sent_at).where(
+        C.occurrence_id == occurrence_id, C.state == ChannelState.FIRING.value
+    )
+    return [(channel, fanned, first) for channel, fanned, first in conn.execute(query)]
+
+
 def _nothing_to_finish(engine: Engine, occurrence_id: str) -> bool:
     """The usual answer after a batch, found without the write lock (one writer at a time
     on SQLite: every sender process would queue for it after every batch): some channel is
     still firing, and every firing one has its first send recorded and deliveries open."""
     with engine.connect() as conn:
-        firing = list(
-            conn.execute(
-                sa.select(C.channel, C.fanned_out_at, C.first_sent_at).where(
-                    C.occurrence_id == occurrence_id, C.state == ChannelState.FIRING.value
-                )
-            )
-        )
+        firing = _firing(conn, occurrence_id)
         if not firing or any(first is None for _, _, first in firing):
             return False
         return all(

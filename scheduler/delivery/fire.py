@@ -237,18 +237,18 @@ def _fire(
     # rows are kept and the rest added, the audience then as it is at the resume).
     unfanned = [c for c in active if chans[c].fanned_out_at is None]
     size = ctx.config.settings.batch_size
-    # Helper processes take a second to start: for an audience sure to be large, start them
-    # now, while this process syncs, fans out and sends the first batch.
-    helpers: Helpers | None = None
+    # Helper processes (started only for a large send: starting one costs more than a few
+    # batches) take a second to start: for an audience sure to be large they start now,
+    # while this process syncs, fans out and sends the first batch; else once the batches
+    # are counted.
+    helpers = Helpers(ctx, processes - 1) if dispatch is None and processes > 1 else None
     if (
-        dispatch is None
-        and processes > 1
+        helpers is not None
         and email_channels
         and subscribers.more_active_than(
             engine, campaign.audience, HELPERS_FROM_BATCHES * size * len(email_channels)
         )
     ):
-        helpers = Helpers(ctx, processes - 1)
         helpers.start()
     try:
         return _fire_claimed(
@@ -376,16 +376,10 @@ def _fire_claimed(
         for lo, hi in ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)
         if (channel, lo, hi) not in early
     ]
-    # Helpers only for a large send: starting a process costs more than a few batches.
-    # (Started already when the audience was sure to be large; closed by the caller.)
-    if (
-        helpers is None
-        and dispatch is None
-        and processes > 1
-        and len(ranges) > HELPERS_FROM_BATCHES
-    ):
-        helpers = Helpers(ctx, processes - 1)
-        helpers.start()
+    if helpers is not None and len(ranges) > HELPERS_FROM_BATCHES:
+        helpers.start()  # unless it started before the fan-out
+    if helpers is not None and not helpers.started:
+        helpers = None  # a small send: this process sends every batch
     elsewhere: dict[Future[BatchReport], tuple[str, int, int]] = {}
     failed_helper = False
 
@@ -402,24 +396,20 @@ def _fire_claimed(
             if progress:
                 progress(report.result)
 
-    try:
-        for channel, lo, hi in ranges:
-            if ledger.is_cancelled(engine, occ.id):
-                report.result.cancelled = True
-                break
-            if ctx.stopping:
-                report.interrupted = True
-                break
-            if helpers is not None and not failed_helper and helpers.free():
-                elsewhere[helpers.submit(occ.id, channel, lo, hi)] = (channel, lo, hi)
-            else:
-                send(occ.id, channel, lo, hi)
-            report.batches += 1
-            collect(wait=False)
-        collect(wait=True)  # a helper finishes the batch in hand, also when stopping
-    finally:
-        if helpers is not None:
-            helpers.close()  # idempotent: the caller closes the one it started, too
+    for channel, lo, hi in ranges:
+        if ledger.is_cancelled(engine, occ.id):
+            report.result.cancelled = True
+            break
+        if ctx.stopping:
+            report.interrupted = True
+            break
+        if helpers is not None and not failed_helper and helpers.free():
+            elsewhere[helpers.submit(occ.id, channel, lo, hi)] = (channel, lo, hi)
+        else:
+            send(occ.id, channel, lo, hi)
+        report.batches += 1
+        collect(wait=False)
+    collect(wait=True)  # a helper finishes the batch in hand, also when stopping
     ledger.finish_if_complete(engine, occ.id)
     if dispatch is None:
         report.held, report.held_until = ledger.held(engine, occ.id)

@@ -48,6 +48,10 @@ class Helpers:
         self._executor: ProcessPoolExecutor | None = None
         self._running: list[Future[BatchReport]] = []
 
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
     def free(self) -> bool:
         self._running = [f for f in self._running if not f.done()]
         # Two batches per helper: the next one is there when it finishes the first.

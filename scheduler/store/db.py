@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +83,6 @@ _LOCK_MAX_SLEEP = 0.002
 
 
 def _begin_immediate(dbapi_connection: Any) -> None:
-    import sqlite3
-    import time
-
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout=0")
