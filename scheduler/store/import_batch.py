@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+import sqlalchemy as sa
+
 from scheduler.audience.csvfile import SubscriberRow
+from scheduler.store.schema import SuppressionReason
 
 # One batch of an import, each address once: address_key -> (the address normalized, row).
 Batch = dict[str, tuple[str, SubscriberRow]]
@@ -30,3 +33,16 @@ def attributes_json(attributes: Mapping[str, object]) -> str:
             _json_cache.clear()
         _json_cache[key] = text
     return text
+
+
+# One probe of the partial index ix_suppressions_erased (migration 0014).
+_ANYONE_ERASED = (
+    f"SELECT 1 FROM suppressions WHERE reason = '{SuppressionReason.FORGOTTEN.value}' LIMIT 1"
+)
+
+
+def anyone_erased(conn: sa.Connection) -> bool:
+    """Whether any person was erased: an erasure leaves a keyed hash of the address in
+    suppressions, and only then is each imported address's hash worth working out (an
+    HMAC a row)."""
+    return conn.exec_driver_sql(_ANYONE_ERASED).first() is not None

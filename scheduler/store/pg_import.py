@@ -10,12 +10,14 @@ membership may become active. The statement reports how many rows went which way
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from itertools import repeat
 from typing import Any, cast
 
 import sqlalchemy as sa
 
 from scheduler.listhealth.erasure_key import erased_keys
-from scheduler.store.import_batch import Batch, attributes_json
+from scheduler.store.import_batch import Batch, anyone_erased, attributes_json
 from scheduler.store.schema import FINAL_STATUSES, MembershipStatus
 
 # Per session (a pooled connection keeps it); emptied at the end of each transaction.
@@ -28,7 +30,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS import_staging (
     t text,                -- time zone, NULL: keep the stored one
     a jsonb NOT NULL,      -- attributes to add
     d boolean NOT NULL,    -- the language is the default (the file gave none)
-    x text NOT NULL        -- the key an erasure of this address left in suppressions
+    x text                 -- the key an erasure of this address left (NULL: nobody erased)
 ) ON COMMIT DELETE ROWS
 """
 _COPY = "COPY import_staging (k, e, n, l, t, a, d, x) FROM STDIN"
@@ -115,11 +117,13 @@ def import_batch(
     counts: Counter[str],
 ) -> None:
     """Merge one batch (distinct keys) into the list, adding to `counts`."""
-    keys = list(unique)
     conn.exec_driver_sql(_STAGING)
+    erased: Iterable[str | None] = (
+        erased_keys(list(unique)) if anyone_erased(conn) else repeat(None)
+    )
     driver = cast(Any, conn.connection.driver_connection)  # psycopg.Connection
     with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
-        for (key, (email, row)), erased in zip(unique.items(), erased_keys(keys), strict=True):
+        for (key, (email, row)), x in zip(unique.items(), erased, strict=False):
             copy.write_row(
                 (
                     key,
@@ -129,7 +133,7 @@ def import_batch(
                     row.timezone,
                     attributes_json(row.attributes),
                     row.language_defaulted,
-                    erased,
+                    x,
                 )
             )
     found = conn.exec_driver_sql(

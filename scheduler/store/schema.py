@@ -181,6 +181,14 @@ suppressions = sa.Table(
     sa.Column("email_key", sa.String(EMAIL_LENGTH), primary_key=True),
     sa.Column("reason", sa.String(32), nullable=False),
     _created_at(),
+    # "Was anyone erased?" is one probe, so an import hashes its addresses only when
+    # someone was (migration 0014). The literal is SuppressionReason.FORGOTTEN.
+    sa.Index(
+        "ix_suppressions_erased",
+        "email_key",
+        sqlite_where=sa.text("reason = 'forgotten'"),
+        postgresql_where=sa.text("reason = 'forgotten'"),
+    ),
 )
 
 occurrences = sa.Table(

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -19,11 +19,11 @@ from sqlalchemy.engine import Engine
 
 from scheduler.audience.address import address_key, normalize_address
 from scheduler.audience.csvfile import SubscriberRow
-from scheduler.listhealth.erasure_key import PREFIX as ERASED
+from scheduler.gc_pause import paused_gc
 from scheduler.listhealth.erasure_key import erased_keys
-from scheduler.store import pg_import
+from scheduler.store import import_lanes, pg_import
 from scheduler.store.db import dialect_insert, writer
-from scheduler.store.import_batch import Batch, attributes_json
+from scheduler.store.import_batch import Batch, anyone_erased, attributes_json
 from scheduler.store.schema import (
     FINAL_STATUSES,
     MembershipStatus,
@@ -87,16 +87,42 @@ def import_rows(
     `progress` is called with the number of rows handled so far after each batch.
 
     SQLite merges in Python (same process, no round trips); PostgreSQL copies each batch
-    into a staging table and merges in SQL (`store.pg_import`), by the same rules.
+    into a staging table and merges in SQL (`store.pg_import`), by the same rules, on
+    several connections at once when there is more than one batch (`store.import_lanes`).
     """
     status = MembershipStatus(status)
     if status in FINAL_STATUSES:
         raise ValueError(f"cannot import members as {status.value!r}")
     with writer(engine).begin() as conn:
         _ensure_list(conn, list_name)
-    write = pg_import.import_batch if engine.dialect.name == "postgresql" else _import_batch
     counts: Counter[str] = Counter()
-    done = 0
+    with paused_gc():
+        batches = _batches(rows, batch_size, counts)
+        # Two batches or more on PostgreSQL: merged on several connections at once. One
+        # batch (a sign-up, a small list) is merged here, and its subscribers are numbered
+        # in file order.
+        head = list(islice(batches, 2))
+        batches = chain(head, batches)
+        if engine.dialect.name == "postgresql" and len(head) > 1:
+            lanes = import_lanes.Lanes(engine, list_name, source, status)
+            import_lanes.run(lanes, batches, progress)
+            counts.update(lanes.counts)
+        else:
+            write = pg_import.import_batch if engine.dialect.name == "postgresql" else _import_batch
+            done = 0
+            for unique, n in batches:
+                with writer(engine).begin() as conn:
+                    write(conn, list_name, unique, source, status, counts)
+                done += n
+                if progress is not None:
+                    progress(done)
+    return ImportReport(list_name=list_name, **counts)
+
+
+def _batches(
+    rows: Iterable[SubscriberRow], batch_size: int, counts: Counter[str]
+) -> Iterator[tuple[Batch, int]]:
+    """Each batch of `batch_size` rows, each address once, with its number of input rows."""
     iterator = iter(rows)
     while batch := list(islice(iterator, batch_size)):
         unique: Batch = {}
@@ -105,12 +131,7 @@ def import_rows(
             # address_key(row.email), from the address normalized once
             if unique.setdefault(email.lower(), (email, row))[1] is not row:
                 counts["unchanged"] += 1  # repeated in the input
-        with writer(engine).begin() as conn:
-            write(conn, list_name, unique, source, status, counts)
-        done += len(batch)
-        if progress is not None:
-            progress(done)
-    return ImportReport(list_name=list_name, **counts)
+        yield unique, len(batch)
 
 
 class _Stored(NamedTuple):
@@ -137,7 +158,7 @@ def _import_batch(
     # An erased person is suppressed under a keyed hash of their address, not the address;
     # the hashes are worked out only when there is an erasure to find (an index look-up).
     erased: dict[str, str] = {}
-    if conn.exec_driver_sql(_SQLITE_ANY_ERASED, _ERASED_RANGE).first():
+    if anyone_erased(conn):
         erased = dict(zip(erased_keys(keys), keys, strict=True))
     hits = conn.exec_driver_sql(_SQLITE_SUPPRESSED, (json.dumps(keys + list(erased)),))
     suppressed = {erased.get(key, key) for (key,) in hits}
@@ -205,10 +226,6 @@ def _stored(conn: sa.Connection, list_name: str, keys: list[str]) -> dict[str, _
 # A batch's keys go in as one JSON array parameter (json_each), not one parameter each:
 # no variable limit, and nothing for SQLAlchemy to expand. The timestamps are the
 # database's (what func.now() is on SQLite), not per-row parameters.
-# Keys that start with the prefix: from it up to the prefix with its last character's
-# successor ("erased:" up to "erased;"), in SQLite's binary order.
-_ERASED_RANGE = (ERASED, ERASED[:-1] + chr(ord(ERASED[-1]) + 1))
-_SQLITE_ANY_ERASED = "SELECT 1 FROM suppressions WHERE email_key >= ? AND email_key < ? LIMIT 1"
 _SQLITE_SUPPRESSED = """
 SELECT email_key FROM suppressions WHERE email_key IN (SELECT value FROM json_each(?))
 """

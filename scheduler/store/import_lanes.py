@@ -1,0 +1,112 @@
+"""PostgreSQL imports on several connections at once.
+
+The merge is the server's work (`pg_import`), one core per connection: with one connection
+the import waits for one server process while the other core idles. Here each batch is
+split into lanes by its addresses, and each lane merges on its own connection in its own
+thread (waiting on the server releases the interpreter lock).
+
+An address always falls in the same lane, and a lane merges its batches one after the
+other, in file order: a row repeated further down the file merges onto the earlier one as it
+would in one transaction after another, and two lanes never write the same subscriber or
+membership (so they never wait for, or deadlock with, each other). Each lane's batch commits
+on its own, like a batch of the serial import: an interrupted import keeps what it did.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from sqlalchemy.engine import Engine
+
+from scheduler.store import pg_import
+from scheduler.store.db import writer
+from scheduler.store.import_batch import Batch
+from scheduler.store.schema import MembershipStatus
+
+LANES = 2  # one per core of the machines this runs on; the server's processes do the work
+AHEAD = 2  # batches handed to a lane before waiting for its oldest
+
+
+class Lanes:
+    """Hand batches over with `submit`; `done` yields the rows of batches every lane of which
+    has committed, in order; `close` waits for the rest and raises the first failure."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        list_name: str,
+        source: str,
+        status: MembershipStatus,
+        *,
+        lanes: int = LANES,
+    ) -> None:
+        self._engine = engine
+        self._args = (list_name, source, status)
+        self._lanes = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"import-lane-{i}")
+            for i in range(lanes)
+        ]
+        self._pending: deque[tuple[list[Future[Counter[str]]], int]] = deque()
+        self.counts: Counter[str] = Counter()
+
+    def submit(self, unique: Batch, rows: int) -> Iterator[int]:
+        """Start merging `unique` (from `rows` input rows); yields the rows of the batches
+        that finished meanwhile, waiting for the oldest when too many are in flight."""
+        n = len(self._lanes)
+        parts: list[Batch] = [{} for _ in range(n)]
+        for key, value in unique.items():
+            parts[hash(key) % n][key] = value
+        futures = [
+            lane.submit(self._merge, part)
+            for lane, part in zip(self._lanes, parts, strict=True)
+            if part
+        ]
+        self._pending.append((futures, rows))
+        while self._pending and (
+            len(self._pending) > AHEAD or all(f.done() for f in self._pending[0][0])
+        ):
+            yield self._collect()
+
+    def finish(self) -> Iterator[int]:
+        """Wait for every batch, yielding each one's rows as it completes."""
+        while self._pending:
+            yield self._collect()
+
+    def close(self) -> None:
+        """Stop: batches not started are dropped, the ones merging finish (or roll back)."""
+        for lane in self._lanes:
+            lane.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self) -> int:
+        futures, rows = self._pending.popleft()
+        for future in futures:
+            self.counts.update(future.result())  # a lane's failure is raised here
+        return rows
+
+    def _merge(self, part: Batch) -> Counter[str]:
+        list_name, source, status = self._args
+        counts: Counter[str] = Counter()
+        with writer(self._engine).begin() as conn:
+            pg_import.import_batch(conn, list_name, part, source, status, counts)
+        return counts
+
+
+def run(
+    lanes: Lanes, batches: Iterator[tuple[Batch, int]], progress: Callable[[int], None] | None
+) -> None:
+    """Feed `batches` through `lanes`, reporting the rows done after each completed batch."""
+    done = 0
+    try:
+        for unique, rows in batches:
+            for finished in lanes.submit(unique, rows):
+                done += finished
+                if progress is not None:
+                    progress(done)
+        for finished in lanes.finish():
+            done += finished
+            if progress is not None:
+                progress(done)
+    finally:
+        lanes.close()
