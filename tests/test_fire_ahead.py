@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from conftest import ProjectFactory
 from delivery_helpers import EMAIL_ONLY, add_subscribers, context, email_project, may_day, outbox
 from sqlalchemy.engine import Engine
@@ -13,7 +14,8 @@ from sqlalchemy.engine import Engine
 from scheduler.audience.csvfile import SubscriberRow
 from scheduler.clock.daemon import SYNC_AHEAD, SYNC_PREFIX, Clock
 from scheduler.config.project import load_project
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
+from scheduler.delivery import fire as fire_module
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.fire import fire, sync_sources
 from scheduler.store import list_counts, subscriber
@@ -87,3 +89,41 @@ def test_a_fan_out_cut_short_is_completed_at_the_resume_each_recipient_once(
     )
     assert len(sent) == 30
     assert sorted(s.split("<")[1].rstrip(">\r") for s in sent) == sorted(emails)
+
+
+def test_with_a_queue_each_chunk_of_the_fan_out_is_enqueued_as_it_commits(
+    make_project: ProjectFactory, store_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a queue (Celery), workers start on the first chunks while the rest is added:
+    complete batches go out during the fan-out, each range once, and every recipient is
+    in exactly one range sent (truncated ones wait for the end)."""
+    monkeypatch.setattr(fire_module, "FAN_OUT_CHUNK_BATCHES", 3)
+    project = email_project(make_project, batch_size=4)
+    emails = add_subscribers(store_engine, 53)
+    ctx = context(project, store_engine)
+    occ = may_day(project)
+    enqueued: list[tuple[int, int, bool]] = []  # lo, hi, while the fan-out was running
+
+    def enqueue(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
+        chans = channel_state.rows(store_engine, [occurrence_id])[occurrence_id]
+        enqueued.append((lo, hi, chans[channel].fanned_out_at is None))
+
+    try:
+        report = fire(ctx, occ, dispatch=enqueue)
+        assert report.new_rows == 53
+        ranges = [(lo, hi) for lo, hi, _ in enqueued]
+        assert len(ranges) == len(set(ranges))  # each range enqueued once
+        bounds = ledger.id_range(store_engine, occ.id, "email")
+        assert sorted(ranges) == ledger.batch_ranges(bounds, 4)  # the whole grid, no more
+        # 1 + 3 + 3 + ... complete batches of 4 before the fan-out ended: the first one, and
+        # those of each chunk of 12 rows but the one it ends in.
+        during = [r for r in enqueued if r[2]]
+        assert len(during) >= 10
+        assert ranges[: len(during)] == sorted(ranges[: len(during)])
+        # A worker running what was enqueued sends each recipient once.
+        sent = sum(send_batch(ctx, occ.id, "email", lo, hi).sent for lo, hi in ranges)
+        assert sent == 53
+    finally:
+        ctx.close()
+    to = [f.read_text(errors="replace").split("\nTo: ")[1].split("\n")[0] for f in outbox(project)]
+    assert sorted(t.split("<")[1].rstrip(">\r") for t in to) == sorted(emails)

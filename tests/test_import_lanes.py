@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from conftest_store import postgres_schema_engine
 from sqlalchemy.engine import Engine
 
 from scheduler.audience import SubscriberRow
@@ -16,6 +18,7 @@ from scheduler.store import (
     import_rows,
     list_counts,
     memberships_of,
+    migrate,
     subscriber,
     suppress,
     unsubscribe,
@@ -70,9 +73,18 @@ def test_many_batches_merge_as_one_after_another(store_engine: Engine) -> None:
     assert lane_threads() == []
 
 
-def test_a_failing_batch_stops_the_import_and_keeps_what_committed(store_engine: Engine) -> None:
-    if store_engine.dialect.name != "postgresql":
-        pytest.skip("SQLite does not enforce the language column's length")
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    engines = postgres_schema_engine()
+    engine = next(engines)
+    migrate(engine)
+    yield engine
+    engines.close()
+
+
+@pytest.mark.postgres
+def test_a_failing_batch_stops_the_import_and_keeps_what_committed(pg_engine: Engine) -> None:
+    store_engine = pg_engine
     rows = [row(f"p{i}@example.org") for i in range(30)]
     rows[21] = row("bad@example.org", language="x" * 40)  # longer than the column
     with pytest.raises(sa.exc.DataError):

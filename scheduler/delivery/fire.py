@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 Dispatch = Callable[[str, str, int, int], None]
 HELPERS_FROM_BATCHES = 4
+# Batches of rows a fan-out adds per transaction: small enough that workers start on the
+# first ones soon, large enough that the per-statement costs vanish.
+FAN_OUT_CHUNK_BATCHES = 20
 
 
 @dataclass
@@ -269,6 +272,42 @@ def _fire(
             helpers.close()
 
 
+def _fan_out_in_chunks(
+    ctx: DeliveryContext,
+    occ: Occurrence,
+    channel: str,
+    send: Callable[[str, int, int], None] | None,
+) -> int:
+    """Add the channel's audience `FAN_OUT_CHUNK_BATCHES` batches at a time, each chunk
+    committed; after each, `send` the batches it completed. A batch is the slice [lo, hi)
+    of the id grid that `ledger.batch_ranges` draws from the channel's first id, and ids
+    only grow: once a chunk's last id reaches past a slice's end, that slice is complete.
+    The slice a chunk ends in is left for later (the next chunk adds to it)."""
+    size = ctx.config.settings.batch_size
+    audience = ctx.config.campaigns[occ.campaign_id].audience
+    added, after = 0, 0
+    while True:
+        chunk = ledger.fan_out_email_chunk(
+            ctx.engine,
+            occ.id,
+            channel,
+            audience,
+            after=after,
+            limit=size * FAN_OUT_CHUNK_BATCHES,
+        )
+        added += chunk.added
+        if chunk.last_subscriber is None or chunk.last_id is None:
+            return added
+        after = chunk.last_subscriber
+        if send is not None:
+            bounds = ledger.id_range(ctx.engine, occ.id, channel)
+            for lo, hi in ledger.batch_ranges(bounds, size):
+                if hi <= chunk.last_id:  # [lo, hi) holds no id above the chunk's last
+                    send(channel, lo, hi)
+        if chunk.added < size * FAN_OUT_CHUNK_BATCHES:
+            return added
+
+
 def _fire_claimed(
     ctx: DeliveryContext,
     occ: Occurrence,
@@ -305,29 +344,36 @@ def _fire_claimed(
     # rest of the audience is added: the first message leaves without waiting for the rows
     # of 100,000 recipients. Its deliveries are claimed like any batch's, so a crash while
     # the rest is added loses nothing and sends nothing twice.
-    early: set[tuple[str, int, int]] = set()
-    for channel in unfanned:
-        # A local-time step's first rows are its earliest wave, not due now: no early batch.
-        if (
-            occ.deliver_local
-            or channel not in email_channels
-            or unset_variables(ctx.config, channel)
-        ):
-            continue
-        report.new_rows += ledger.fan_out_email(
-            engine, occ.id, channel, campaign.audience, limit=size
-        )
+    early: set[tuple[str, int, int]] = set()  # batches sent (or enqueued) during the fan-out
+    ready = {c for c in email_channels if not unset_variables(ctx.config, c)}
+
+    def send_early(channel: str, lo: int, hi: int) -> None:
+        if (channel, lo, hi) in early or ledger.is_cancelled(engine, occ.id) or ctx.stopping:
+            return
+        send(occ.id, channel, lo, hi)
+        report.batches += 1
+        early.add((channel, lo, hi))
+
+    # A local-time step's first rows are its earliest wave, not due now: no early batch.
+    chunked = [c for c in unfanned if c in ready and not occ.deliver_local]
+    for channel in chunked:
+        report.new_rows += ledger.fan_out_email_chunk(
+            engine, occ.id, channel, campaign.audience, after=0, limit=size
+        ).added
         first = ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)[:1]
-        if first and not ledger.is_cancelled(engine, occ.id) and not ctx.stopping:
-            lo, hi = first[0]
-            send(occ.id, channel, lo, hi)
-            report.batches += 1
-            early.add((channel, lo, hi))
+        if first:
+            send_early(channel, *first[0])
     for channel in active:
         if channel in unfanned:
-            if channel in email_channels:
-                # The rest in one statement; run again (after a crash) it adds only who is
-                # not there yet.
+            if channel in chunked:
+                # The rest chunk by chunk; with a queue, each chunk's complete batches are
+                # enqueued as it commits, so workers send while the rest is added.
+                report.new_rows += _fan_out_in_chunks(
+                    ctx, occ, channel, send_early if dispatch is not None else None
+                )
+            elif channel in email_channels:
+                # In one statement; run again (after a crash) it adds only who is not
+                # there yet.
                 report.new_rows += ledger.fan_out_email(
                     engine, occ.id, channel, campaign.audience, due=due
                 )

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -235,6 +235,58 @@ def fan_out_email(
     `limit`: only the first so many subscribers (in that order), for a first batch to send
     while the rest is added. Returns the number of rows added.
     """
+    count = (
+        sa.select(sa.func.count())
+        .select_from(deliveries)
+        .where(D.occurrence_id == occurrence_id, D.channel == channel)
+    )
+    with writer(engine).begin() as conn:
+        before = int(conn.scalar(count) or 0)
+        conn.execute(_fan_out_insert(conn, occurrence_id, channel, lists, due=due, limit=limit))
+        # Counted, not rowcount: drivers disagree on rowcount for INSERT ... ON CONFLICT.
+        return int(conn.scalar(count) or 0) - before
+
+
+class FannedChunk(NamedTuple):
+    added: int
+    last_subscriber: int | None  # the largest subscriber id added (None: none added)
+    last_id: int | None  # the largest delivery id added
+
+
+def fan_out_email_chunk(
+    engine: Engine,
+    occurrence_id: str,
+    channel: str,
+    lists: Sequence[str],
+    *,
+    after: int,
+    limit: int,
+) -> FannedChunk:
+    """`fan_out_email` for the next `limit` subscribers whose id is above `after`, in id
+    order, in a transaction of its own: a large audience is added chunk by chunk, and each
+    chunk's batches can go out while the next is added. Chunks from `after=0` on, each
+    from the previous one's `last_subscriber`, add what one statement would (who is there
+    already is skipped, as in `fan_out_email`)."""
+    with writer(engine).begin() as conn:
+        insert = _fan_out_insert(conn, occurrence_id, channel, lists, after=after, limit=limit)
+        added = conn.execute(insert.returning(D.id, D.subscriber_id)).all()
+    if not added:
+        return FannedChunk(0, None, None)
+    return FannedChunk(
+        len(added), max(int(r.subscriber_id) for r in added), max(int(r.id) for r in added)
+    )
+
+
+def _fan_out_insert(
+    conn: sa.Connection,
+    occurrence_id: str,
+    channel: str,
+    lists: Sequence[str],
+    *,
+    due: DuePlan | None = None,
+    after: int | None = None,
+    limit: int | None = None,
+) -> Any:
     s = subscribers.c
     wanted = _wanted(lists)
     columns = ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"]
@@ -274,21 +326,13 @@ def fan_out_email(
         .order_by(*order)
         .limit(limit)
     )
-    count = (
-        sa.select(sa.func.count())
-        .select_from(deliveries)
-        .where(D.occurrence_id == occurrence_id, D.channel == channel)
+    if after is not None:
+        audience = audience.where(s.id > after)
+    return (
+        dialect_insert(conn, deliveries)
+        .from_select(columns, audience)
+        .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
     )
-    with writer(engine).begin() as conn:
-        before = int(conn.scalar(count) or 0)
-        insert = (
-            dialect_insert(conn, deliveries)
-            .from_select(columns, audience)
-            .on_conflict_do_nothing(index_elements=["occurrence_id", "channel", "recipient"])
-        )
-        conn.execute(insert)
-        # Counted, not rowcount: drivers disagree on rowcount for INSERT ... ON CONFLICT.
-        return int(conn.scalar(count) or 0) - before
 
 
 def audience_zones(engine: Engine, lists: Sequence[str]) -> dict[str | None, int]:

@@ -30,8 +30,9 @@ AHEAD = 2  # batches handed to a lane before waiting for its oldest
 
 
 class Lanes:
-    """Hand batches over with `submit`; `done` yields the rows of batches every lane of which
-    has committed, in order; `close` waits for the rest and raises the first failure."""
+    """Hand batches over with `submit`, then `finish`; both give the rows of each batch once
+    every lane's part of it has committed, in order, and raise a lane's failure. `close`
+    drops what has not started and waits for what has."""
 
     def __init__(
         self,
@@ -51,8 +52,8 @@ class Lanes:
         self._pending: deque[tuple[list[Future[Counter[str]]], int]] = deque()
         self.counts: Counter[str] = Counter()
 
-    def submit(self, unique: Batch, rows: int) -> Iterator[int]:
-        """Start merging `unique` (from `rows` input rows); yields the rows of the batches
+    def submit(self, unique: Batch, rows: int) -> list[int]:
+        """Start merging `unique` (from `rows` input rows); returns the rows of each batch
         that finished meanwhile, waiting for the oldest when too many are in flight."""
         n = len(self._lanes)
         parts: list[Batch] = [{} for _ in range(n)]
@@ -64,10 +65,12 @@ class Lanes:
             if part
         ]
         self._pending.append((futures, rows))
+        finished = []
         while self._pending and (
             len(self._pending) > AHEAD or all(f.done() for f in self._pending[0][0])
         ):
-            yield self._collect()
+            finished.append(self._collect())
+        return finished
 
     def finish(self) -> Iterator[int]:
         """Wait for every batch, yielding each one's rows as it completes."""
