@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from scheduler import alerts, calendar, settings
 from scheduler.delivery.batch import send_batch
@@ -77,6 +77,18 @@ def _close() -> None:
         _context.close()
         _context.engine.dispose()
         _context = None
+
+
+@worker_process_init.connect
+def _on_start(**_: object) -> None:
+    # Ready before the first task: loading the project, migrating and compiling the
+    # templates took the first batch of a send about a second.
+    try:
+        context().renderer  # noqa: B018 (compiled on first use)
+    except Exception:
+        # A project that does not load fails the first task, with its error, as before.
+        log.exception("event=worker_warm_up_failed")
+        _close()
 
 
 @worker_process_shutdown.connect

@@ -36,6 +36,7 @@ HELPERS_FROM_BATCHES = 4
 # Batches of rows a fan-out adds per transaction: small enough that workers start on the
 # first ones soon, large enough that the per-statement costs vanish.
 FAN_OUT_CHUNK_BATCHES = 20
+ANALYZE_GROWTH = 8  # a chunked fan-out refreshes PostgreSQL's statistics as rows grow so
 
 
 @dataclass
@@ -278,34 +279,40 @@ def _fan_out_in_chunks(
     channel: str,
     send: Callable[[str, int, int], None] | None,
 ) -> int:
-    """Add the channel's audience `FAN_OUT_CHUNK_BATCHES` batches at a time, each chunk
-    committed; after each, `send` the batches it completed. A batch is the slice [lo, hi)
-    of the id grid that `ledger.batch_ranges` draws from the channel's first id, and ids
-    only grow: once a chunk's last id reaches past a slice's end, that slice is complete.
-    The slice a chunk ends in is left for later (the next chunk adds to it)."""
+    """Add the channel's audience in ranges of subscriber ids `FAN_OUT_CHUNK_BATCHES`
+    batches wide, each committed; after each, `send` the batches it completed. A batch is
+    the slice [lo, hi) of the id grid that `ledger.batch_ranges` draws from the channel's
+    first delivery id, and ids only grow: once a chunk's last id reaches past a slice's
+    end, that slice is complete. The slice a chunk ends in is left for later."""
     size = ctx.config.settings.batch_size
+    width = size * FAN_OUT_CHUNK_BATCHES
     audience = ctx.config.campaigns[occ.campaign_id].audience
-    added, after = 0, 0
+    top = ledger.last_subscriber_id(ctx.engine)
+    added, after, analyzed_at = 0, 0, 0
     while True:
+        upto = after + width if after + width < top else None  # the last: no upper bound
         chunk = ledger.fan_out_email_chunk(
-            ctx.engine,
-            occ.id,
-            channel,
-            audience,
-            after=after,
-            limit=size * FAN_OUT_CHUNK_BATCHES,
+            ctx.engine, occ.id, channel, audience, after=after, upto=upto
         )
         added += chunk.added
-        if chunk.last_subscriber is None or chunk.last_id is None:
-            return added
-        after = chunk.last_subscriber
-        if send is not None:
+        if added > ANALYZE_GROWTH * analyzed_at:
+            # With statistics from before the chunks, PostgreSQL believes deliveries empty
+            # and plans the next chunk's "already there?" test as a scan of every row, for
+            # each subscriber (half a minute per chunk at 50,000, measured), and the
+            # workers' claims of these batches likewise; with those of a list imported
+            # just before (a sync at the instant), each batch's "still wanted?" check
+            # takes a quarter of a second. So: every table at the first chunk, then
+            # deliveries as it grows eightfold (a few times per fan-out, each a sample).
+            ledger.refresh_statistics(ctx.engine, ["deliveries"] if analyzed_at else None)
+            analyzed_at = max(added, 1)
+        if send is not None and chunk.last_id is not None:
             bounds = ledger.id_range(ctx.engine, occ.id, channel)
             for lo, hi in ledger.batch_ranges(bounds, size):
                 if hi <= chunk.last_id:  # [lo, hi) holds no id above the chunk's last
                     send(channel, lo, hi)
-        if chunk.added < size * FAN_OUT_CHUNK_BATCHES:
+        if upto is None:
             return added
+        after = upto
 
 
 def _fire_claimed(
@@ -359,7 +366,7 @@ def _fire_claimed(
     for channel in chunked:
         report.new_rows += ledger.fan_out_email_chunk(
             engine, occ.id, channel, campaign.audience, after=0, limit=size
-        ).added
+        ).added  # the first `size`, wherever their ids are
         first = ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)[:1]
         if first:
             send_early(channel, *first[0])

@@ -260,21 +260,34 @@ def fan_out_email_chunk(
     lists: Sequence[str],
     *,
     after: int,
-    limit: int,
+    upto: int | None = None,
+    limit: int | None = None,
 ) -> FannedChunk:
-    """`fan_out_email` for the next `limit` subscribers whose id is above `after`, in id
-    order, in a transaction of its own: a large audience is added chunk by chunk, and each
-    chunk's batches can go out while the next is added. Chunks from `after=0` on, each
-    from the previous one's `last_subscriber`, add what one statement would (who is there
-    already is skipped, as in `fan_out_email`)."""
+    """`fan_out_email` for the subscribers with `after < id <= upto` (`upto` None: no upper
+    bound), at most `limit` of them, in id order, in a transaction of its own: a large
+    audience is added chunk by chunk, and each chunk's batches can go out while the next is
+    added. Who is there already is skipped, as in `fan_out_email`.
+
+    Chunks are ranges of subscriber ids, not "the next N": each is then an index range of
+    the subscribers' key whatever the plan, where "the next N after" left PostgreSQL free
+    to pick (for a prepared statement, once) a plan that read the whole audience."""
     with writer(engine).begin() as conn:
-        insert = _fan_out_insert(conn, occurrence_id, channel, lists, after=after, limit=limit)
+        insert = _fan_out_insert(
+            conn, occurrence_id, channel, lists, after=after, upto=upto, limit=limit
+        )
         added = conn.execute(insert.returning(D.id, D.subscriber_id)).all()
     if not added:
         return FannedChunk(0, None, None)
     return FannedChunk(
         len(added), max(int(r.subscriber_id) for r in added), max(int(r.id) for r in added)
     )
+
+
+def last_subscriber_id(engine: Engine) -> int:
+    """The largest subscriber id (0 when there is none): where a chunked fan-out's ranges end
+    (its last chunk has no upper bound, for whoever signs up meanwhile)."""
+    with engine.connect() as conn:
+        return int(conn.scalar(sa.select(sa.func.max(subscribers.c.id))) or 0)
 
 
 def _fan_out_insert(
@@ -285,6 +298,7 @@ def _fan_out_insert(
     *,
     due: DuePlan | None = None,
     after: int | None = None,
+    upto: int | None = None,
     limit: int | None = None,
 ) -> Any:
     s = subscribers.c
@@ -328,6 +342,8 @@ def _fan_out_insert(
     )
     if after is not None:
         audience = audience.where(s.id > after)
+    if upto is not None:
+        audience = audience.where(s.id <= upto)
     return (
         dialect_insert(conn, deliveries)
         .from_select(columns, audience)
@@ -471,13 +487,17 @@ def wave_counts(
     }
 
 
-def refresh_statistics(engine: Engine) -> None:
+_SEND_TABLES = ("subscribers", "memberships", "suppressions", "deliveries")
+
+
+def refresh_statistics(engine: Engine, tables: Sequence[str] | None = None) -> None:
     """After a large fan-out, let PostgreSQL's planner see the new rows: with stale statistics
-    it plans the per-batch queries as if the tables were empty (seconds per batch, not ms)."""
+    it plans the per-batch queries as if the tables were empty (seconds per batch, not ms).
+    `tables`: those a send reads, unless named."""
     if engine.dialect.name != "postgresql":
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE subscribers, memberships, suppressions, deliveries")
+        conn.exec_driver_sql(f"ANALYZE {', '.join(tables or _SEND_TABLES)}")
 
 
 def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
