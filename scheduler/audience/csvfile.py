@@ -114,10 +114,10 @@ def read_csv(source: Source, *, languages: Sequence[str], default_language: str)
     keep_row, keep_problem = rows.append, problems.append
     with paused_gc():
         for item in iter_csv(source, languages=languages, default_language=default_language):
-            if type(item) is SubscriberRow:
+            if isinstance(item, SubscriberRow):
                 keep_row(item)
             else:
-                keep_problem(item)  # type: ignore[arg-type]
+                keep_problem(item)
     return CsvResult(rows, problems)
 
 

@@ -36,7 +36,7 @@ HELPERS_FROM_BATCHES = 4
 # Batches of rows a fan-out adds per transaction: small enough that workers start on the
 # first ones soon, large enough that the per-statement costs vanish.
 FAN_OUT_CHUNK_BATCHES = 20
-ANALYZE_GROWTH = 8  # a chunked fan-out refreshes PostgreSQL's statistics as rows grow so
+ANALYZE_GROWTH = 8  # a chunked fan-out refreshes deliveries' statistics each time it grows so
 
 
 @dataclass
@@ -394,7 +394,8 @@ def _fire_claimed(
         report.skipped_waves = _skip_overdue_waves(ctx, occ, campaign.catch_up)
     report.total = ledger.mark_fanned_out(engine, occ.id)
     if report.new_rows > 1000:
-        ledger.refresh_statistics(engine)
+        # A chunked fan-out refreshed the other tables at its first chunk.
+        ledger.refresh_statistics(engine, ["deliveries"] if chunked else None)
     for channel in active:
         missing = unset_variables(ctx.config, channel)
         if missing:
