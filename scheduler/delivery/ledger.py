@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
@@ -846,9 +847,36 @@ def still_wanted(
     fan-out still takes effect for every batch not yet sent."""
     if not subscriber_ids:
         return {}
-    s = subscribers.c
-    wanted = _wanted(lists)
-    query = sa.select(s.id, s.email, s.name).where(s.id.in_(list(subscriber_ids)), wanted)
+    s, m = subscribers.c, memberships.c
+    # The fan-out's test (`_wanted`), written as one probe per subscriber: as EXISTS,
+    # PostgreSQL planned it as a hash join over the whole list's memberships, 13 ms per batch
+    # of 250 at 50,000 subscribers and growing with the list; a correlated subquery with
+    # LIMIT cannot be turned into a join, so each id costs two index look-ups (0.8 ms).
+    member = (
+        sa.select(sa.literal(1))
+        .where(
+            m.subscriber_id == s.id,
+            m.list_name.in_(list(lists)),
+            m.status == MembershipStatus.ACTIVE.value,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    suppressed = (
+        sa.select(sa.literal(1))
+        .where(suppressions.c.email_key == s.email_key)
+        .limit(1)
+        .scalar_subquery()
+    )
+    ids = list(subscriber_ids)
+    # On PostgreSQL one array parameter: 250 expanded IN parameters cost the client more
+    # (statement conversion) than the server's look-ups.
+    among = (
+        s.id == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.BigInteger)))
+        if engine.dialect.name == "postgresql"
+        else s.id.in_(ids)
+    )
+    query = sa.select(s.id, s.email, s.name).where(among, member.is_not(None), suppressed.is_(None))
     with engine.connect() as conn:
         return {int(i): (e, n) for i, e, n in conn.execute(query)}
 
