@@ -76,6 +76,57 @@ def test_a_delivery_has_one_owner_until_its_lease_ends(
     assert counts == {"sent": 1, "sending": 3}
 
 
+def test_recorded_outcomes_keep_their_text_exactly(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    """Outcomes go to PostgreSQL as one JSON document per flush: quotes, backslashes,
+    non-ASCII, emoji and missing values come back as written, each on its own delivery."""
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import deliveries
+
+    project = email_project(make_project)
+    add_subscribers(store_engine, 4)
+    occ = may_day(project)
+    ledger.claim_occurrence(store_engine, occ)
+    ledger.fan_out_email(store_engine, occ.id, "email", ["members"])
+    lo, hi = ledger.id_range(store_engine, occ.id, "email") or (0, 0)
+    mine = ledger.claim_batch(
+        store_engine, occ.id, "email", lo, hi + 1, lease=dt.timedelta(minutes=5)
+    )
+    texts = ['250 2.0.0 "ok" \\ queued', "250 ¡listo! ñandú 🌍", "550 5.1.1 <x@y> unknown", None]
+    results = [
+        Result(mine[0].id, DeliveryState.SENT, response=texts[0], message_id="<a@x.org>"),
+        Result(mine[1].id, DeliveryState.SENT, response=texts[1], message_id="<b@x.org>"),
+        Result(mine[2].id, DeliveryState.FAILED, response=texts[2], error='bounced: it\'s "gone"'),
+        Result(mine[3].id, DeliveryState.SKIPPED, error="unsubscribed"),
+    ]
+    assert ledger.record(store_engine, results) == 4
+    d = deliveries.c
+    with store_engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(d.id, d.state, d.provider_response, d.message_id, d.last_error, d.sent_at)
+            )
+        }
+    for result in results:
+        row = rows[result.id]
+        assert (row.state, row.provider_response, row.last_error) == (
+            result.state.value,
+            result.response,
+            result.error,
+        )
+        assert row.message_id == result.message_id
+        assert (row.sent_at is not None) == (result.state == DeliveryState.SENT)
+
+
+def test_an_smtp_reply_with_a_nul_byte_can_be_stored() -> None:
+    from scheduler.mail.smtp import _reply
+
+    assert _reply(250, b"2.0.0 ok\x00 queued") == "250 2.0.0 ok\ufffd queued"
+
+
 def test_fire_sends_each_subscriber_one_message_and_is_idempotent(
     make_project: ProjectFactory, store_engine: Engine
 ) -> None:

@@ -277,7 +277,7 @@ def _fan_out_in_chunks(
     ctx: DeliveryContext,
     occ: Occurrence,
     channel: str,
-    send: Callable[[str, int, int], None] | None,
+    send: Callable[[str, Sequence[tuple[int, int]]], None] | None,
 ) -> int:
     """Add the channel's audience in ranges of subscriber ids `FAN_OUT_CHUNK_BATCHES`
     batches wide, each committed; after each, `send` the batches it completed. A batch is
@@ -307,9 +307,9 @@ def _fan_out_in_chunks(
             analyzed_at = max(added, 1)
         if send is not None and chunk.last_id is not None:
             bounds = ledger.id_range(ctx.engine, occ.id, channel)
-            for lo, hi in ledger.batch_ranges(bounds, size):
-                if hi <= chunk.last_id:  # [lo, hi) holds no id above the chunk's last
-                    send(channel, lo, hi)
+            # A slice [lo, hi) is complete when it holds no id above the chunk's last.
+            last = chunk.last_id
+            send(channel, [(lo, hi) for lo, hi in ledger.batch_ranges(bounds, size) if hi <= last])
         if upto is None:
             return added
         after = upto
@@ -354,12 +354,16 @@ def _fire_claimed(
     early: set[tuple[str, int, int]] = set()  # batches sent (or enqueued) during the fan-out
     ready = {c for c in email_channels if not unset_variables(ctx.config, c)}
 
-    def send_early(channel: str, lo: int, hi: int) -> None:
-        if (channel, lo, hi) in early or ledger.is_cancelled(engine, occ.id) or ctx.stopping:
+    def send_early(channel: str, batches: Sequence[tuple[int, int]]) -> None:
+        # Cancellation is asked once for the batches a chunk completed, not for each: with
+        # a queue, 200 batches were 200 queries (each worker asks again before sending).
+        batches = [(lo, hi) for lo, hi in batches if (channel, lo, hi) not in early]
+        if not batches or ctx.stopping or ledger.is_cancelled(engine, occ.id):
             return
-        send(occ.id, channel, lo, hi)
-        report.batches += 1
-        early.add((channel, lo, hi))
+        for lo, hi in batches:
+            send(occ.id, channel, lo, hi)
+            report.batches += 1
+            early.add((channel, lo, hi))
 
     # A local-time step's first rows are its earliest wave, not due now: no early batch.
     chunked = [c for c in unfanned if c in ready and not occ.deliver_local]
@@ -369,7 +373,7 @@ def _fire_claimed(
         ).added  # the first `size`, wherever their ids are
         first = ledger.batch_ranges(ledger.id_range(engine, occ.id, channel), size)[:1]
         if first:
-            send_early(channel, *first[0])
+            send_early(channel, first)
     for channel in active:
         if channel in unfanned:
             if channel in chunked:

@@ -11,6 +11,7 @@ restarted process can never both own a delivery:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -276,12 +277,24 @@ def fan_out_email_chunk(
         insert = _fan_out_insert(
             conn, occurrence_id, channel, lists, after=after, upto=upto, limit=limit
         )
-        added = conn.execute(insert.returning(D.id, D.subscriber_id)).all()
-    if not added:
+        returned = insert.returning(D.id, D.subscriber_id)
+        if conn.dialect.name == "postgresql":
+            # Summed up by the server: fetching 5,000 returned rows per chunk was a tenth
+            # of `scheduler send --enqueue`'s time (SQLite cannot put an INSERT in a CTE).
+            rows = returned.cte("added")
+            n, last_subscriber, last_id = conn.execute(
+                sa.select(
+                    sa.func.count(), sa.func.max(rows.c.subscriber_id), sa.func.max(rows.c.id)
+                )
+            ).one()
+        else:
+            added = conn.execute(returned).all()
+            n = len(added)
+            last_subscriber = max((r.subscriber_id for r in added), default=None)
+            last_id = max((r.id for r in added), default=None)
+    if not n:
         return FannedChunk(0, None, None)
-    return FannedChunk(
-        len(added), max(int(r.subscriber_id) for r in added), max(int(r.id) for r in added)
-    )
+    return FannedChunk(int(n), int(last_subscriber), int(last_id))
 
 
 def last_subscriber_id(engine: Engine) -> int:
@@ -757,8 +770,9 @@ def record(engine: Engine, results: Iterable[Result]) -> int:
 
     One statement per flush, written for the driver: SQLAlchemy's statement building and
     per-row parameter handling cost more CPU than the database's work (PostgreSQL: 180 us
-    per outcome through `UPDATE ... FROM (VALUES ...)`). PostgreSQL: `UPDATE ... FROM
-    unnest(arrays)`, one round trip and the same statement text for any number of rows.
+    per outcome through `UPDATE ... FROM (VALUES ...)`). PostgreSQL: the rows as one JSON
+    array of arrays, one round trip and the same statement text for any number of rows
+    (five text arrays cost the driver twice the CPU: it checks every element for quoting).
     SQLite, in the same process: one executemany of the row-by-row form."""
     now = utcnow()
     rows = [(r.id, r.state.value, r.response, r.message_id, r.error) for r in results]
@@ -766,10 +780,7 @@ def record(engine: Engine, results: Iterable[Result]) -> int:
         return 0
     with writer(engine).begin() as conn:
         if conn.dialect.name == "postgresql":
-            ids, states, responses, message_ids, errors = (list(c) for c in zip(*rows, strict=True))
-            conn.exec_driver_sql(
-                _RECORD_POSTGRESQL, (now, now, ids, states, responses, message_ids, errors)
-            )
+            conn.exec_driver_sql(_RECORD_POSTGRESQL, (now, now, json.dumps(rows)))
         elif conn.dialect.name == "sqlite":
             stamp = _sqlite_time(conn.dialect, now)
             sent = DeliveryState.SENT.value
@@ -785,15 +796,16 @@ def record(engine: Engine, results: Iterable[Result]) -> int:
     return len(rows)
 
 
-# `_record_each` for every row at once; parameters: sent_at, updated_at, then the arrays.
+# `_record_each` for every row at once; parameters: sent_at, updated_at, then the rows as JSON
+# ([[id, state, response, message_id, error], ...]).
 _RECORD_POSTGRESQL = (
     "UPDATE deliveries AS d SET state = v.state,"
     " provider_response = coalesce(v.response, d.provider_response),"
     " message_id = coalesce(v.message_id, d.message_id), last_error = v.error,"
     " sent_at = CASE WHEN v.state = 'sent' THEN %s::timestamptz END, lease_until = NULL,"
     " updated_at = %s::timestamptz"
-    " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
-    " AS v(id, state, response, message_id, error)"
+    " FROM (SELECT (r->>0)::bigint AS id, r->>1 AS state, r->>2 AS response,"
+    " r->>3 AS message_id, r->>4 AS error FROM json_array_elements(%s::json) AS r) AS v"
     " WHERE d.id = v.id AND d.state = 'sending'"
 )
 # The row-by-row `_record_each`, written out for SQLite's driver (qmark parameters).

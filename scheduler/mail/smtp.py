@@ -92,7 +92,10 @@ def _is_bad_mailbox(code: int, text: bytes) -> bool:
 
 
 def _reply(code: int, text: bytes) -> str:
-    return f"{code} {text.decode('utf-8', 'replace')}".replace("\n", " ").strip()
+    # Kept in the ledger: PostgreSQL's text cannot hold NUL, and a reply it refuses would
+    # leave a sent message unrecorded (and so sent again after its lease).
+    reply = f"{code} {text.decode('utf-8', 'replace')}".replace("\n", " ").strip()
+    return reply.replace("\x00", "\ufffd") if "\x00" in reply else reply
 
 
 def wire_payload(data: bytes, *, ready: bool = False) -> bytes:
