@@ -40,6 +40,46 @@ def test_fan_out_dedups_lists_and_leaves_out_suppressed(
     assert ledger.fan_out_email(store_engine, occ.id, "email", ["members", "press"]) == 0
 
 
+def test_a_fan_out_in_id_ranges_adds_whom_one_statement_adds(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    """Chunks of subscriber ids (each telling the membership test its range) add the same
+    recipients as one statement: each once, without the suppressed, the unsubscribed and
+    the unconfirmed, whichever chunk they fall in."""
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import deliveries
+
+    project = email_project(make_project)
+    add_subscribers(store_engine, 10)  # members
+    add_subscribers(store_engine, 5, list_name="press", start=5)  # on both lists
+    add_subscribers(store_engine, 3, list_name="press", start=100)
+    unconfirmed = [SubscriberRow(email="later@example.org", language="en", row=2)]
+    import_rows(store_engine, "members", unconfirmed, source="t", status="unconfirmed")
+    suppress(store_engine, "person1@example.org", reason="complained")
+    unsubscribe(store_engine, "person7@example.org", "members")  # still on press
+    unsubscribe(store_engine, "person3@example.org", "members")  # on no list now
+    one, chunked = may_day(project, 2030), may_day(project, 2031)
+    for occ in (one, chunked):
+        ledger.claim_occurrence(store_engine, occ)
+    ledger.fan_out_email(store_engine, one.id, "email", ["members", "press"])
+    top = ledger.last_subscriber_id(store_engine)
+    for after in range(0, top, 3):
+        upto = after + 3 if after + 3 < top else None
+        ledger.fan_out_email_chunk(
+            store_engine, chunked.id, "email", ["members", "press"], after=after, upto=upto
+        )
+    d = deliveries.c
+    with store_engine.connect() as conn:
+
+        def recipients(occurrence_id: str) -> list[str]:
+            query = sa.select(d.recipient).where(d.occurrence_id == occurrence_id)
+            return sorted(conn.execute(query).scalars())
+
+        assert recipients(chunked.id) == recipients(one.id)
+        assert len(recipients(one.id)) == 10 - 2 + 3  # person1 suppressed, person3 on no list
+
+
 def test_an_occurrence_is_claimed_once(make_project: ProjectFactory, store_engine: Engine) -> None:
     project = email_project(make_project)
     occ = may_day(project)

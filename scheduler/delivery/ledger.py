@@ -191,19 +191,27 @@ def claim_occurrence(
     return (Claim.CLAIMED if moved else Claim.RESUMED), row
 
 
-def _wanted(lists: Sequence[str]) -> sa.ColumnElement[bool]:
+def _wanted(
+    lists: Sequence[str], after: int | None = None, upto: int | None = None
+) -> sa.ColumnElement[bool]:
     """Who gets a campaign's email: active in one of its lists and not suppressed. The same
-    test at fan-out and again just before each batch."""
+    test at fan-out and again just before each batch (`still_wanted`).
+
+    `after`/`upto`: the caller looks only at subscribers with `after < id <= upto`; saying so
+    of the memberships too lets PostgreSQL read just that range of them. Without it each
+    chunk of a fan-out hash-joined the whole list's memberships (6 ms per chunk at 50,000,
+    the whole list again for each of 200 chunks at 1,000,000)."""
     s, m = subscribers.c, memberships.c
-    member = (
-        sa.select(sa.literal(1))
-        .where(
-            m.subscriber_id == s.id,
-            m.list_name.in_(list(lists)),
-            m.status == MembershipStatus.ACTIVE.value,
-        )
-        .exists()
-    )
+    among = [
+        m.subscriber_id == s.id,
+        m.list_name.in_(list(lists)),
+        m.status == MembershipStatus.ACTIVE.value,
+    ]
+    if after is not None:
+        among.append(m.subscriber_id > after)
+    if upto is not None:
+        among.append(m.subscriber_id <= upto)
+    member = sa.select(sa.literal(1)).where(*among).exists()
     suppressed = sa.select(sa.literal(1)).where(suppressions.c.email_key == s.email_key).exists()
     return sa.and_(member, ~suppressed)
 
@@ -316,7 +324,7 @@ def _fan_out_insert(
     limit: int | None = None,
 ) -> Any:
     s = subscribers.c
-    wanted = _wanted(lists)
+    wanted = _wanted(lists, after, upto)
     columns = ["occurrence_id", "channel", "recipient", "subscriber_id", "language", "state"]
     values: list[Any] = [
         sa.literal(occurrence_id),
