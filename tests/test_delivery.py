@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+from collections.abc import Iterator
 
+import pytest
 from conftest import ProjectFactory
 from delivery_helpers import add_subscribers, context, email_project, may_day, outbox
 from sqlalchemy.engine import Engine
@@ -19,6 +21,7 @@ from scheduler.delivery import ledger
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim, Result
+from scheduler.store.db import migrate
 from scheduler.store.schema import DeliveryState
 from scheduler.store.subscribers import import_rows, suppress, unsubscribe
 
@@ -321,3 +324,38 @@ def test_the_clock_leaves_a_missed_occurrence_but_an_organizer_can_send_it(
     assert state.cancel(store_engine, may_day(project, 2031))
     assert fire(ctx, may_day(project, 2031), revive_missed=True).claim is Claim.REFUSED
     ctx.close()
+
+
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    from conftest_store import postgres_schema_engine
+
+    engines = postgres_schema_engine()
+    engine = next(engines)
+    migrate(engine)
+    yield engine
+    engines.close()
+
+
+@pytest.mark.postgres
+def test_refreshed_statistics_count_the_new_rows_with_a_small_sample(
+    make_project: ProjectFactory, pg_engine: Engine
+) -> None:
+    import sqlalchemy as sa
+
+    project = email_project(make_project)
+    add_subscribers(pg_engine, 4000)
+    occ = may_day(project)
+    ledger.claim_occurrence(pg_engine, occ)
+    ledger.fan_out_email(pg_engine, occ.id, "email", ["members"])
+    ledger.refresh_statistics(pg_engine)
+    with pg_engine.connect() as conn:
+        counted = conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE relname = 'deliveries'"
+            " AND relnamespace = current_schema()::regnamespace"
+        ).scalar()
+        # The smaller sample was asked for in the refresh's own transaction only.
+        target = conn.exec_driver_sql("SHOW default_statistics_target").scalar()
+        assert conn.scalar(sa.text("SELECT count(*) FROM deliveries")) == 4000
+    assert counted == 4000
+    assert target == "100"
