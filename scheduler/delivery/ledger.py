@@ -194,8 +194,8 @@ def claim_occurrence(
 def _wanted(
     lists: Sequence[str], after: int | None = None, upto: int | None = None
 ) -> sa.ColumnElement[bool]:
-    """Who gets a campaign's email: active in one of its lists and not suppressed. The same
-    test at fan-out and again just before each batch (`still_wanted`).
+    """Who gets a campaign's email: active in one of its lists and not suppressed: the
+    fan-out's test (`still_wanted` asks the same before each batch, one subscriber at a time).
 
     `after`/`upto`: the caller looks only at subscribers with `after < id <= upto`; saying so
     of the memberships too lets PostgreSQL read just that range of them. Without it each
@@ -875,7 +875,8 @@ def still_wanted(
     # The fan-out's test (`_wanted`), written as one probe per subscriber: as EXISTS,
     # PostgreSQL planned it as a hash join over the whole list's memberships, 13 ms per batch
     # of 250 at 50,000 subscribers and growing with the list; a correlated subquery with
-    # LIMIT cannot be turned into a join, so each id costs two index look-ups (0.8 ms).
+    # LIMIT cannot be turned into a join, so each id costs two index look-ups (0.8 ms for
+    # 250).
     member = (
         sa.select(sa.literal(1))
         .where(

@@ -129,7 +129,7 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
-# The newest migration's revision (tests/test_migrations.py checks it against Alembic's head).
+# The newest migration's revision (tests/test_store.py checks it against Alembic's head).
 HEAD = "0014"
 
 
