@@ -14,11 +14,12 @@ import email.utils
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import PermanentSendError, TransientSendError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ class HttpClient:
         self.what = what  # e.g. "mastodon channel 'fedi'": the subject of every message
         self.timeout = timeout
         self.secrets = list(secrets)
+        # Imported here, not with the module: every command imports the channels, and
+        # requests (with urllib3) costs each a tenth of a second; an SMTP send never needs it.
+        import requests
+
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
 
@@ -142,6 +147,8 @@ class HttpClient:
         `form` and `files` make a multipart/form-data body (files: field -> (file name,
         bytes, content type)).
         """
+        import requests  # loaded by __init__ already: a dictionary look-up
+
         try:
             return self.session.request(
                 method,

@@ -8,9 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import ClassVar, Literal
-
-import requests
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from scheduler.channels.base import (
     Channel,
@@ -27,6 +25,9 @@ from scheduler.channels.post import Media, Post
 from scheduler.config.secrets import redact
 from scheduler.content.images import ImageLimits
 from scheduler.errors import UploadExpiredError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.channels.base import (
@@ -30,6 +29,9 @@ from scheduler.channels.http import HttpClient, PermanentPostError, TransientPos
 from scheduler.channels.post import Post
 from scheduler.config.secrets import redact, resolve
 from scheduler.errors import SecretError
+
+if TYPE_CHECKING:
+    import requests
 
 GRAPH = "https://graph.facebook.com/v21.0"
 # OAuthException: the token expired, was revoked, or lost a permission.
