@@ -66,6 +66,16 @@ def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engi
 
 
 @pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    """An engine on a migrated, empty PostgreSQL schema, for tests of PostgreSQL's own paths."""
+    engines = postgres_schema_engine()
+    engine = next(engines)
+    migrate(engine)
+    yield engine
+    engines.close()
+
+
+@pytest.fixture
 def store_engine(bare_engine: Engine) -> Engine:
     """An engine on a migrated, empty database."""
     migrate(bare_engine)

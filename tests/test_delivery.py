@@ -9,19 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-from collections.abc import Iterator
 
 import pytest
 from conftest import ProjectFactory
 from delivery_helpers import add_subscribers, context, email_project, may_day, outbox
 from sqlalchemy.engine import Engine
 
+from scheduler import calendar
 from scheduler.audience.csvfile import SubscriberRow
 from scheduler.delivery import ledger
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim, Result
-from scheduler.store.db import migrate
 from scheduler.store.schema import DeliveryState
 from scheduler.store.subscribers import import_rows, suppress, unsubscribe
 
@@ -93,15 +92,23 @@ def test_an_occurrence_is_claimed_once(make_project: ProjectFactory, store_engin
     assert row.fired_at == again.fired_at
 
 
+def fanned_out(
+    make_project: ProjectFactory, engine: Engine, subscribers: int
+) -> tuple[calendar.Occurrence, int, int]:
+    """May Day claimed and fanned out to `subscribers` members; its first and last delivery id."""
+    project = email_project(make_project)
+    add_subscribers(engine, subscribers)
+    occ = may_day(project)
+    ledger.claim_occurrence(engine, occ)
+    ledger.fan_out_email(engine, occ.id, "email", ["members"])
+    lo, hi = ledger.id_range(engine, occ.id, "email") or (0, 0)
+    return occ, lo, hi
+
+
 def test_a_delivery_has_one_owner_until_its_lease_ends(
     make_project: ProjectFactory, store_engine: Engine
 ) -> None:
-    project = email_project(make_project)
-    add_subscribers(store_engine, 4)
-    occ = may_day(project)
-    ledger.claim_occurrence(store_engine, occ)
-    ledger.fan_out_email(store_engine, occ.id, "email", ["members"])
-    lo, hi = ledger.id_range(store_engine, occ.id, "email") or (0, 0)
+    occ, lo, hi = fanned_out(make_project, store_engine, 4)
     lease = dt.timedelta(minutes=5)
     now = dt.datetime.now(dt.UTC)
     mine = ledger.claim_batch(store_engine, occ.id, "email", lo, hi + 1, lease=lease, now=now)
@@ -128,12 +135,7 @@ def test_recorded_outcomes_keep_their_text_exactly(
 
     from scheduler.store.schema import deliveries
 
-    project = email_project(make_project)
-    add_subscribers(store_engine, 4)
-    occ = may_day(project)
-    ledger.claim_occurrence(store_engine, occ)
-    ledger.fan_out_email(store_engine, occ.id, "email", ["members"])
-    lo, hi = ledger.id_range(store_engine, occ.id, "email") or (0, 0)
+    occ, lo, hi = fanned_out(make_project, store_engine, 4)
     mine = ledger.claim_batch(
         store_engine, occ.id, "email", lo, hi + 1, lease=dt.timedelta(minutes=5)
     )
@@ -326,28 +328,13 @@ def test_the_clock_leaves_a_missed_occurrence_but_an_organizer_can_send_it(
     ctx.close()
 
 
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    from conftest_store import postgres_schema_engine
-
-    engines = postgres_schema_engine()
-    engine = next(engines)
-    migrate(engine)
-    yield engine
-    engines.close()
-
-
 @pytest.mark.postgres
 def test_refreshed_statistics_count_the_new_rows_with_a_small_sample(
     make_project: ProjectFactory, pg_engine: Engine
 ) -> None:
     import sqlalchemy as sa
 
-    project = email_project(make_project)
-    add_subscribers(pg_engine, 4000)
-    occ = may_day(project)
-    ledger.claim_occurrence(pg_engine, occ)
-    ledger.fan_out_email(pg_engine, occ.id, "email", ["members"])
+    fanned_out(make_project, pg_engine, 4000)
     ledger.refresh_statistics(pg_engine)
     with pg_engine.connect() as conn:
         counted = conn.exec_driver_sql(

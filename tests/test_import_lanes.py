@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from conftest_store import postgres_schema_engine
 from sqlalchemy.engine import Engine
 
 from scheduler.audience import SubscriberRow
@@ -18,7 +16,6 @@ from scheduler.store import (
     import_rows,
     list_counts,
     memberships_of,
-    migrate,
     subscriber,
     suppress,
     unsubscribe,
@@ -71,15 +68,6 @@ def test_many_batches_merge_as_one_after_another(store_engine: Engine) -> None:
     assert subscriber(store_engine, "gone@example.org") is None
     assert list_counts(store_engine, "members")["members"]["active"] == 34
     assert lane_threads() == []
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    engines = postgres_schema_engine()
-    engine = next(engines)
-    migrate(engine)
-    yield engine
-    engines.close()
 
 
 @pytest.mark.postgres

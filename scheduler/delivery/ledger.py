@@ -201,19 +201,29 @@ def _wanted(
     of the memberships too lets PostgreSQL read just that range of them. Without it each
     chunk of a fan-out hash-joined the whole list's memberships (6 ms per chunk at 50,000,
     the whole list again for each of 200 chunks at 1,000,000)."""
-    s, m = subscribers.c, memberships.c
-    among = [
-        m.subscriber_id == s.id,
-        m.list_name.in_(list(lists)),
-        m.status == MembershipStatus.ACTIVE.value,
-    ]
+    m = memberships.c
+    among = []
     if after is not None:
         among.append(m.subscriber_id > after)
     if upto is not None:
         among.append(m.subscriber_id <= upto)
-    member = sa.select(sa.literal(1)).where(*among).exists()
-    suppressed = sa.select(sa.literal(1)).where(suppressions.c.email_key == s.email_key).exists()
-    return sa.and_(member, ~suppressed)
+    return sa.and_(_membership(lists, *among).exists(), ~_suppression().exists())
+
+
+def _membership(lists: Sequence[str], *more: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """A row for the subscriber (correlated) if active in one of `lists`."""
+    m = memberships.c
+    return sa.select(sa.literal(1)).where(
+        m.subscriber_id == subscribers.c.id,
+        m.list_name.in_(list(lists)),
+        m.status == MembershipStatus.ACTIVE.value,
+        *more,
+    )
+
+
+def _suppression() -> sa.Select[Any]:
+    """A row for the subscriber (correlated) if the address is suppressed."""
+    return sa.select(sa.literal(1)).where(suppressions.c.email_key == subscribers.c.email_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -871,28 +881,14 @@ def still_wanted(
     fan-out still takes effect for every batch not yet sent."""
     if not subscriber_ids:
         return {}
-    s, m = subscribers.c, memberships.c
+    s = subscribers.c
     # The fan-out's test (`_wanted`), written as one probe per subscriber: as EXISTS,
     # PostgreSQL planned it as a hash join over the whole list's memberships, 13 ms per batch
     # of 250 at 50,000 subscribers and growing with the list; a correlated subquery with
     # LIMIT cannot be turned into a join, so each id costs two index look-ups (0.8 ms for
     # 250).
-    member = (
-        sa.select(sa.literal(1))
-        .where(
-            m.subscriber_id == s.id,
-            m.list_name.in_(list(lists)),
-            m.status == MembershipStatus.ACTIVE.value,
-        )
-        .limit(1)
-        .scalar_subquery()
-    )
-    suppressed = (
-        sa.select(sa.literal(1))
-        .where(suppressions.c.email_key == s.email_key)
-        .limit(1)
-        .scalar_subquery()
-    )
+    member = _membership(lists).limit(1).scalar_subquery()
+    suppressed = _suppression().limit(1).scalar_subquery()
     ids = list(subscriber_ids)
     # On PostgreSQL one array parameter: 250 expanded IN parameters cost the client more
     # (statement conversion) than the server's look-ups.
