@@ -234,3 +234,38 @@ def test_every_step_of_the_shipped_example_renders() -> None:
             assert not item.over_limit
             assert item.email_text or item.parts
         assert {s for c, s in rendered_steps if c == campaign_id} == set(campaign.steps)
+
+
+@pytest.mark.parametrize(
+    ("subscriber_id", "address", "list_name"),
+    [
+        (1, "member.1@chapter.example.org", "members"),
+        (0, "Ana.Ñúñez@Ejemplo.ORG", "members,chapter-quito"),
+        (987654321, 'quo"te\\back\u2028@x.org', 'li"st\n'),
+        (-3, "", ""),
+    ],
+)
+def test_fast_links_are_the_tokens_recipient_links_makes(
+    make_project: ProjectFactory, subscriber_id: int, address: str, list_name: str
+) -> None:
+    renderer = Renderer(load_project(make_project()))
+    campaign = renderer.config.campaigns["may-day"]
+    occurrence = "may-day/2030/statement"
+    recipient = Recipient(
+        email=address, name=None, language="en", subscriber_id=subscriber_id, list_name=list_name
+    )
+    base = renderer.link_base(campaign)
+    expected = renderer.recipient_links(
+        campaign, recipient, occurrence_id=occurrence, base=base, key=b"k1"
+    )
+    fast = renderer.links_for(campaign, list_name, occurrence, base, b"k1")
+    assert fast(subscriber_id, address) == expected
+    unsubscribe = expected[0].rsplit("/", 1)[1]
+    assert verify("unsubscribe", unsubscribe, key=b"k1") == {
+        "s": subscriber_id,
+        "e": address.lower(),
+        "l": list_name or ",".join(campaign.audience),
+        "o": occurrence,
+    }
+    with pytest.raises(TypeError):
+        fast(True, address)  # type: ignore[arg-type]

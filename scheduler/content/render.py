@@ -17,7 +17,7 @@ from scheduler.content.images import inspect
 from scheduler.content.statements import Statement, StatementImage, load_statement, statement_folder
 from scheduler.content.templates import Templates
 from scheduler.errors import ConfigError, Diagnostic, TemplateError
-from scheduler.tokens import secret_key, sign
+from scheduler.tokens import Signer, json_string, secret_key, sign
 
 DEFAULT_SUBJECT = "{{ statement.title }}"
 
@@ -29,6 +29,34 @@ class Recipient:
     language: str
     subscriber_id: int | None = None
     list_name: str | None = None
+
+
+class RecipientLinks:
+    """The signed unsubscribe and preferences URLs of one mailing's recipients: the tokens
+    `Renderer.recipient_links` makes (the same bytes; tests/test_render.py compares them),
+    with everything but the subscriber's id and address written once."""
+
+    __slots__ = ("_prefs", "_prefs_head", "_prefs_tail", "_unsub", "_unsub_head", "_unsub_tail")
+
+    def __init__(self, base: str, list_name: str, occurrence_id: str, key: bytes) -> None:
+        # The payloads' keys in sorted order: e, l, [o,] s (tokens.sign sorts them).
+        listed = f',"l":{json_string(list_name)}'
+        self._unsub = Signer("unsubscribe", key)
+        self._prefs = Signer("preferences", key)
+        self._unsub_head = f"{base}/unsubscribe/"
+        self._prefs_head = f"{base}/preferences/"
+        self._unsub_tail = f'{listed},"o":{json_string(occurrence_id)},"s":'
+        self._prefs_tail = f'{listed},"s":'
+
+    def __call__(self, subscriber_id: int, email: str) -> tuple[str, str]:
+        if type(subscriber_id) is not int:  # a bool or None would not be written as sign does
+            raise TypeError(f"subscriber id {subscriber_id!r} is not an integer")
+        address = '{"e":' + json_string(email.lower())
+        ending = f"{subscriber_id}}}"
+        return (
+            self._unsub_head + self._unsub.sign_json(address + self._unsub_tail + ending),
+            self._prefs_head + self._prefs.sign_json(address + self._prefs_tail + ending),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +284,12 @@ class Renderer:
             f"{base}/unsubscribe/{sign('unsubscribe', unsubscribe, key)}",
             f"{base}/preferences/{sign('preferences', data, key)}",
         )
+
+    def links_for(
+        self, campaign: Campaign, list_name: str, occurrence_id: str, base: str, key: bytes
+    ) -> RecipientLinks:
+        """`recipient_links` for many recipients of one mailing, at a third of the cost."""
+        return RecipientLinks(base, list_name or ",".join(campaign.audience), occurrence_id, key)
 
     # --- rendering ------------------------------------------------------------------------
 

@@ -78,8 +78,10 @@ class EmailComposer:
         self.fixed_date = date
         self._variants: dict[tuple[str, bool], _Variant] = {}
         # Looked up once, not per message (a Voice is built on each look-up).
-        self._link_base = renderer.link_base(self.campaign)
-        self._link_key = secret_key()
+        # The signed links of every recipient (Renderer.recipient_links, made faster).
+        self._links = renderer.links_for(
+            self.campaign, self.list_name, occ.id, renderer.link_base(self.campaign), secret_key()
+        )
         self._languages: dict[str | None, str] = {}  # the subscriber's -> the email's
         self.fallbacks = 0
 
@@ -107,18 +109,13 @@ class EmailComposer:
     ) -> tuple[bytes, bool]:
         """The message, and whether it is wire-ready (`Outgoing.wire`): true for the fast
         path's output, which is CRLF throughout with no line starting with a dot."""
-        recipient = Recipient(
-            email=email_address,
-            name=name,
-            language=language or "",
-            subscriber_id=subscriber_id,
-            list_name=self.list_name,
-        )
         date = self.date
         if not email_address.isascii():
             # A non-ASCII part before '@' (the domain is IDNA by now): an RFC 6532 message
             # with UTF-8 headers, for a server that offers SMTPUTF8. Rare: the plain path.
-            return self._plain(recipient, date, utf8=True), False
+            return self._plain(
+                self._recipient(subscriber_id, email_address, name, language), date, utf8=True
+            ), False
         lang = self._languages.get(language)
         if lang is None:
             lang = self._languages[language] = self.renderer.email_language(self.campaign, language)
@@ -127,14 +124,10 @@ class EmailComposer:
         if variant is None:
             variant = self._variants[key] = _Variant(self._factory(lang, key[1]))
         if variant.factory is None:
-            return self._plain(recipient, date), False
-        unsubscribe_url, preferences_url = self.renderer.recipient_links(
-            self.campaign,
-            recipient,
-            occurrence_id=self.occ.id,
-            base=self._link_base,
-            key=self._link_key,
-        )
+            return self._plain(
+                self._recipient(subscriber_id, email_address, name, language), date
+            ), False
+        unsubscribe_url, preferences_url = self._links(subscriber_id, email_address)
         data = variant.factory.build(
             to_email=email_address,
             to_name=name,
@@ -149,7 +142,7 @@ class EmailComposer:
             date=date,
         )
         if not variant.verified:
-            plain = self._plain(recipient, date)
+            plain = self._plain(self._recipient(subscriber_id, email_address, name, language), date)
             if _same_message(data, plain):
                 variant.verified = True
             else:
@@ -163,6 +156,17 @@ class EmailComposer:
                 self.fallbacks += 1
                 return plain, False
         return data, True
+
+    def _recipient(
+        self, subscriber_id: int, email_address: str, name: str | None, language: str | None
+    ) -> Recipient:
+        return Recipient(
+            email=email_address,
+            name=name,
+            language=language or "",
+            subscriber_id=subscriber_id,
+            list_name=self.list_name,
+        )
 
     def _factory(self, language: str, has_name: bool) -> MessageFactory | None:
         placeholder = Recipient(

@@ -25,6 +25,7 @@ from scheduler.calendar import Occurrence
 from scheduler.delivery import channel_state
 from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.reasons import reason_key
+from scheduler.store import db
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
     ChannelState,
@@ -526,14 +527,7 @@ def refresh_statistics(engine: Engine, tables: Sequence[str] | None = None) -> N
     """After a large fan-out, let PostgreSQL's planner see the new rows: with stale statistics
     it plans the per-batch queries as if the tables were empty (seconds per batch, not ms).
     `tables`: those a send reads, unless named."""
-    if engine.dialect.name != "postgresql":
-        return
-    with engine.begin() as conn:
-        # A sample of 3,000 rows a table instead of 30,000: these plans need row counts and
-        # the few values of `state` and `list_name`, and the full sample cost a quarter of a
-        # CPU-second per refresh, taken from the senders (a fan-out refreshes 2 or 3 times).
-        conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
-        conn.exec_driver_sql(f"ANALYZE {', '.join(tables or _SEND_TABLES)}")
+    db.refresh_statistics(engine, tables or _SEND_TABLES)
 
 
 def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,3 +164,18 @@ def dialect_insert(connection: sa.Connection, table: sa.Table) -> postgresql.Ins
     if name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {name}")
+
+
+def refresh_statistics(engine: Engine, tables: Sequence[str]) -> None:
+    """ANALYZE `tables` on PostgreSQL (nothing on SQLite, which plans these queries well
+    without), from a small sample: the plans of a send need row counts and the few values
+    of `state` and `list_name`. Stale statistics make PostgreSQL plan for empty tables: the
+    first batch of a send to a list imported a moment before read the whole list (0.2 s at
+    50,000 subscribers, seconds at 1,000,000) instead of 250 rows."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        # A sample of 3,000 rows a table instead of 30,000: the full sample cost a quarter
+        # of a CPU-second per refresh of the send tables, taken from the senders.
+        conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
+        conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")

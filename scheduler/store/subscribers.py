@@ -22,7 +22,7 @@ from scheduler.audience.csvfile import SubscriberRow
 from scheduler.gc_pause import paused_gc
 from scheduler.listhealth.erasure_key import erased_keys
 from scheduler.store import import_lanes, pg_import
-from scheduler.store.db import dialect_insert, writer
+from scheduler.store.db import dialect_insert, refresh_statistics, writer
 from scheduler.store.import_batch import Batch, anyone_erased, attributes_json
 from scheduler.store.schema import (
     FINAL_STATUSES,
@@ -67,6 +67,11 @@ class Recipient(NamedTuple):
     email: str
     name: str | None
     language: str
+
+
+# New members after which an import refreshes PostgreSQL's statistics (autovacuum would,
+# within a minute or so, if it is on; a send may start sooner).
+ANALYZE_AFTER = 1000
 
 
 def import_rows(
@@ -116,6 +121,9 @@ def import_rows(
                 done += n
                 if progress is not None:
                     progress(done)
+    if counts["inserted"] >= ANALYZE_AFTER:
+        # A send soon after (a sync at the instant) would be planned for the list as it was.
+        refresh_statistics(engine, ["subscribers", "memberships"])
     return ImportReport(list_name=list_name, **counts)
 
 
