@@ -105,6 +105,28 @@ def fanned_out(
     return occ, lo, hi
 
 
+def test_nothing_of_a_cancelled_occurrence_is_claimed(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    from scheduler.clock import state
+
+    project = email_project(make_project)
+    add_subscribers(store_engine, 3)
+    occ = may_day(project)
+    ledger.claim_occurrence(store_engine, occ)
+    ledger.fan_out_email(store_engine, occ.id, "email", ["members"])
+    lo, hi = ledger.id_range(store_engine, occ.id, "email") or (0, 0)
+    assert state.cancel(store_engine, occ)
+    lease = dt.timedelta(minutes=5)
+    assert ledger.claim_batch(store_engine, occ.id, "email", lo, hi + 1, lease=lease) == []
+    ctx = context(project, store_engine)
+    report = send_batch(ctx, occ.id, "email", lo, hi + 1)
+    assert (report.cancelled, report.claimed, report.sent) == (True, 0, 0)
+    assert ledger.counts(store_engine, occ.id)[occ.id]["email"] == {"pending": 3}
+    assert outbox(project) == []
+    ctx.close()
+
+
 def test_a_delivery_has_one_owner_until_its_lease_ends(
     make_project: ProjectFactory, store_engine: Engine
 ) -> None:

@@ -40,6 +40,8 @@ class BatchReport:
     deferred: int = 0  # handed back to the ledger after a temporary failure, tried later
     waited: int = 0  # times a batch waited for an unreachable server
     cancelled: bool = False
+    claimed: int = 0  # deliveries this batch took from the ledger
+    finished: bool = False  # this batch's finish check made the occurrence `done`
     reasons: dict[str, int] = field(default_factory=dict)
     # Deliveries of this range that another sender holds; when its lease ends they may be
     # claimed again (if it died) — the caller should come back then.
@@ -53,6 +55,8 @@ class BatchReport:
         self.deferred += other.deferred
         self.waited += other.waited
         self.cancelled = self.cancelled or other.cancelled
+        self.claimed += other.claimed
+        self.finished = self.finished or other.finished
         for k, v in other.reasons.items():
             self.reasons[k] = self.reasons.get(k, 0) + v
 
@@ -70,14 +74,17 @@ def send_batch(
     progress: Progress | None = None,
 ) -> BatchReport:
     report = BatchReport()
-    if ledger.is_cancelled(ctx.engine, occurrence_id):
-        report.cancelled = True
-        return report
+    # Nothing is claimed of a cancelled occurrence (the claim asks); only an empty claim
+    # asks why.
     claimed = ledger.claim_batch(ctx.engine, occurrence_id, channel, lo, hi, lease=ctx.lease)
     if not claimed:
+        if ledger.is_cancelled(ctx.engine, occurrence_id):
+            report.cancelled = True
+            return report
         report.held_until = ledger.held_in_range(ctx.engine, occurrence_id, channel, lo, hi)
-        ledger.finish_if_complete(ctx.engine, occurrence_id)
+        report.finished = ledger.finish_if_complete(ctx.engine, occurrence_id)
         return report
+    report.claimed = len(claimed)
     occ = calendar.occurrence(ctx.config, occurrence_id)
     kind = get_channel_class(ctx.config.channels[channel].type).kind
     if kind == "email":
@@ -86,7 +93,7 @@ def send_batch(
         _send_posts(ctx, occ, channel, claimed, report)
         if progress:
             progress(report)
-    ledger.finish_if_complete(ctx.engine, occurrence_id)
+    report.finished = ledger.finish_if_complete(ctx.engine, occurrence_id)
     log.info(
         "batch %s %s [%d,%d): sent=%d failed=%d skipped=%d retried=%d deferred=%d",
         occurrence_id,

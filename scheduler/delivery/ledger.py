@@ -619,8 +619,12 @@ def claim_batch(
 ) -> list[ClaimedDelivery]:
     """Take the deliveries of [lo, hi) that nobody owns: pending (a deferred one once its
     next attempt is due), or sending with an expired lease (a worker died). Already sent,
-    failed or skipped ones are never returned."""
+    failed or skipped ones are never returned, and nothing of a cancelled occurrence (asked
+    in the same statement: one query per batch fewer, and no cancel slips in between)."""
     now = now or utcnow()
+    cancelled = sa.select(sa.literal(1)).where(
+        O.id == occurrence_id, O.state == OccurrenceState.CANCELLED.value
+    )
     claimable = sa.or_(
         sa.and_(
             D.state == DeliveryState.PENDING.value,
@@ -639,6 +643,7 @@ def claim_batch(
             D.id < hi,
             claimable,
             due,
+            ~cancelled.exists(),
         )
         .values(
             state=DeliveryState.SENDING.value,
