@@ -160,3 +160,13 @@ def test_an_alias_to_its_own_parent_is_an_error() -> None:
         parse_yaml("a: &x [1, *x]\n", "c.yaml")
     (d,) = e.value.diagnostics
     assert d.line == 1 and "refers to the node that contains it" in d.message
+
+
+@pytest.mark.parametrize("value", ["+_", "-__", "0x_", "0o_", "._", "+._"])
+def test_a_number_without_digits_is_an_error_at_its_place(value: str) -> None:
+    """ruamel.yaml reads `+_` as an integer and fails inside (found by tests/test_yaml_fuzz.py)."""
+    with pytest.raises(ConfigError) as e:
+        parse_yaml(f"settings:\n  batch_size: {value}\n", "campaigns.yaml")
+    [d] = e.value.diagnostics
+    assert (d.line, d.column) == (2, 15)
+    assert "is not a number" in d.message

@@ -104,9 +104,50 @@ def parse_yaml(text: str, path: str) -> YamlDocument:
                 )
             ]
         ) from None
-    except (YAMLError, RecursionError, ValueError) as e:
-        raise ConfigError([Diagnostic(path, 0, 0, f"cannot read the file as YAML: {e}")]) from None
+    except (YAMLError, RecursionError, ValueError, IndexError) as e:
+        # ruamel.yaml resolves `+_` as an integer and `._` as a float, then fails to read
+        # them (IndexError, ValueError): said at the value's place when it can be found.
+        number = _unreadable_number(text, path) if isinstance(e, ValueError | IndexError) else None
+        if number is None:
+            number = Diagnostic(path, 0, 0, f"cannot read the file as YAML: {e}")
+        raise ConfigError([number]) from None
     return YamlDocument(path=path, data=_plain(tree), tree=tree)
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _has_digits(value: str) -> bool:
+    """Whether a scalar YAML resolved as a number has any digits (after its sign,
+    underscores and base prefix; `.inf` and `.nan` count as numbers)."""
+    digits = value.lstrip("+-").replace("_", "")
+    if digits.lower() in (".inf", ".nan"):
+        return True
+    if digits[:2].lower() in ("0x", "0o", "0b"):
+        return digits[2:].isalnum()
+    return any(c.isdigit() for c in digits)
+
+
+def _unreadable_number(text: str, path: str) -> Diagnostic | None:
+    """Where a value that looks like a number but has no digits is (see parse_yaml)."""
+    hint = "write the number, or put the value in quotes if it is text"
+    try:
+        root = YAML(typ="rt").compose(text)
+    except Exception:  # composing ran before the failure; kept general for safety
+        root = None
+    todo = [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        value = node.value
+        if isinstance(value, list):
+            for item in value:
+                todo.extend(item if isinstance(item, tuple) else (item,))
+        elif node.tag in _NUMBER_TAGS and not _has_digits(str(value)):
+            mark = node.start_mark
+            return Diagnostic(
+                path, mark.line + 1, mark.column + 1, f"{value!r} is not a number", hint
+            )
+    return None
 
 
 _TOO_BIG = f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB"
