@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler import calendar
 from scheduler.audience.csvfile import SubscriberRow
-from scheduler.delivery import ledger
+from scheduler.delivery import channel_state, ledger
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.fire import fire
 from scheduler.delivery.ledger import Claim, Result
@@ -103,6 +103,51 @@ def fanned_out(
     ledger.fan_out_email(engine, occ.id, "email", ["members"])
     lo, hi = ledger.id_range(engine, occ.id, "email") or (0, 0)
     return occ, lo, hi
+
+
+def test_a_batch_sent_during_the_fan_out_asks_one_question_to_finish(
+    make_project: ProjectFactory, store_engine: Engine
+) -> None:
+    """While a channel is being fanned out nothing can finish; after each batch sent early
+    that is one read, not the write transaction of a finish."""
+    import sqlalchemy as sa
+
+    project = email_project(make_project)
+    add_subscribers(store_engine, 3)
+    occ = may_day(project)
+    ledger.claim_occurrence(store_engine, occ)
+    ledger.fan_out_email_chunk(store_engine, occ.id, "email", ["members"], after=0, limit=2)
+    lo, hi = ledger.id_range(store_engine, occ.id, "email") or (0, 0)
+    [first, second] = ledger.claim_batch(
+        store_engine, occ.id, "email", lo, hi + 1, lease=dt.timedelta(minutes=5)
+    )
+    ledger.record(store_engine, [Result(first.id, DeliveryState.SENT, response="250 ok")])
+    assert not ledger.finish_if_complete(store_engine, occ.id)  # notes the first send
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(store_engine, "before_cursor_execute", seen)
+    try:
+        assert not ledger.finish_if_complete(store_engine, occ.id)
+    finally:
+        sa.event.remove(store_engine, "before_cursor_execute", seen)
+    # (SQLite's reads begin with a plain BEGIN; its writes with BEGIN IMMEDIATE.)
+    asked = [q for q in statements if q != "BEGIN"]
+    assert len(asked) == 1 and asked[0].lstrip().upper().startswith("SELECT")
+    # Once fanned out (one delivery still open) it is still one read per channel; with
+    # nothing open, the occurrence finishes.
+    ledger.fan_out_email_chunk(store_engine, occ.id, "email", ["members"], after=0)
+    channel_state.mark_fanned_out(store_engine, occ.id, "email")
+    ledger.mark_fanned_out(store_engine, occ.id)
+    assert not ledger.finish_if_complete(store_engine, occ.id)
+    rest = ledger.claim_batch(
+        store_engine, occ.id, "email", lo, hi + 10, lease=dt.timedelta(minutes=5)
+    )
+    sent = [Result(d.id, DeliveryState.SENT, response="250 ok") for d in [second, *rest]]
+    ledger.record(store_engine, sent)
+    assert ledger.finish_if_complete(store_engine, occ.id)
 
 
 def test_nothing_of_a_cancelled_occurrence_is_claimed(

@@ -273,13 +273,16 @@ def _firing(
 def _nothing_to_finish(engine: Engine, occurrence_id: str) -> bool:
     """The usual answer after a batch, found without the write lock (one writer at a time
     on SQLite: every sender process would queue for it after every batch): some channel is
-    still firing, and every firing one has its first send recorded and deliveries open."""
+    still firing, and every firing one has its first send recorded and is still being
+    fanned out (`finish` leaves such a channel firing) or has deliveries open."""
     with engine.connect() as conn:
         firing = _firing(conn, occurrence_id)
         if not firing or any(first is None for _, _, first in firing):
             return False
+        # A channel being fanned out asks nothing more: the batches sent during a large
+        # fan-out each took the write transaction of `finish` for nothing.
         return all(
-            fanned_out_at is not None and conn.scalar(sa.select(_open(occurrence_id, channel)))
+            fanned_out_at is None or conn.scalar(sa.select(_open(occurrence_id, channel)))
             for channel, fanned_out_at, _ in firing
         )
 
