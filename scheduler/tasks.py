@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
-import threading
 from typing import Any
 
 from celery import Celery
@@ -135,30 +134,7 @@ def send_batch_task(self: Any, occurrence_id: str, channel: str, lo: int, hi: in
     )
 
 
-_warming: threading.Thread | None = None
-
-
-def warm_up_broker() -> None:
-    """Connect to the broker in the background (the first enqueue imports kombu's Redis
-    transport and connects: 0.1–0.2 s that would otherwise come before the first batch of a
-    send goes out); the first `enqueue_batch` waits for it, so the two never race."""
-    global _warming
-    if _warming is None:
-        _warming = threading.Thread(target=_connect, name="broker-warm-up", daemon=True)
-        _warming.start()
-
-
-def _connect() -> None:
-    try:
-        with app.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(max_retries=0)
-    except Exception:  # the enqueue itself reports a broker that cannot be reached
-        log.debug("broker warm-up failed", exc_info=True)
-
-
 def enqueue_batch(occurrence_id: str, channel: str, lo: int, hi: int) -> None:
-    if _warming is not None:
-        _warming.join()
     send_batch_task.delay(occurrence_id, channel, lo, hi)
 
 

@@ -203,9 +203,8 @@ def send_command(
                 markup=False,
             )
         if enqueue:
-            from scheduler.tasks import enqueue_batch, warm_up_broker
+            from scheduler.tasks import enqueue_batch
 
-            warm_up_broker()  # while the occurrence is claimed and its first rows added
             report = actions.send_now(
                 ctx, occ, cli_actor(), channels=channels, dispatch=enqueue_batch, note=note
             )
