@@ -288,7 +288,8 @@ class Renderer:
     def links_for(
         self, campaign: Campaign, list_name: str, occurrence_id: str, base: str, key: bytes
     ) -> RecipientLinks:
-        """`recipient_links` for many recipients of one mailing, at a third of the cost."""
+        """`recipient_links` for many recipients of one mailing, at about three fifths of the
+        cost (the keyed HMACs and the payload's constant parts are made once)."""
         return RecipientLinks(base, list_name or ",".join(campaign.audience), occurrence_id, key)
 
     # --- rendering ------------------------------------------------------------------------
