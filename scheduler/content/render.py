@@ -33,7 +33,7 @@ class Recipient:
 
 class RecipientLinks:
     """The signed unsubscribe and preferences URLs of one mailing's recipients: the tokens
-    `Renderer.recipient_links` makes (the same bytes; tests/test_render.py compares them),
+    `Renderer.recipient_links` makes (the same bytes; tests/test_rendering.py compares them),
     with everything but the subscriber's id and address written once."""
 
     __slots__ = ("_prefs", "_prefs_head", "_prefs_tail", "_unsub", "_unsub_head", "_unsub_tail")
