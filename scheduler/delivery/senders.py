@@ -17,13 +17,13 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
-import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from scheduler.config.project import load_project
+from scheduler.delivery import prestart
 from scheduler.delivery.batch import BatchReport, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.store.db import make_engine
@@ -32,18 +32,20 @@ log = logging.getLogger(__name__)
 
 _context: DeliveryContext | None = None
 
+# What a helper needs to set itself up: the project, the store, the broker, the lease.
+_Args = tuple[str, str, str | None, float]
+
 
 class Helpers:
     """`count` sender processes for one fire; started on first use, stopped by `close`."""
 
     def __init__(self, ctx: DeliveryContext, count: int) -> None:
         self.count = count
-        self._args = (
+        self._args: _Args = (
             str(Path(ctx.project.path).resolve()),
             ctx.engine.url.render_as_string(hide_password=False),
             ctx.redis_url,
             ctx.lease.total_seconds(),
-            os.getpid(),
         )
         self._executor: ProcessPoolExecutor | None = None
         self._running: list[Future[BatchReport]] = []
@@ -59,22 +61,17 @@ class Helpers:
 
     def start(self) -> None:
         """Start the processes now (they take a second or two to import and load the
-        project), so they are ready when the batches are."""
+        project), so they are ready when the batches are; those `scheduler send` started
+        before its own imports (delivery/prestart.py) if there are."""
         if self._executor is None:
-            # spawn, not fork: the parent has threads (SMTP pool, the clock's scheduler).
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.count,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start,
-                initargs=self._args,
-            )
+            self._executor = prestart.take(self.count) or prestart.new_pool(self.count)
             for _ in range(self.count):
-                self._executor.submit(_ready)
+                self._executor.submit(_prepare, self._args)
 
     def submit(self, occurrence_id: str, channel: str, lo: int, hi: int) -> Future[BatchReport]:
         self.start()
         assert self._executor is not None
-        future = self._executor.submit(_send, occurrence_id, channel, lo, hi)
+        future = self._executor.submit(_send, self._args, occurrence_id, channel, lo, hi)
         self._running.append(future)
         return future
 
@@ -84,12 +81,15 @@ class Helpers:
             self._executor = None
 
 
-def _start(config: str, url: str, redis_url: str | None, lease_seconds: float, parent: int) -> None:
+def _prepare(args: _Args) -> None:
+    """Load the project and connect, once per helper (the first task it takes does it)."""
+    if _context is None:
+        _start(*args)
+
+
+def _start(config: str, url: str, redis_url: str | None, lease_seconds: float) -> None:
     import datetime as dt
 
-    # The firing process decides when to stop (Ctrl-C reaches the whole process group):
-    # a helper finishes the batch in hand and takes no other.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _context
     project = load_project(config)
     _context = DeliveryContext(
@@ -100,12 +100,13 @@ def _start(config: str, url: str, redis_url: str | None, lease_seconds: float, p
     )
     # Run at the helper's exit (atexit is not, in a multiprocessing child): QUIT to the server.
     multiprocessing.util.Finalize(None, _context.close, exitpriority=10)
+
+
+def watch_parent(parent: int) -> None:
+    """In a helper, from its start (delivery/prestart.warm_up): exit once `parent` is gone,
+    also while the helper still imports or waits for its first batch."""
     threading.Thread(
-        # The parent's pid as it passed it: it may have died while this one was starting.
-        target=_exit_with_parent,
-        args=(parent,),
-        name="parent-watch",
-        daemon=True,
+        target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True
     ).start()
 
 
@@ -117,18 +118,15 @@ def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
     log.warning("the sending process %d is gone: this helper stops after its batch", parent)
-    assert _context is not None
-    while _context.busy:
-        time.sleep(0.05)
-    _context.close()
+    if _context is not None:  # else it had not taken a batch yet
+        while _context.busy:
+            time.sleep(0.05)
+        _context.close()
     os._exit(0)  # the executor's call queue would wait for the dead parent forever
 
 
-def _ready() -> None:
-    pass
-
-
-def _send(occurrence_id: str, channel: str, lo: int, hi: int) -> BatchReport:
+def _send(args: _Args, occurrence_id: str, channel: str, lo: int, hi: int) -> BatchReport:
+    _prepare(args)
     assert _context is not None
     with _context.in_use():
         return send_batch(_context, occurrence_id, channel, lo, hi)

@@ -1,0 +1,122 @@
+"""Helper processes started before `scheduler send`'s imports (delivery/prestart.py): which
+command lines start them, that a send takes them, and that none outlives its command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ProjectFactory
+from delivery_helpers import add_subscribers, context, email_project, may_day
+from smtp_server import SmtpTestServer
+from sqlalchemy.engine import Engine
+
+from scheduler.delivery import prestart
+from scheduler.delivery.fire import fire
+from scheduler.delivery.senders import Helpers
+
+OCC = "may-day/2030/statement"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["send", "may-day"], True),
+        (["-c", "other.yaml", "send", "may-day", "--now"], True),
+        (["--config=other.yaml", "send", "may-day"], True),
+        (["send", "may-day", "--enqueue"], False),  # workers send
+        (["send", "may-day", "--dry-run"], False),
+        (["send", "--help"], False),
+        (["status"], False),
+        (["-c", "send", "status"], False),  # "send" is the config file's name here
+        ([], False),
+    ],
+)
+def test_only_an_embedded_send_starts_helpers_early(argv: list[str], expected: bool) -> None:
+    assert prestart.sends_here(argv) is expected
+
+
+@pytest.fixture
+def clean_prestart(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.setenv("SCHEDULER_SENDER_PROCESSES", "2")
+    yield
+    prestart.discard()
+
+
+def test_a_send_too_small_for_helpers_kills_them_without_waiting_for_their_imports(
+    clean_prestart: object,
+) -> None:
+    prestart.start_for(["send", "may-day"])
+    pool = prestart._pool
+    assert pool is not None
+    processes = list(pool._processes.values())  # type: ignore[attr-defined]
+    assert len(processes) == 1  # two sender processes in all: this one and a helper
+    prestart.discard()
+    deadline = time.monotonic() + 30
+    for process in processes:
+        # (The pool's own thread reaps it too: whichever waits first gets the status.)
+        while process.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Killed (mid-import: it takes a second), not ended after its imports.
+        assert process.exitcode == -signal.SIGKILL
+    assert prestart._pool is None
+    assert prestart.take(1) is None
+
+
+def test_a_large_send_takes_the_helpers_started_early(
+    clean_prestart: object,
+    make_project: ProjectFactory,
+    store_engine: Engine,
+    smtp_server: SmtpTestServer,
+) -> None:
+    project = email_project(make_project, smtp_server.url, batch_size=25)
+    emails = add_subscribers(store_engine, 300)
+    prestart.start_for(["send", "may-day"])
+    early = prestart._pool
+    assert early is not None
+    taken: list[object] = []
+    original = Helpers.start
+
+    def start(self: Helpers) -> None:
+        original(self)
+        taken.append(self._executor)
+
+    ctx = context(project, store_engine)
+    try:
+        Helpers.start = start  # type: ignore[method-assign]
+        report = fire(ctx, may_day(project), processes=2)
+    finally:
+        Helpers.start = original  # type: ignore[method-assign]
+        ctx.close()
+    assert taken and all(executor is early for executor in taken)
+    assert prestart._pool is None  # the send's now: nothing left to discard
+    assert (report.result.sent, report.state) == (300, "done")
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+    # The helper sent some of them, on its own connections.
+    assert smtp_server.connections > 4
+
+
+def test_a_sender_killed_while_it_imports_leaves_no_helper_behind(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    # The helper starts first thing, before any batch: it must watch its parent from then
+    # on, or it waits for work forever and holds the killed command's output open.
+    project = email_project(make_project)
+    env = {
+        **os.environ,
+        "SCHEDULER_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "SCHEDULER_CONFIG": str(project.path),
+        "SCHEDULER_SENDER_PROCESSES": "2",
+    }
+    command = [sys.executable, "-m", "scheduler", "send", "may-day", "--occurrence", OCC, "--now"]
+    sender = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)  # the helper is spawned in the command's first tenth of a second
+    sender.send_signal(signal.SIGKILL)
+    # Returns once every holder of the pipes is gone: the command and its helper.
+    sender.communicate(timeout=60)
+    assert sender.returncode == -signal.SIGKILL
