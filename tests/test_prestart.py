@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from delivery_helpers import add_subscribers, context, email_project, may_day
 from smtp_server import SmtpTestServer
 from sqlalchemy.engine import Engine
 
-from scheduler.delivery import prestart
+from scheduler.delivery import ledger, prestart
 from scheduler.delivery.fire import fire
 from scheduler.delivery.senders import Helpers
 
@@ -42,7 +43,7 @@ def test_only_an_embedded_send_starts_helpers_early(argv: list[str], expected: b
 
 
 @pytest.fixture
-def clean_prestart(monkeypatch: pytest.MonkeyPatch) -> object:
+def clean_prestart(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SCHEDULER_SENDER_PROCESSES", "2")
     yield
     prestart.discard()
@@ -120,3 +121,44 @@ def test_a_sender_killed_while_it_imports_leaves_no_helper_behind(
     # Returns once every holder of the pipes is gone: the command and its helper.
     sender.communicate(timeout=60)
     assert sender.returncode == -signal.SIGKILL
+
+
+def test_helpers_send_while_the_audience_is_still_being_added(
+    monkeypatch: pytest.MonkeyPatch,
+    make_project: ProjectFactory,
+    store_engine: Engine,
+    smtp_server: SmtpTestServer,
+) -> None:
+    # 1,200 recipients in batches of 25: the fan-out is three chunks of 500 ids, and the
+    # batches the first ones complete go to the helper before the last is added.
+    monkeypatch.setenv("SCHEDULER_SENDER_PROCESSES", "2")
+    project = email_project(make_project, smtp_server.url, batch_size=25)
+    emails = add_subscribers(store_engine, 1200)
+    fanned_out = False
+    during: list[tuple[str, int, int]] = []
+    mark, submit = ledger.mark_fanned_out, Helpers.submit
+
+    def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
+        nonlocal fanned_out
+        fanned_out = True
+        return mark(engine, occurrence_id)
+
+    def submit_recorded(
+        self: Helpers, occurrence_id: str, channel: str, lo: int, hi: int
+    ) -> object:
+        if not fanned_out:
+            during.append((channel, lo, hi))
+        return submit(self, occurrence_id, channel, lo, hi)
+
+    monkeypatch.setattr(ledger, "mark_fanned_out", mark_fanned_out)
+    monkeypatch.setattr(Helpers, "submit", submit_recorded)
+    ctx = context(project, store_engine)
+    try:
+        report = fire(ctx, may_day(project), processes=2)
+    finally:
+        ctx.close()
+    assert during  # handed over before the fan-out ended
+    assert len(set(during)) == len(during)
+    assert (report.result.sent, report.state) == (1200, "done")
+    assert report.batches == 1200 // 25
+    assert smtp_server.count_by_recipient() == {e: 1 for e in emails}

@@ -365,6 +365,39 @@ def _fire_claimed(
             report.batches += 1
             early.add((channel, lo, hi))
 
+    elsewhere: dict[Future[BatchReport], tuple[str, int, int]] = {}
+    failed_helper = False
+
+    def collect(wait: bool) -> None:
+        nonlocal failed_helper
+        for future in [f for f in elsewhere if wait or f.done()]:
+            channel, lo, hi = elsewhere.pop(future)
+            try:
+                report.result.add(future.result())
+            except Exception as e:  # a helper that cannot work: this process sends its batch
+                log.warning("helper failed on %s %s [%d,%d): %r", occ.id, channel, lo, hi, e)
+                failed_helper = True
+                send(occ.id, channel, lo, hi)
+            if progress:
+                progress(report.result)
+
+    def hand_to_helpers(channel: str, batches: Sequence[tuple[int, int]]) -> None:
+        # Embedded, during the fan-out: the batches a chunk completed go to free helpers
+        # (up to two each in hand), so they send while this process adds the rest; the
+        # others are sent after the fan-out like any batch.
+        collect(wait=False)
+        if helpers is None or failed_helper or ctx.stopping:
+            return
+        batches = [(lo, hi) for lo, hi in batches if (channel, lo, hi) not in early]
+        if not batches or not helpers.free() or ledger.is_cancelled(engine, occ.id):
+            return
+        for lo, hi in batches:
+            if not helpers.free():
+                return
+            elsewhere[helpers.submit(occ.id, channel, lo, hi)] = (channel, lo, hi)
+            report.batches += 1
+            early.add((channel, lo, hi))
+
     # A local-time step's first rows are its earliest wave, not due now: no early batch.
     chunked = [c for c in unfanned if c in ready and not occ.deliver_local]
     for channel in chunked:
@@ -379,9 +412,15 @@ def _fire_claimed(
             if channel in chunked:
                 # The rest chunk by chunk; with a queue, each chunk's complete batches are
                 # enqueued as it commits, so workers send while the rest is added.
-                report.new_rows += _fan_out_in_chunks(
-                    ctx, occ, channel, send_early if dispatch is not None else None
+                # Embedded, once the helpers run, they take them likewise.
+                during = (
+                    send_early
+                    if dispatch is not None
+                    else hand_to_helpers
+                    if helpers is not None and helpers.started
+                    else None
                 )
+                report.new_rows += _fan_out_in_chunks(ctx, occ, channel, during)
             elif channel in email_channels:
                 # In one statement; run again (after a crash) it adds only who is not
                 # there yet.
@@ -438,22 +477,6 @@ def _fire_claimed(
         helpers.start()  # unless it started before the fan-out
     if helpers is not None and not helpers.started:
         helpers = None  # a small send: this process sends every batch
-    elsewhere: dict[Future[BatchReport], tuple[str, int, int]] = {}
-    failed_helper = False
-
-    def collect(wait: bool) -> None:
-        nonlocal failed_helper
-        for future in [f for f in elsewhere if wait or f.done()]:
-            channel, lo, hi = elsewhere.pop(future)
-            try:
-                report.result.add(future.result())
-            except Exception as e:  # a helper that cannot work: this process sends its batch
-                log.warning("helper failed on %s %s [%d,%d): %r", occ.id, channel, lo, hi, e)
-                failed_helper = True
-                send(occ.id, channel, lo, hi)
-            if progress:
-                progress(report.result)
-
     for channel, lo, hi in ranges:
         if ledger.is_cancelled(engine, occ.id):
             report.result.cancelled = True
