@@ -61,7 +61,17 @@ def test_a_store_at_head_skips_alembic_and_an_older_one_is_upgraded(bare_engine:
     assert current_revision(bare_engine) == HEAD
     with bare_engine.connect() as conn:
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("suppressions")}
+        waves = next(
+            i
+            for i in sa.inspect(conn).get_indexes("deliveries")
+            if i["name"] == "ix_deliveries_occurrence_state_due"
+        )
     assert "ix_suppressions_erased" in indexes  # 0014 ran
+    # 0015 ran: the waves index holds only rows with a due_at.
+    where = waves.get("dialect_options", {})
+    assert "due_at IS NOT NULL" in str(
+        where.get("sqlite_where", where.get("postgresql_where", ""))
+    ), waves
 
 
 def test_import_then_reimport_is_idempotent(store_engine: Engine) -> None:
