@@ -418,6 +418,44 @@ def test_a_large_import_leaves_statistics_for_the_send_that_follows(pg_engine: E
     assert estimated("memberships") == 1510
 
 
+@pytest.mark.postgres
+def test_recording_outcomes_finds_its_rows_by_id_with_batches_in_flight(
+    make_project: ProjectFactory, pg_engine: Engine
+) -> None:
+    """The statistics of a fresh fan-out say no row is `sending`. Planned from them, the
+    outcome write walked every row in flight and, for each, every outcome of the flush
+    (40 ms a flush with two batches in flight, measured at 50,000)."""
+    import datetime as dt
+    import json
+
+    occ, lo, _ = fanned_out(make_project, pg_engine, 2000)
+    ledger.refresh_statistics(pg_engine)  # every row pending, as at the fan-out
+    lease = dt.timedelta(minutes=5)
+    held = ledger.claim_batch(pg_engine, occ.id, "email", lo, lo + 250, lease=lease)
+    held += ledger.claim_batch(pg_engine, occ.id, "email", lo + 250, lo + 500, lease=lease)
+    assert len(held) == 500
+    flush = [
+        [d.id, "sent", "250 2.0.0 Ok: queued", f"<m{d.id}@example.org>", None] for d in held[:125]
+    ]
+    now = dt.datetime.now(dt.UTC)
+    with pg_engine.connect() as conn:
+        plan = "\n".join(
+            row[0]
+            for row in conn.exec_driver_sql(
+                "EXPLAIN " + ledger._RECORD_POSTGRESQL, (now, now, json.dumps(flush))
+            )
+        )
+    # By the primary key, or (a small table) one pass over it into a hash: either costs the
+    # flush's rows or the table's, never their product.
+    assert "ix_deliveries_occurrence_state" not in plan, plan
+    assert "Index Scan using pk_deliveries on deliveries" in plan or "Hash Join" in plan, plan
+    # And it writes what it says: only the rows still sending, each once.
+    outcomes = [Result(d.id, DeliveryState.SENT, response="250 ok") for d in held[:125]]
+    assert ledger.record(pg_engine, outcomes) == 125
+    counts = ledger.counts(pg_engine, occ.id)[occ.id]["email"]
+    assert (counts["sent"], counts["sending"], counts["pending"]) == (125, 375, 1500)
+
+
 def _members(n: int, start: int = 0) -> list[SubscriberRow]:
     return [
         SubscriberRow(email=f"member.{i}@example.org", name=None, language="en", row=i + 2)
