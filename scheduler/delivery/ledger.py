@@ -829,7 +829,9 @@ def record(engine: Engine, results: Iterable[Result]) -> int:
 
 
 # `_record_each` for every row at once; parameters: sent_at, updated_at, then the rows as JSON
-# ([[id, state, response, message_id, error], ...]). `IS TRUE`: see `_still_sending`.
+# ([[id, state, response, message_id, error], ...]). As `jsonb`, parsed once: each `->>` of a
+# `json` value lexes its element again, five times a row (7 % of the statement, measured).
+# `IS TRUE`: see `_still_sending`.
 _RECORD_POSTGRESQL = (
     "UPDATE deliveries AS d SET state = v.state,"
     " provider_response = coalesce(v.response, d.provider_response),"
@@ -837,7 +839,7 @@ _RECORD_POSTGRESQL = (
     " sent_at = CASE WHEN v.state = 'sent' THEN %s::timestamptz END, lease_until = NULL,"
     " updated_at = %s::timestamptz"
     " FROM (SELECT (r->>0)::bigint AS id, r->>1 AS state, r->>2 AS response,"
-    " r->>3 AS message_id, r->>4 AS error FROM json_array_elements(%s::json) AS r) AS v"
+    " r->>3 AS message_id, r->>4 AS error FROM jsonb_array_elements(%s::jsonb) AS r) AS v"
     " WHERE d.id = v.id AND (d.state = 'sending') IS TRUE"
 )
 # The row-by-row `_record_each`, written out for SQLite's driver (qmark parameters).
