@@ -35,3 +35,20 @@ def paused_gc() -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
+
+
+@contextmanager
+def frozen_when_done() -> Iterator[None]:
+    """For a process's imports: the collector off while they build the objects that live as
+    long as the process (modules, classes, pydantic and SQLAlchemy models), then those objects
+    frozen, so no later full collection walks them, and the collector back on. While the
+    command line's imports ran, it walked them again and again: 0.15 s of a 0.8 s start,
+    measured (252 collections, the two full ones 16 and 48 ms)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()

@@ -3,6 +3,7 @@ command lines start them, that a send takes them, and that none outlives its com
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -162,3 +163,44 @@ def test_helpers_send_while_the_audience_is_still_being_added(
     assert (report.result.sent, report.state) == (1200, "done")
     assert report.batches == 1200 // 25
     assert smtp_server.count_by_recipient() == {e: 1 for e in emails}
+
+
+def test_the_command_runs_with_its_imports_frozen_and_the_collector_on() -> None:
+    """The imports run with the cycle collector off and end frozen (gc_pause.frozen_when_done);
+    the command itself, a daemon perhaps, runs with the collector on. A process that had it
+    off keeps it off."""
+    script = """
+import gc, json, sys
+from scheduler.gc_pause import frozen_when_done
+seen = {}
+with frozen_when_done():
+    seen["inside"] = gc.isenabled()
+    kept = [[i] for i in range(1000)]
+seen["after"] = gc.isenabled()
+seen["frozen"] = gc.get_freeze_count()
+gc.disable()
+with frozen_when_done():
+    pass
+seen["stays_off"] = not gc.isenabled()
+gc.enable()
+gc.unfreeze()
+import scheduler.cli
+def command():
+    seen["command_collects"] = gc.isenabled()
+    seen["command_frozen"] = gc.get_freeze_count()
+scheduler.cli.main = command
+sys.argv = ["scheduler", "status"]
+from scheduler import entry
+entry.main()
+print(json.dumps(seen))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["inside"] is False and seen["after"] is True
+    assert seen["frozen"] >= 1000  # at least the lists made inside
+    assert seen["stays_off"] is True
+    assert seen["command_collects"] is True
+    # Everything the command line's imports made (tens of thousands of objects) is frozen.
+    assert seen["command_frozen"] > 50_000

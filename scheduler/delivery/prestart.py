@@ -48,7 +48,11 @@ def warm_up(parent: int) -> None:
     # the end of each send. Run last of its exit steps (priority 0, after the context's
     # close at 10): what is frozen is not walked.
     multiprocessing.util.Finalize(None, gc.freeze, exitpriority=0)
-    importlib.import_module(SENDING_MODULE).watch_parent(parent)
+    from scheduler.gc_pause import frozen_when_done
+
+    with frozen_when_done():
+        sending = importlib.import_module(SENDING_MODULE)
+    sending.watch_parent(parent)
 
 
 def new_pool(count: int) -> ProcessPoolExecutor:
