@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import gc
 import logging
 from typing import Any
 
@@ -89,6 +90,10 @@ def _on_start(**_: object) -> None:
         # A project that does not load fails the first task, with its error, as before.
         log.exception("event=worker_warm_up_failed")
         _close()
+    # What the process holds from here on (the inherited imports, the project, the compiled
+    # templates) lives as long as it does: frozen, no full collection walks it again (one
+    # such walk took 30-55 ms in each worker process of a 50,000-message send, measured).
+    gc.freeze()
 
 
 @worker_process_shutdown.connect
