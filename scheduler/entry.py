@@ -15,19 +15,15 @@ def main() -> None:
     # are not walked; reference counting still frees what it frees, files and connections
     # are closed by their owners before this (the store, SMTP, logging's own exit hook).
     atexit.register(gc.freeze)
+    from scheduler.delivery import prestart
     from scheduler.gc_pause import frozen_when_done
 
-    with frozen_when_done():
-        from scheduler.delivery import prestart
-
-        # An embedded send's helper processes import while this one does (prestart.py).
-        prestart.start_for(sys.argv[1:])
-        try:
-            from scheduler.cli import main as cli_main
-        except BaseException:
-            prestart.discard()
-            raise
+    # An embedded send's helper processes import while this one does (delivery/prestart.py).
+    prestart.start_for(sys.argv[1:])
     try:
+        with frozen_when_done():
+            from scheduler.cli import main as cli_main
+
         cli_main()
     finally:
         prestart.discard()
