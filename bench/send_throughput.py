@@ -41,6 +41,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from installed import compile_package  # noqa: E402
+
 from scheduler.audience.csvfile import SubscriberRow  # noqa: E402
 from scheduler.store.db import make_engine, migrate  # noqa: E402
 from scheduler.store.schema import deliveries, occurrences  # noqa: E402
@@ -369,6 +371,7 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=3000)
     parser.add_argument("--skip-celery", action="store_true")
     args = parser.parse_args()
+    compile_package()  # as `pip install` would (bench/installed.py)
     n = args.recipients
 
     port = free_port()
