@@ -85,7 +85,7 @@ def _on_start(**_: object) -> None:
     # Ready before the first task: loading the project, migrating and compiling the
     # templates took the first batch of a send about a second.
     try:
-        context().renderer  # noqa: B018 (compiled on first use)
+        context().renderer.warm_up()
     except Exception:
         # A project that does not load fails the first task, with its error, as before.
         log.exception("event=worker_warm_up_failed")

@@ -508,15 +508,21 @@ def test_date_in_the_zone_given_also_for_the_same_instant() -> None:
     args = recipient_args("Ana")
     brussels = DATE.astimezone(dt.timezone(dt.timedelta(hours=2)))
     later = DATE + dt.timedelta(seconds=1, microseconds=1)
+    end_of_second = DATE + dt.timedelta(microseconds=999_999)
+    # Before 1970 the second is still the one the instant is in (rounded down, not to 0).
+    before_epoch = dt.datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=dt.UTC)
     lines = [
         header_block(factory.build(**args, date=d)).split(b"Date: ")[1].split(b"\r\n")[0]  # type: ignore[arg-type]
-        for d in (DATE, brussels, DATE, later)
+        for d in (DATE, brussels, DATE, end_of_second, later, before_epoch, DATE)
     ]
     assert lines == [
         b"Sat, 01 May 2027 08:30:00 +0000",
         b"Sat, 01 May 2027 10:30:00 +0200",
         b"Sat, 01 May 2027 08:30:00 +0000",
+        b"Sat, 01 May 2027 08:30:00 +0000",
         b"Sat, 01 May 2027 08:30:01 +0000",
+        b"Wed, 31 Dec 1969 23:59:59 +0000",
+        b"Sat, 01 May 2027 08:30:00 +0000",
     ]
 
 

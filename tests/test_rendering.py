@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import os
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,37 @@ def test_fast_links_are_the_tokens_recipient_links_makes(
     }
     with pytest.raises(TypeError):
         fast(True, address)  # type: ignore[arg-type]
+
+
+def test_warm_up_compiles_templates_ahead_and_keeps_edits_visible(
+    make_project: ProjectFactory,
+) -> None:
+    # What a Celery worker does at its start (tasks._on_start): afterwards a send's first
+    # batch finds every template compiled, and a template edited later is still read again.
+    path = make_project()
+    broken = path.parent / "templates" / "post" / "broken.txt"
+    broken.write_text("{% if %}", encoding="utf-8")  # a syntax error does not stop the warm-up
+    renderer = Renderer(load_project(path))
+    renderer.warm_up()
+    env = renderer.templates.env
+    loader = env.loader
+    assert loader is not None
+    calls: list[str] = []
+    real_get_source = loader.get_source
+
+    def counting_get_source(environment, name):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return real_get_source(environment, name)
+
+    loader.get_source = counting_get_source  # type: ignore[method-assign]
+    occ = _occurrence(renderer)
+    recipient = Recipient(email="ana@example.org", name="Ana", language="en", subscriber_id=1)
+    first = renderer.email(occ, recipient)
+    assert calls == []  # every template came from the cache the warm-up filled
+    text = path.parent / "templates" / "email" / "statement.txt"
+    text.write_text("edited after warm-up\n" + text.read_text(encoding="utf-8"), encoding="utf-8")
+    later = text.stat().st_mtime + 5
+    os.utime(text, (later, later))
+    again = renderer.email(occ, recipient)
+    assert again.text.startswith("edited after warm-up") and "edited" not in first.text
+    assert "email/statement.txt" in calls

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -103,6 +105,22 @@ class Renderer:
         if chapter not in self._chapter_templates:
             self._chapter_templates[chapter] = Templates(self.project.templates_dir, chapter)
         return self._chapter_templates[chapter]
+
+    def warm_up(self) -> None:
+        """Compile the alliance's email and post templates and load the date formats of the
+        project's languages: what a long-lived process (a Celery worker) does once at its
+        start rather than in its first batch of a send (70 ms of that batch, measured).
+        Templates stay fresh: Jinja still checks each file's time before using it. Statements
+        are not read ahead: a send reads them as they are when it needs them."""
+        for name in self.templates.all_files():
+            if name.startswith(("email/", "post/")):
+                # A broken one is `scheduler validate`'s to report; a send using it fails.
+                with contextlib.suppress(TemplateError):
+                    self.templates.compile(name)
+        campaigns = self.config.campaigns.values()
+        languages = {lang for c in campaigns for lang in self.config.campaign_languages(c)}
+        for language in sorted(languages):
+            localized_date(dt.date(2000, 1, 1), language)
 
     def statement(self, slug: str, language: str, chapter: str | None = None) -> Statement:
         key = (slug, language, chapter)
