@@ -11,6 +11,7 @@ restarted process can never both own a delivery:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -618,6 +619,58 @@ def _still_sending() -> sa.ColumnElement[bool]:
     return (D.state == DeliveryState.SENDING.value).is_(sa.true())
 
 
+def _claim_statement() -> sa.Update:
+    """`claim_batch`'s statement, with parameters (p_occurrence, p_channel, p_lo, p_hi, p_now,
+    p_lease_until)."""
+    now = sa.bindparam("p_now", type_=D.updated_at.type)
+    occurrence = sa.bindparam("p_occurrence", type_=D.occurrence_id.type)
+    cancelled = sa.select(sa.literal(1)).where(
+        O.id == occurrence, O.state == OccurrenceState.CANCELLED.value
+    )
+    claimable = sa.or_(
+        sa.and_(
+            D.state == DeliveryState.PENDING.value,
+            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now),
+        ),
+        sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
+    )
+    # A later wave of a local-time step is not due yet: it stays pending for its instant.
+    due = sa.or_(D.due_at.is_(None), D.due_at <= now)
+    return (
+        sa.update(deliveries)
+        .where(
+            D.occurrence_id == occurrence,
+            D.channel == sa.bindparam("p_channel", type_=D.channel.type),
+            D.id >= sa.bindparam("p_lo", type_=D.id.type),
+            D.id < sa.bindparam("p_hi", type_=D.id.type),
+            claimable,
+            due,
+            ~cancelled.exists(),
+        )
+        .values(
+            state=DeliveryState.SENDING.value,
+            attempts=D.attempts + 1,
+            lease_until=sa.bindparam("p_lease_until", type_=D.lease_until.type),
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        .returning(
+            D.id,
+            D.channel,
+            D.recipient,
+            D.subscriber_id,
+            D.language,
+            D.attempts,
+            D.first_failed_at,
+        )
+    )
+
+
+# Built once: building this statement and its cache key for every batch cost the sender
+# 0.6 ms of CPU a batch, more than PostgreSQL took to run it (measured).
+_CLAIM = _claim_statement()
+
+
 def claim_batch(
     engine: Engine,
     occurrence_id: str,
@@ -633,48 +686,16 @@ def claim_batch(
     failed or skipped ones are never returned, and nothing of a cancelled occurrence (asked
     in the same statement: one query per batch fewer, and no cancel slips in between)."""
     now = now or utcnow()
-    cancelled = sa.select(sa.literal(1)).where(
-        O.id == occurrence_id, O.state == OccurrenceState.CANCELLED.value
-    )
-    claimable = sa.or_(
-        sa.and_(
-            D.state == DeliveryState.PENDING.value,
-            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now),
-        ),
-        sa.and_(D.state == DeliveryState.SENDING.value, D.lease_until < now),
-    )
-    # A later wave of a local-time step is not due yet: it stays pending for its instant.
-    due = sa.or_(D.due_at.is_(None), D.due_at <= now)
-    statement = (
-        sa.update(deliveries)
-        .where(
-            D.occurrence_id == occurrence_id,
-            D.channel == channel,
-            D.id >= lo,
-            D.id < hi,
-            claimable,
-            due,
-            ~cancelled.exists(),
-        )
-        .values(
-            state=DeliveryState.SENDING.value,
-            attempts=D.attempts + 1,
-            lease_until=now + lease,
-            next_attempt_at=None,
-            updated_at=now,
-        )
-        .returning(
-            D.id,
-            D.channel,
-            D.recipient,
-            D.subscriber_id,
-            D.language,
-            D.attempts,
-            D.first_failed_at,
-        )
-    )
+    params = {
+        "p_occurrence": occurrence_id,
+        "p_channel": channel,
+        "p_lo": lo,
+        "p_hi": hi,
+        "p_now": now,
+        "p_lease_until": now + lease,
+    }
     with writer(engine).begin() as conn:
-        rows = conn.execute(statement).all()
+        rows = conn.execute(_CLAIM, params).all()
     return sorted((ClaimedDelivery(*row) for row in rows), key=lambda d: d.id)
 
 
@@ -893,25 +914,31 @@ def still_wanted(
     fan-out still takes effect for every batch not yet sent."""
     if not subscriber_ids:
         return {}
-    s = subscribers.c
     # The fan-out's test (`_wanted`), written as one probe per subscriber: as EXISTS,
     # PostgreSQL planned it as a hash join over the whole list's memberships, 13 ms per batch
     # of 250 at 50,000 subscribers and growing with the list; a correlated subquery with
     # LIMIT cannot be turned into a join, so each id costs two index look-ups (0.8 ms for
     # 250).
+    query = _still_wanted_query(tuple(lists), engine.dialect.name == "postgresql")
+    with engine.connect() as conn:
+        return {int(i): (e, n) for i, e, n in conn.execute(query, {"ids": list(subscriber_ids)})}
+
+
+@functools.lru_cache(maxsize=64)
+def _still_wanted_query(lists: tuple[str, ...], postgres: bool) -> sa.Select[Any]:
+    """`still_wanted`'s query for `lists`, built once (see `_CLAIM`), with the ids as the
+    parameter `ids`."""
+    s = subscribers.c
     member = _membership(lists).limit(1).scalar_subquery()
     suppressed = _suppression().limit(1).scalar_subquery()
-    ids = list(subscriber_ids)
     # On PostgreSQL one array parameter: 250 expanded IN parameters cost the client more
     # (statement conversion) than the server's look-ups.
     among = (
-        s.id == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.BigInteger)))
-        if engine.dialect.name == "postgresql"
-        else s.id.in_(ids)
+        s.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger)))
+        if postgres
+        else s.id.in_(sa.bindparam("ids", expanding=True))
     )
-    query = sa.select(s.id, s.email, s.name).where(among, member.is_not(None), suppressed.is_(None))
-    with engine.connect() as conn:
-        return {int(i): (e, n) for i, e, n in conn.execute(query)}
+    return sa.select(s.id, s.email, s.name).where(among, member.is_not(None), suppressed.is_(None))
 
 
 def remaining(engine: Engine, occurrence_id: str) -> int:
