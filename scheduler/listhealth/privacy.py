@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.audience.address import address_key
-from scheduler.listhealth.erasure_key import erased_key
 from scheduler.store.db import dialect_insert, writer
+from scheduler.store.erasure_key import erased_key
 from scheduler.store.schema import (
     SuppressionReason,
     deliveries,

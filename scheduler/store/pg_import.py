@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from scheduler.listhealth.erasure_key import erased_keys
+from scheduler.store.erasure_key import erased_keys
 from scheduler.store.import_batch import Batch, anyone_erased, attributes_json
 from scheduler.store.schema import FINAL_STATUSES, MembershipStatus
 

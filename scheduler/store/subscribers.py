@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from scheduler.audience.address import address_key, normalize_address
 from scheduler.audience.csvfile import SubscriberRow
 from scheduler.gc_pause import paused_gc
-from scheduler.listhealth.erasure_key import erased_keys
 from scheduler.store import import_lanes, pg_import
 from scheduler.store.db import dialect_insert, refresh_statistics, writer
+from scheduler.store.erasure_key import erased_keys
 from scheduler.store.import_batch import Batch, anyone_erased, attributes_json
 from scheduler.store.schema import (
     FINAL_STATUSES,
