@@ -17,7 +17,7 @@ from scheduler.accounts.actor import Actor as Actor  # where callers have taken 
 from scheduler.calendar import Occurrence
 from scheduler.config.model import Config
 from scheduler.config.project import Project
-from scheduler.delivery import channel_state, ledger
+from scheduler.delivery import channel_state, clock_state, ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import FireReport, fire, fire_still_planned
 from scheduler.delivery.guard import SendTimeProblem, check_send_time
@@ -31,8 +31,6 @@ class Outcome:
 
 
 def pause(engine: Engine, campaign: str, actor: Actor, note: str | None = None) -> Outcome:
-    from scheduler.clock import state as clock_state
-
     changed = clock_state.pause(engine, campaign, note)
     if changed:
         audit.record(
@@ -47,8 +45,6 @@ def pause(engine: Engine, campaign: str, actor: Actor, note: str | None = None) 
 
 
 def resume(engine: Engine, campaign: str, actor: Actor) -> Outcome:
-    from scheduler.clock import state as clock_state
-
     changed = clock_state.resume(engine, campaign)
     if changed:
         audit.record(
@@ -59,8 +55,6 @@ def resume(engine: Engine, campaign: str, actor: Actor) -> Outcome:
 
 def cancel(engine: Engine, config: Config, occurrence_id: str, actor: Actor) -> Outcome:
     """Raises UnknownCampaignError for an occurrence campaigns.yaml does not have."""
-    from scheduler.clock import state as clock_state
-
     occ = calendar.occurrence(config, occurrence_id)
     if clock_state.cancel(engine, occ, note=f"cancelled by {actor.name}"):
         audit.record(

@@ -14,6 +14,7 @@ from scheduler.accounts.scope import may_act_on
 from scheduler.calendar import Occurrence
 from scheduler.channels import Post, get_channel_class
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.letters import Letter, Mailer
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import Role, alerts, utcnow
 
@@ -75,8 +76,6 @@ def _email(ctx: DeliveryContext, addresses: list[str], subject: str, body: str) 
     if not addresses:
         return
     from html import escape
-
-    from scheduler.web.mailer import Letter, Mailer
 
     try:
         mailer = Mailer(ctx, background=False)

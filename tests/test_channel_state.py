@@ -11,10 +11,10 @@ from delivery_helpers import add_subscribers, context
 from sqlalchemy.engine import Engine
 
 from scheduler import calendar
-from scheduler.clock import state
 from scheduler.clock.policy import Action, decide
 from scheduler.config.project import load_project
 from scheduler.delivery import channel_state, ledger
+from scheduler.delivery import clock_state as state
 from scheduler.delivery.fire import fire, fire_still_planned
 
 

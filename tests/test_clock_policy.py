@@ -10,10 +10,10 @@ from delivery_helpers import EMAIL_ONLY, add_subscribers
 from sqlalchemy.engine import Engine
 
 from scheduler import calendar
-from scheduler.clock import state
 from scheduler.clock.daemon import Clock
 from scheduler.clock.policy import Action, decide
 from scheduler.config.project import load_project
+from scheduler.delivery import clock_state as state
 from scheduler.delivery.ledger import OccurrenceRow
 
 UTC = dt.UTC

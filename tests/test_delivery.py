@@ -153,7 +153,7 @@ def test_a_batch_sent_during_the_fan_out_asks_one_question_to_finish(
 def test_nothing_of_a_cancelled_occurrence_is_claimed(
     make_project: ProjectFactory, store_engine: Engine
 ) -> None:
-    from scheduler.clock import state
+    from scheduler.delivery import clock_state as state
 
     project = email_project(make_project)
     add_subscribers(store_engine, 3)
@@ -379,7 +379,7 @@ def test_a_template_beyond_placeholders_falls_back_to_the_plain_path(
 def test_the_clock_leaves_a_missed_occurrence_but_an_organizer_can_send_it(
     make_project: ProjectFactory, store_engine: Engine
 ) -> None:
-    from scheduler.clock import state
+    from scheduler.delivery import clock_state as state
 
     project = email_project(make_project)
     add_subscribers(store_engine, 2)

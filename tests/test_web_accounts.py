@@ -16,9 +16,8 @@ from web_helpers import DASHBOARD_TOKEN, csrf, letters, page, web_app, web_proje
 
 from scheduler.accounts import audit, lockout
 from scheduler.accounts import store as accounts
-from scheduler.clock import state as clock_state
 from scheduler.config.project import Project, load_project
-from scheduler.delivery import ledger
+from scheduler.delivery import clock_state, ledger
 from scheduler.delivery.fire import fire
 from scheduler.review import approvals
 from scheduler.store.schema import Role

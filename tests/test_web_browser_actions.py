@@ -17,10 +17,9 @@ from web_helpers import letters, web_project
 from werkzeug.serving import make_server
 
 from scheduler.accounts import store as accounts
-from scheduler.clock import state as clock_state
 from scheduler.clock.daemon import Clock
 from scheduler.config.project import load_project
-from scheduler.delivery import ledger
+from scheduler.delivery import clock_state, ledger
 from scheduler.review import holds
 from scheduler.store.schema import Role
 from scheduler.web import DashboardAuth, Mailer, create_app

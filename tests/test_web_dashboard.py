@@ -11,8 +11,7 @@ from sqlalchemy.engine import Engine
 from web_helpers import DASHBOARD_TOKEN, csrf, page, web_app, web_project
 from werkzeug.security import generate_password_hash
 
-from scheduler.clock import state as clock_state
-from scheduler.delivery import ledger
+from scheduler.delivery import clock_state, ledger
 from scheduler.delivery.fire import fire
 from scheduler.web import DashboardAuth, Limit, Limits
 

@@ -80,7 +80,7 @@ def status_command(
                 "waves": [w.as_json() for w in by_wave.get(row.id, [])],
             }
         )
-    from scheduler.clock import state as clock_state
+    from scheduler.delivery import clock_state
     from scheduler.review import holds
 
     paused = sorted(

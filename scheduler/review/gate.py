@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from scheduler.calendar import Occurrence
 from scheduler.config.project import Project
+from scheduler.delivery import clock_state
 from scheduler.delivery.ledger import OccurrenceRow
 from scheduler.review.approvals import status
 from scheduler.review.policy import has_approvers, review_for
@@ -48,8 +49,6 @@ def unapproved(
 def why_not_yet(project: Project, engine: Engine, occ: Occurrence) -> str | None:
     """Why a send by hand must wait for review now, or None. One already claimed (resumed
     or settled) passed the gate, or never needed it, when it first fired."""
-    from scheduler.clock import state as clock_state
-
     known = clock_state.known(engine, [occ.id])
     at = max(occ.instant, dt.datetime.now(dt.UTC))
     return unapproved(project, engine, [occ], known, at).get(occ.id)

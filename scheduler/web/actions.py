@@ -26,8 +26,9 @@ from scheduler.accounts import audit, scope
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
 from scheduler.content.render import Recipient, Renderer
-from scheduler.delivery import channel_state, ledger
+from scheduler.delivery import channel_state, clock_state, ledger
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.letters import Letter
 from scheduler.delivery.readiness import unset_variables
 from scheduler.errors import NotAllowedError, ReviewError, SchedulerError, UnknownCampaignError
 from scheduler.review import approvals, holds
@@ -36,7 +37,6 @@ from scheduler.web import session as session_auth
 from scheduler.web.csrf import require_csrf
 from scheduler.web.dashboard import blueprint as blueprint  # the app registers it from here
 from scheduler.web.freshness import current_project
-from scheduler.web.mailer import Letter
 from scheduler.web.pages import message_page, render_page, web_state
 
 # The occurrence page shows the email in a frame of this site; nothing else may frame it.
@@ -351,8 +351,6 @@ def occurrence(occurrence_id: str) -> tuple[str, int, dict[str, str]]:
 
 
 def campaign_paused() -> set[str]:
-    from scheduler.clock import state as clock_state
-
     return clock_state.paused(web_state().engine)
 
 

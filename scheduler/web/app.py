@@ -27,12 +27,12 @@ from scheduler.channels import sends_email
 from scheduler.config.project import Project
 from scheduler.content.dates import install_date_filters
 from scheduler.delivery.context import DeliveryContext
+from scheduler.delivery.letters import Mailer
 from scheduler.tokens import secret_key as env_secret_key
 from scheduler.web import actions as dashboard_actions
 from scheduler.web import archive, i18n, provider_hooks, signup, subscriber
 from scheduler.web.auth import DashboardAuth
 from scheduler.web.csrf import csrf_token
-from scheduler.web.mailer import Mailer
 from scheduler.web.pages import (
     EXTENSION,
     WebState,

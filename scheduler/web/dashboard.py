@@ -14,8 +14,7 @@ from werkzeug.wrappers import Response
 from scheduler import calendar
 from scheduler.accounts import audit, lockout, passwords, scope
 from scheduler.accounts import store as accounts
-from scheduler.clock import state as clock_state
-from scheduler.delivery import channel_state, ledger
+from scheduler.delivery import channel_state, clock_state, ledger
 from scheduler.delivery.channel_state import ChannelProgress
 from scheduler.errors import AccountError
 from scheduler.listhealth import stats

@@ -15,9 +15,9 @@ from sqlalchemy.engine import Engine
 
 from scheduler.config.model import Config, Voice
 from scheduler.config.project import Project
+from scheduler.delivery.letters import Mailer
 from scheduler.web import i18n
 from scheduler.web.auth import DashboardAuth
-from scheduler.web.mailer import Mailer
 from scheduler.web.ratelimit import HitCounter, Limits
 from scheduler.web.sends import Sends
 

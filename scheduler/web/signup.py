@@ -13,10 +13,10 @@ from werkzeug.wrappers import Response
 
 from scheduler.audience.address import address_key, address_problem, normalize_address
 from scheduler.config.model import MailingList
+from scheduler.delivery.letters import Letter
 from scheduler.tokens import BadToken
 from scheduler.web import links, memberships
 from scheduler.web.csrf import require_csrf
-from scheduler.web.mailer import Letter
 from scheduler.web.pages import (
     client_ip,
     masked_address,

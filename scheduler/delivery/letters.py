@@ -1,4 +1,5 @@
-"""Send the sign-up confirmation through the project's SMTP channel, off the request thread.
+"""Single letters through the project's SMTP channel: the sign-up confirmation (off the
+request thread) and the organizers' alerts.
 
 Sending in the background keeps the form's answer equally fast whether an email goes out or
 not (a suppressed address gets none), so response times do not tell who is on a list.

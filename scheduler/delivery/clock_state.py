@@ -1,4 +1,7 @@
-"""What the clock keeps in the store: pauses, cancellations, missed occurrences, last seen."""
+"""What the clock keeps in the store: pauses, cancellations, missed occurrences, last seen.
+
+Beside the ledger, not in `clock/`: organizers pause, resume and cancel through it from the
+command line and the web too, which sit above the clock."""
 
 from __future__ import annotations
 
