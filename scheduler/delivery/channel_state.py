@@ -194,15 +194,6 @@ def mark_fanned_out(engine: Engine, occurrence_id: str, channel: str) -> None:
         )
 
 
-def _open(occurrence_id: str, channel: str | None = None) -> sa.Exists:
-    query = sa.select(sa.literal(1)).where(
-        D.occurrence_id == occurrence_id, D.state.in_(OPEN_DELIVERY)
-    )
-    if channel is not None:
-        query = query.where(D.channel == channel)
-    return query.exists()
-
-
 # The two questions asked after every batch, built once with parameters: building a
 # statement and its cache key cost more of the client's CPU than running it (0.1-0.3 ms
 # each a batch, measured); a statement kept is keyed once.

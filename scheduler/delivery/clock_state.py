@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from scheduler.calendar import Occurrence
 from scheduler.delivery import channel_state
 from scheduler.delivery.channel_state import ChannelRow
-from scheduler.delivery.ledger import OccurrenceRow, _occurrence_row
+from scheduler.delivery.ledger import OccurrenceRow, _occurrence_row, add_occurrence
 from scheduler.store.db import dialect_insert, writer
 from scheduler.store.schema import (
     ChannelState,
@@ -101,22 +101,8 @@ def record_blocked(engine: Engine, occ: Occurrence, note: str) -> bool:
     """
     now = utcnow()
     with writer(engine).begin() as conn:
-        insert = dialect_insert(conn, occurrences)
-        added = conn.execute(
-            insert.values(
-                id=occ.id,
-                campaign=occ.campaign_id,
-                step=occ.step_id,
-                instant=occ.instant,
-                state=OccurrenceState.PLANNED.value,
-                note=note,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-            .returning(O.id)
-        ).first()
-        if added is None:
+        added = add_occurrence(conn, occ, OccurrenceState.PLANNED, note, now)
+        if not added:
             conn.execute(
                 sa.update(occurrences)
                 .where(
@@ -126,7 +112,7 @@ def record_blocked(engine: Engine, occ: Occurrence, note: str) -> bool:
                 )
                 .values(note=note, updated_at=now)
             )
-    return added is not None
+    return added
 
 
 def _settle(
@@ -141,22 +127,7 @@ def _settle(
     now = utcnow()
     final = ChannelState(state.value)
     with writer(engine).begin() as conn:
-        insert = dialect_insert(conn, occurrences)
-        added = conn.execute(
-            insert.values(
-                id=occ.id,
-                campaign=occ.campaign_id,
-                step=occ.step_id,
-                instant=occ.instant,
-                state=state.value,
-                note=note,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-            .returning(O.id)
-        ).first()
-        if added is not None:
+        if add_occurrence(conn, occ, state, note, now):
             channel_state.ensure_rows(conn, occ.id, occ.channels, now=now, state=final, note=note)
             return True
         channel_state.ensure_rows(conn, occ.id, occ.channels, now=now)

@@ -111,6 +111,35 @@ def get_occurrence(engine: Engine, occurrence_id: str) -> OccurrenceRow | None:
     return None if row is None else _occurrence_row(row)
 
 
+def add_occurrence(
+    conn: sa.Connection,
+    occ: Occurrence,
+    state: OccurrenceState,
+    note: str | None,
+    now: dt.datetime,
+    **more: Any,
+) -> bool:
+    """Insert the occurrence's row in `state` (with the columns in `more`) unless it has one;
+    True if this call did."""
+    insert = dialect_insert(conn, occurrences)
+    added = conn.execute(
+        insert.values(
+            id=occ.id,
+            campaign=occ.campaign_id,
+            step=occ.step_id,
+            instant=occ.instant,
+            state=state.value,
+            note=note,
+            created_at=now,
+            updated_at=now,
+            **more,
+        )
+        .on_conflict_do_nothing()
+        .returning(O.id)
+    ).first()
+    return added is not None
+
+
 def claim_occurrence(
     engine: Engine,
     occ: Occurrence,
@@ -131,21 +160,7 @@ def claim_occurrence(
     now = now or utcnow()
     wanted = list(occ.channels if channels is None else channels)
     with writer(engine).begin() as conn:
-        insert = dialect_insert(conn, occurrences)
-        conn.execute(
-            insert.values(
-                id=occ.id,
-                campaign=occ.campaign_id,
-                step=occ.step_id,
-                instant=occ.instant,
-                state=OccurrenceState.FIRING.value,
-                late=late,
-                note=note,
-                fired_at=now,
-                created_at=now,
-                updated_at=now,
-            ).on_conflict_do_nothing()
-        )
+        add_occurrence(conn, occ, OccurrenceState.FIRING, note, now, late=late, fired_at=now)
         channel_state.ensure_rows(conn, occ.id, occ.channels, now=now)
         # A row the clock created ahead of time (`planned`) is claimed by moving it on; so is
         # one whose other channels went out already, when a missed channel is sent by hand.
