@@ -4,6 +4,8 @@ same file and the same history give the same report and the same stored rows on 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,71 @@ def test_postgres_import_matches_sqlite(engines: tuple[Engine, Engine], tmp_path
     assert statuses[("hal@example.org", "members")] == "complained"
     assert statuses[("ana@example.org", "press")] == "active"  # unconfirmed, then imported
     assert statuses[("joiner@example.org", "members")] == "active"
+
+
+@pytest.mark.postgres
+def test_postgres_import_of_an_address_added_meanwhile(tmp_path: Path) -> None:
+    """The merge adds addresses it did not find with a plain INSERT; one added by someone
+    else after its read (a sign-up committing while the import waits on it) makes the
+    unique index raise, and the batch is merged again with ON CONFLICT: nothing fails,
+    nothing is doubled, and the file's details win as in any import."""
+    engine = next(postgres := postgres_schema_engine())
+    try:
+        migrate(engine)
+        path = _write(
+            tmp_path,
+            "race.csv",
+            "email,name,language\nrace@example.org,Race,es\nother@example.org,Other,en\n",
+        )
+        rows = read_csv(path, languages=LANGS, default_language="en").rows
+        signup = engine.connect()
+        signing = signup.begin()
+        signup.execute(
+            sa.insert(subscribers).values(
+                email_key="race@example.org",
+                email="race@example.org",
+                name=None,
+                language="en",
+                timezone="Europe/Madrid",
+                attributes={},
+            )
+        )
+        done: list[Any] = []
+        importer = threading.Thread(
+            target=lambda: done.append(import_rows(engine, "members", rows, source="race.csv"))
+        )
+        importer.start()
+        # The import's insert waits on the sign-up's uncommitted row in the unique index.
+        # (A new transaction each look: pg_stat_activity stays as first read within one.)
+        waiting = 0
+        for _ in range(500):
+            with engine.connect() as watcher:
+                waiting = watcher.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database() AND query LIKE '%import_staging%'"
+                    )
+                )
+            if waiting:
+                break
+            time.sleep(0.01)
+        signing.commit()
+        signup.close()
+        importer.join(timeout=30)
+        assert waiting == 1
+        assert not importer.is_alive() and len(done) == 1
+        assert (done[0].inserted, done[0].updated, done[0].unchanged) == (2, 0, 0)
+        people = _state(engine)
+        assert people["subscribers"]["race@example.org"] == (
+            "race@example.org",
+            "Race",
+            "es",
+            "Europe/Madrid",  # the file gave no zone: the sign-up's stays
+            {},
+        )
+        assert [(k, lst, st) for k, lst, st, _ in people["memberships"]] == [
+            ("other@example.org", "members", "active"),
+            ("race@example.org", "members", "active"),
+        ]
+    finally:
+        postgres.close()
