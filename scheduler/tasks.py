@@ -17,7 +17,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from scheduler import alerts, calendar, settings
+from scheduler import calendar, settings
+from scheduler.delivery import alerts
 from scheduler.delivery.batch import send_batch
 from scheduler.delivery.context import DeliveryContext, broker_url
 from scheduler.delivery.fire import fire

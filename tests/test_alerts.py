@@ -14,9 +14,9 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy.engine import Engine
 from web_helpers import letters
 
-from scheduler import alerts
 from scheduler.accounts import store as accounts
 from scheduler.config.project import Project, load_project
+from scheduler.delivery import alerts
 from scheduler.delivery.fire import fire
 from scheduler.store.schema import Role
 

@@ -24,15 +24,15 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
-from scheduler import alerts, calendar, settings, waves
+from scheduler import calendar, settings, waves
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
 from scheduler.clock.leader import LeaderLock
 from scheduler.clock.policy import Action, Decision, LocalWaves, decide
 from scheduler.config.model import Config
 from scheduler.config.project import Project
+from scheduler.delivery import alerts, ledger
 from scheduler.delivery import clock_state as state
-from scheduler.delivery import ledger
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.fire import fire, sync_sources
 from scheduler.delivery.ledger import Claim

@@ -19,7 +19,7 @@ from scheduler import waves
 from scheduler.audience.csvfile import read_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
-from scheduler.delivery import channel_state, ledger
+from scheduler.delivery import alerts, channel_state, ledger
 from scheduler.delivery.addresses import refuse_undeliverable
 from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
@@ -130,8 +130,6 @@ def _sync_one(ctx: DeliveryContext, name: str, source: str, path: Path) -> int:
     )
     result = refuse_undeliverable(ctx.project, result)
     if result.problems:
-        from scheduler import alerts
-
         messages = [d.format() for d in result.diagnostics(source)]
         alerts.bad_rows(ctx, name, source, messages)
     report = subscribers.import_rows(ctx.engine, name, result.rows, source=source)

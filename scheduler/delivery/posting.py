@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from scheduler.calendar import Occurrence
 from scheduler.channels import AnyChannel, LinkCard, Media, Post, PostRef, get_channel_class
 from scheduler.content.render import Renderer
-from scheduler.delivery import ledger
+from scheduler.delivery import alerts, ledger
 from scheduler.delivery.attempts import Attempts, GiveUp, Round
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import ClaimedDelivery, Result
@@ -260,8 +260,6 @@ def post_delivery(
             )
         except (PermanentSendError, SecretError) as e:
             if isinstance(e, PermanentSendError) and e.status in (401, 403):
-                from scheduler import alerts
-
                 alerts.token_rejected(ctx, occ.id, channel_name, str(e))
             outcome = fail(_reason(channel, e), error=str(e))
             return Round()
