@@ -131,7 +131,10 @@ def test_organizers_act_and_approve_in_a_browser(
         sign_in("ana@example.org")
         page.goto(f"{base}/dashboard/occurrences/{OCC}?lang=en")
         page.locator("#approve").click()
-        assert page.get_by_text("Approved by ana@example.org").is_visible()
+        # The page after the POST may still be loading on a busy machine: wait for it.
+        approved = page.get_by_text("Approved by ana@example.org")
+        approved.wait_for(state="visible", timeout=10_000)
+        assert approved.is_visible()
         assert page.locator("#review-state").inner_text() == "approved"
 
         # An edit of the statement voids it; the page shows what changed.
