@@ -76,32 +76,41 @@ kept AS (
 ),
 """
 
-# The merge that is always right: the ON CONFLICT clauses re-check against what others
-# wrote meanwhile (COALESCE keeps a name or zone someone else stored, the membership WHERE
-# lets a concurrent unsubscribe win).
-_SAFE_WRITES = """
-saved AS (
-    INSERT INTO subscribers (email_key, email, name, language, timezone, attributes,
-                             created_at, updated_at)
-    SELECT k, e, new_n, new_l, new_t, new_a, now(), now() FROM kept WHERE changed
-    ON CONFLICT (email_key) DO UPDATE SET
+# The writes' shared parts: the rules for a stored subscriber or membership met again are
+# written once, for both merges below.
+_INSERT_SUBSCRIBERS = """INSERT INTO subscribers (email_key, email, name, language, timezone,
+                             attributes, created_at, updated_at)"""
+_NEW_SUBSCRIBER = "k, e, new_n, new_l, new_t, new_a, now(), now()"
+_ON_SUBSCRIBER_CONFLICT = """ON CONFLICT (email_key) DO UPDATE SET
         email = excluded.email,
         name = coalesce(excluded.name, subscribers.name),
         language = excluded.language,
         timezone = coalesce(excluded.timezone, subscribers.timezone),
         attributes = excluded.attributes,
-        updated_at = now()
+        updated_at = now()"""
+_INSERT_MEMBERSHIPS = """INSERT INTO memberships (subscriber_id, list_name, status, source,
+                             subscribed_at, updated_at)"""
+_NEW_MEMBERSHIP = "%(list)s, %(status)s, %(source)s, now(), now()"
+_ON_MEMBERSHIP_CONFLICT = """ON CONFLICT (subscriber_id, list_name) DO UPDATE SET
+        status = excluded.status, source = excluded.source, updated_at = now()
+    WHERE memberships.status = 'unconfirmed' AND excluded.status = 'active'"""
+
+# The merge that is always right: the ON CONFLICT clauses re-check against what others
+# wrote meanwhile (COALESCE keeps a name or zone someone else stored, the membership WHERE
+# lets a concurrent unsubscribe win).
+_SAFE_WRITES = f"""
+saved AS (
+    {_INSERT_SUBSCRIBERS}
+    SELECT {_NEW_SUBSCRIBER} FROM kept WHERE changed
+    {_ON_SUBSCRIBER_CONFLICT}
     RETURNING id, email_key
 ),
 joined AS (
-    INSERT INTO memberships (subscriber_id, list_name, status, source, subscribed_at,
-                             updated_at)
-    SELECT coalesce(kept.sid, saved.id), %(list)s, %(status)s, %(source)s, now(), now()
+    {_INSERT_MEMBERSHIPS}
+    SELECT coalesce(kept.sid, saved.id), {_NEW_MEMBERSHIP}
     FROM kept LEFT JOIN saved ON saved.email_key = kept.k
     WHERE kept.joining
-    ON CONFLICT (subscriber_id, list_name) DO UPDATE SET
-        status = excluded.status, source = excluded.source, updated_at = now()
-    WHERE memberships.status = 'unconfirmed' AND excluded.status = 'active'
+    {_ON_MEMBERSHIP_CONFLICT}
 )
 """
 
@@ -110,41 +119,27 @@ joined AS (
 # index probe and an extra WAL record a row; ~1.3 us of a new member's ~25 us), and so is
 # its membership. If someone added one of those addresses since the read, the unique index
 # raises and the batch is merged again with _SAFE_WRITES.
-_FAST_WRITES = """
+_FAST_WRITES = f"""
 fresh AS (
-    INSERT INTO subscribers (email_key, email, name, language, timezone, attributes,
-                             created_at, updated_at)
-    SELECT k, e, new_n, new_l, new_t, new_a, now(), now() FROM kept WHERE sid IS NULL
+    {_INSERT_SUBSCRIBERS}
+    SELECT {_NEW_SUBSCRIBER} FROM kept WHERE sid IS NULL
     RETURNING id
 ),
 saved AS (
-    INSERT INTO subscribers (email_key, email, name, language, timezone, attributes,
-                             created_at, updated_at)
-    SELECT k, e, new_n, new_l, new_t, new_a, now(), now()
-    FROM kept WHERE sid IS NOT NULL AND changed
-    ON CONFLICT (email_key) DO UPDATE SET
-        email = excluded.email,
-        name = coalesce(excluded.name, subscribers.name),
-        language = excluded.language,
-        timezone = coalesce(excluded.timezone, subscribers.timezone),
-        attributes = excluded.attributes,
-        updated_at = now()
+    {_INSERT_SUBSCRIBERS}
+    SELECT {_NEW_SUBSCRIBER} FROM kept WHERE sid IS NOT NULL AND changed
+    {_ON_SUBSCRIBER_CONFLICT}
 ),
 joined_fresh AS (
     -- A subscriber made by this statement is seen by no one else yet, so no one can have
     -- made it a member of anything: no conflict to look for.
-    INSERT INTO memberships (subscriber_id, list_name, status, source, subscribed_at,
-                             updated_at)
-    SELECT id, %(list)s, %(status)s, %(source)s, now(), now() FROM fresh
+    {_INSERT_MEMBERSHIPS}
+    SELECT id, {_NEW_MEMBERSHIP} FROM fresh
 ),
 joined AS (
-    INSERT INTO memberships (subscriber_id, list_name, status, source, subscribed_at,
-                             updated_at)
-    SELECT sid, %(list)s, %(status)s, %(source)s, now(), now()
-    FROM kept WHERE sid IS NOT NULL AND joining
-    ON CONFLICT (subscriber_id, list_name) DO UPDATE SET
-        status = excluded.status, source = excluded.source, updated_at = now()
-    WHERE memberships.status = 'unconfirmed' AND excluded.status = 'active'
+    {_INSERT_MEMBERSHIPS}
+    SELECT sid, {_NEW_MEMBERSHIP} FROM kept WHERE sid IS NOT NULL AND joining
+    {_ON_MEMBERSHIP_CONFLICT}
 )
 """
 
