@@ -44,6 +44,11 @@ SECRET_KEY = Setting("SCHEDULER_SECRET_KEY", None, "signs the links in emails")
 LEASE_SECONDS = Setting(
     "SCHEDULER_LEASE_SECONDS", "60", "how long a sender owns the deliveries it claimed"
 )
+STORE_RETRY_SECONDS = Setting(
+    "SCHEDULER_STORE_RETRY_SECONDS",
+    "30",
+    "how long a sender keeps trying the database after its connection was lost",
+)
 RETRY_BASE_SECONDS = Setting(
     "SCHEDULER_RETRY_BASE_SECONDS",
     "2",
@@ -99,6 +104,7 @@ ALL = (
     BROKER_URL,
     SECRET_KEY,
     LEASE_SECONDS,
+    STORE_RETRY_SECONDS,
     RETRY_BASE_SECONDS,
     QUEUE,
     VISIBILITY_TIMEOUT,
@@ -135,6 +141,10 @@ def secret_key() -> str | None:
 
 def lease_seconds() -> float:
     return float(LEASE_SECONDS.get())
+
+
+def store_retry_seconds() -> float:
+    return float(STORE_RETRY_SECONDS.get())
 
 
 def retry_base_seconds() -> float:

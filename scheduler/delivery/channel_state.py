@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from scheduler.store.db import dialect_insert, writer
+from scheduler.store.reconnect import survives_connection_loss
 from scheduler.store.schema import (
     ChannelState,
     DeliveryState,
@@ -165,6 +166,7 @@ def settle_open(
     return sorted(moved.scalars())
 
 
+@survives_connection_loss
 def rows(engine: Engine, occurrence_ids: Iterable[str]) -> dict[str, dict[str, ChannelRow]]:
     """occurrence -> channel -> its row."""
     ids = list(occurrence_ids)
@@ -184,6 +186,7 @@ def still_planned(channels: Sequence[str], known: Mapping[str, ChannelRow]) -> l
     return [c for c in channels if c not in known or known[c].state == ChannelState.PLANNED.value]
 
 
+@survives_connection_loss
 def mark_fanned_out(engine: Engine, occurrence_id: str, channel: str) -> None:
     now = utcnow()
     with writer(engine).begin() as conn:

@@ -28,6 +28,7 @@ from scheduler.delivery.deferral import Deferral
 from scheduler.delivery.reasons import reason_key
 from scheduler.store import db
 from scheduler.store.db import dialect_insert, writer
+from scheduler.store.reconnect import survives_connection_loss
 from scheduler.store.schema import (
     ChannelState,
     DeliveryState,
@@ -105,6 +106,7 @@ def touch_occurrence(engine: Engine, occurrence_id: str) -> None:
         )
 
 
+@survives_connection_loss
 def get_occurrence(engine: Engine, occurrence_id: str) -> OccurrenceRow | None:
     with engine.connect() as conn:
         row = conn.execute(sa.select(occurrences).where(O.id == occurrence_id)).first()
@@ -140,6 +142,7 @@ def add_occurrence(
     return added is not None
 
 
+@survives_connection_loss  # again after a lost commit: RESUMED, and the rows' own claims hold
 def claim_occurrence(
     engine: Engine,
     occ: Occurrence,
@@ -254,6 +257,7 @@ class DuePlan:
     zone: str
 
 
+@survives_connection_loss
 def fan_out_email(
     engine: Engine,
     occurrence_id: str,
@@ -290,6 +294,7 @@ class FannedChunk(NamedTuple):
     last_id: int | None  # the largest delivery id added
 
 
+@survives_connection_loss
 def fan_out_email_chunk(
     engine: Engine,
     occurrence_id: str,
@@ -332,6 +337,7 @@ def fan_out_email_chunk(
     return FannedChunk(int(n), int(last_subscriber), int(last_id))
 
 
+@survives_connection_loss
 def last_subscriber_id(engine: Engine) -> int:
     """The largest subscriber id (0 when there is none): where a chunked fan-out's ranges end
     (its last chunk has no upper bound, for whoever signs up meanwhile)."""
@@ -400,6 +406,7 @@ def _fan_out_insert(
     )
 
 
+@survives_connection_loss
 def audience_zones(engine: Engine, lists: Sequence[str]) -> dict[str | None, int]:
     """How many subscribers a fan-out to `lists` would reach now, by time zone (None: no
     timezone): the waves of a local-time step before it fires."""
@@ -409,6 +416,7 @@ def audience_zones(engine: Engine, lists: Sequence[str]) -> dict[str | None, int
         return {zone: int(n) for zone, n in conn.execute(query)}
 
 
+@survives_connection_loss
 def add_post_delivery(
     engine: Engine, occurrence_id: str, channel: str, *, due_at: dt.datetime | None = None
 ) -> None:
@@ -429,6 +437,7 @@ def add_post_delivery(
         conn.execute(insert)
 
 
+@survives_connection_loss
 def skip_overdue(engine: Engine, occurrence_id: str, *, due_before: dt.datetime, note: str) -> int:
     """Waves that came due longer ago than the catch-up window are not sent: their pending
     deliveries are recorded `skipped` with `note` (why). Returns how many."""
@@ -539,6 +548,7 @@ def wave_counts(
 _SEND_TABLES = ("subscribers", "memberships", "suppressions", "deliveries")
 
 
+@survives_connection_loss
 def refresh_statistics(engine: Engine, tables: Sequence[str] | None = None) -> None:
     """After a large fan-out, let PostgreSQL's planner see the new rows: with stale statistics
     it plans the per-batch queries as if the tables were empty (seconds per batch, not ms).
@@ -546,6 +556,7 @@ def refresh_statistics(engine: Engine, tables: Sequence[str] | None = None) -> N
     db.refresh_statistics(engine, tables or _SEND_TABLES)
 
 
+@survives_connection_loss
 def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
     """Count the occurrence's delivery rows, and record that every one exists once no channel
     still to send lacks its fan-out; returns how many there are."""
@@ -582,6 +593,7 @@ def mark_fanned_out(engine: Engine, occurrence_id: str) -> int:
         return int(total)
 
 
+@survives_connection_loss
 def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) -> int:
     """Record every pending delivery of a channel as failed with `reason`, without trying:
     the channel cannot send at all (its secret is unset). Ordinary failed deliveries, so a
@@ -603,6 +615,7 @@ def fail_pending(engine: Engine, occurrence_id: str, channel: str, reason: str) 
         return len(failed.all())
 
 
+@survives_connection_loss
 def id_range(engine: Engine, occurrence_id: str, channel: str) -> tuple[int, int] | None:
     """Smallest and largest delivery id of one channel: batches are slices of this range,
     so planning a million recipients needs no list of a million ids."""
@@ -686,6 +699,7 @@ def _claim_statement() -> sa.Update:
 _CLAIM = _claim_statement()
 
 
+@survives_connection_loss
 def claim_batch(
     engine: Engine,
     occurrence_id: str,
@@ -714,6 +728,7 @@ def claim_batch(
     return sorted((ClaimedDelivery(*row) for row in rows), key=lambda d: d.id)
 
 
+@survives_connection_loss
 def defer(engine: Engine, deferrals: Sequence[Deferral]) -> int:
     """Hand deliveries this sender holds back to `pending` until their next attempt (see
     delivery/deferral.py), keeping when they first failed; returns how many."""
@@ -759,6 +774,7 @@ class DeferredSummary:
     reason: str | None  # the most common one
 
 
+@survives_connection_loss
 def deferred(
     engine: Engine, occurrence_ids: Sequence[str] | None = None
 ) -> dict[str, dict[str, DeferredSummary]]:
@@ -809,6 +825,7 @@ def deferred_due(engine: Engine, now: dt.datetime | None = None) -> set[str]:
         return {str(o) for o in conn.execute(query).scalars()}
 
 
+@survives_connection_loss
 def renew_lease(engine: Engine, ids: Sequence[int], *, lease: dt.timedelta) -> None:
     if not ids:
         return
@@ -820,6 +837,9 @@ def renew_lease(engine: Engine, ids: Sequence[int], *, lease: dt.timedelta) -> N
         )
 
 
+# Run again after a lost commit reply, a try may count twice: the count is shown to people
+# and tells a post to look for an earlier copy first, so erring high is the safe side.
+@survives_connection_loss
 def count_attempt(engine: Engine, ids: Sequence[int]) -> None:
     """Another try of deliveries this worker already holds (a retry after a 4xx)."""
     if not ids:
@@ -842,10 +862,16 @@ def record(engine: Engine, results: Iterable[Result]) -> int:
     array of arrays, one round trip and the same statement text for any number of rows
     (five text arrays cost the driver twice the CPU: it checks every element for quoting).
     SQLite, in the same process: one executemany of the row-by-row form."""
-    now = utcnow()
     rows = [(r.id, r.state.value, r.response, r.message_id, r.error) for r in results]
     if not rows:
         return 0
+    return _record_rows(engine, rows)
+
+
+@survives_connection_loss  # the messages are out: their outcomes must land (see reconnect.py)
+def _record_rows(engine: Engine, rows: list[tuple[Any, ...]]) -> int:
+    """`record`'s write, of rows made once (a retry must not read `results` again)."""
+    now = utcnow()
     with writer(engine).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(_RECORD_POSTGRESQL, (now, now, json.dumps(rows)))
@@ -921,6 +947,7 @@ def _record_each(now: dt.datetime) -> sa.Update:
     )
 
 
+@survives_connection_loss
 def still_wanted(
     engine: Engine, subscriber_ids: Sequence[int], lists: Sequence[str]
 ) -> dict[int, tuple[str, str | None]]:
@@ -956,6 +983,7 @@ def _still_wanted_query(lists: tuple[str, ...], postgres: bool) -> sa.Select[Any
     return sa.select(s.id, s.email, s.name).where(among, member.is_not(None), suppressed.is_(None))
 
 
+@survives_connection_loss
 def remaining(engine: Engine, occurrence_id: str) -> int:
     """Deliveries not yet in a final state."""
     with engine.connect() as conn:
@@ -972,6 +1000,7 @@ def remaining(engine: Engine, occurrence_id: str) -> int:
         )
 
 
+@survives_connection_loss
 def held(engine: Engine, occurrence_id: str) -> tuple[int, dt.datetime | None]:
     """Deliveries another sender holds (or a crashed one left), and when the last lease ends."""
     with engine.connect() as conn:
@@ -985,6 +1014,7 @@ def held(engine: Engine, occurrence_id: str) -> tuple[int, dt.datetime | None]:
     return int(n or 0), until
 
 
+@survives_connection_loss
 def held_in_range(
     engine: Engine, occurrence_id: str, channel: str, lo: int, hi: int
 ) -> dt.datetime | None:
@@ -1009,6 +1039,7 @@ def _aware(value: object) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+@survives_connection_loss
 def finish_if_complete(engine: Engine, occurrence_id: str) -> bool:
     """Mark each channel `done` once its fan-out is complete and nothing of it is left to
     send, and the occurrence once every channel of its step is (see `channel_state`).
@@ -1019,12 +1050,14 @@ def finish_if_complete(engine: Engine, occurrence_id: str) -> bool:
     return channel_state.finish(engine, occurrence_id)
 
 
+@survives_connection_loss
 def is_cancelled(engine: Engine, occurrence_id: str) -> bool:
     with engine.connect() as conn:
         state = conn.scalar(sa.select(O.state).where(O.id == occurrence_id))
     return state == OccurrenceState.CANCELLED.value
 
 
+@survives_connection_loss
 def counts(
     engine: Engine, occurrence_id: str | None = None
 ) -> dict[str, dict[str, dict[str, int]]]:
@@ -1076,6 +1109,7 @@ def failures(engine: Engine, occurrence_id: str, *, limit: int = 20) -> list[tup
     return [(c, reason, n) for (c, reason), n in ranked[:limit]]
 
 
+@survives_connection_loss
 def mark_bounced(engine: Engine, subscriber_ids: Sequence[int]) -> None:
     """A hard bounce (5.1.x): the address is suppressed and its memberships say `bounced`."""
     if not subscriber_ids:

@@ -48,6 +48,7 @@ from scheduler.errors import (
     UploadExpiredError,
 )
 from scheduler.store.db import dialect_insert, writer
+from scheduler.store.reconnect import survives_connection_loss
 from scheduler.store.schema import DeliveryState, post_parts, post_uploads, utcnow
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def delivery_key(occurrence_id: str, channel: str) -> str:
 # --- the thread in the store -------------------------------------------------------------------
 
 
+@survives_connection_loss
 def thread_of(engine: Engine, delivery_id: int) -> list[PlannedPart]:
     """The planned parts of a delivery, in order (empty before its first attempt)."""
     query = sa.select(P.part, P.text, P.remote_id, P.remote_cid, P.posted_at).where(
@@ -90,6 +92,7 @@ def thread_of(engine: Engine, delivery_id: int) -> list[PlannedPart]:
     ]
 
 
+@survives_connection_loss
 def plan_thread(engine: Engine, delivery_id: int, parts: list[str]) -> list[PlannedPart]:
     """Freeze `parts` as the delivery's thread, unless it has one already: the first plan
     wins, and is what this returns."""
@@ -106,6 +109,7 @@ def plan_thread(engine: Engine, delivery_id: int, parts: list[str]) -> list[Plan
     return thread_of(engine, delivery_id)
 
 
+@survives_connection_loss
 def record_part(engine: Engine, delivery_id: int, part: int, ref: PostRef) -> None:
     """Record that the platform confirmed `part`; the first record stands."""
     with writer(engine).begin() as conn:
@@ -116,6 +120,7 @@ def record_part(engine: Engine, delivery_id: int, part: int, ref: PostRef) -> No
         )
 
 
+@survives_connection_loss
 def uploads_of(engine: Engine, delivery_id: int) -> dict[str, str]:
     """Images the delivery uploaded already: name -> the platform's id."""
     query = sa.select(U.name, U.remote_id).where(U.delivery_id == delivery_id)
@@ -123,6 +128,7 @@ def uploads_of(engine: Engine, delivery_id: int) -> dict[str, str]:
         return {name: remote for name, remote in conn.execute(query)}
 
 
+@survives_connection_loss
 def record_upload(engine: Engine, delivery_id: int, name: str, remote_id: str) -> None:
     """Record an upload the platform confirmed; the first record stands."""
     with writer(engine).begin() as conn:
@@ -132,6 +138,7 @@ def record_upload(engine: Engine, delivery_id: int, name: str, remote_id: str) -
         )
 
 
+@survives_connection_loss
 def forget_uploads(engine: Engine, delivery_id: int) -> None:
     """The platform no longer has them: the next attempt uploads again."""
     with writer(engine).begin() as conn:
