@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -89,3 +91,29 @@ def test_a_failing_batch_stops_the_import_and_keeps_what_committed(pg_engine: En
     assert again.inserted == 30 - len(stored)
     assert again.unchanged == len(stored)
     assert list_counts(store_engine, "members")["members"]["active"] == 30
+
+
+@pytest.mark.postgres
+def test_batches_merge_while_the_file_is_still_read(pg_engine: Engine) -> None:
+    """`lists import` and a list sync hand the rows over as they are read (`iter_csv`): the
+    first batches are in the store before the last row is read, so the server's merge and
+    the reading share the machine's cores instead of taking turns."""
+    seen_while_reading: list[int] = []
+
+    def reading() -> Iterator[SubscriberRow]:
+        for i in range(40):
+            if i == 30:  # ten batches of 3 handed over; wait (bounded) for the first to land
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    with pg_engine.connect() as conn:
+                        n = conn.scalar(sa.text("SELECT count(*) FROM subscribers")) or 0
+                    if n:
+                        break
+                    time.sleep(0.02)
+                seen_while_reading.append(int(n))
+            yield row(f"p{i}@example.org")
+
+    report = import_rows(pg_engine, "members", reading(), source="file", batch_size=3)
+    assert seen_while_reading and seen_while_reading[0] >= 3
+    assert report.inserted == 40
+    assert list_counts(pg_engine, "members")["members"]["active"] == 40

@@ -21,8 +21,9 @@ from scheduler.audience.address import (
     needs_smtputf8,
     wire_address,
 )
-from scheduler.audience.csvfile import SubscriberRow
+from scheduler.audience.csvfile import SubscriberRow, iter_csv
 from scheduler.delivery import ledger
+from scheduler.delivery.addresses import DeliverableRows
 from scheduler.delivery.fire import fire
 from scheduler.store.db import make_engine, migrate
 from scheduler.store.subscribers import import_rows
@@ -110,3 +111,36 @@ def test_import_refuses_what_the_server_could_never_deliver(
         assert f"{csv}:3" in result.stderr
         assert "does not offer SMTPUTF8" in result.stderr
         assert "ask the subscriber for another address" in result.stderr
+
+
+def test_refused_rows_keep_their_place_and_the_server_is_asked_once(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """Rows stream through `DeliverableRows` as they are read: the file's own problems and
+    the refused addresses come out in file order, and the servers are asked once, at the
+    first address that needs SMTPUTF8 (never for a file without one)."""
+    project = email_project(make_project)
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        f"email,name\n{UTF8},Utf\nnot-an-address,X\nana@example.org,Ana\nöli@example.org,Öli\n"
+    )
+    asked: list[str] = []
+
+    def ask(_: object) -> list[str]:
+        asked.append("asked")
+        return ["mail"]
+
+    items = iter_csv(csv, languages=["en"], default_language="en")
+    rows = DeliverableRows(project, items, ask=ask)  # type: ignore[arg-type]
+    assert [r.email for r in rows] == ["ana@example.org"]
+    assert asked == ["asked"]
+    assert rows.rows == 1
+    assert [(p.row, p.column) for p in rows.problems] == [(2, "email"), (3, "email"), (5, "email")]
+    assert "channel mail does not offer SMTPUTF8" in rows.problems[0].reason
+    plain = tmp_path / "plain.csv"
+    plain.write_text("email\nana@example.org\nbo@example.org\n")
+    again = DeliverableRows(
+        project, iter_csv(plain, languages=["en"], default_language="en"), ask=ask
+    )  # type: ignore[arg-type]
+    assert len(list(again)) == 2
+    assert asked == ["asked"]  # no address needed it: the servers were not asked

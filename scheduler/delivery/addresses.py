@@ -11,13 +11,14 @@ an address, once per import.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from scheduler.audience.address import needs_smtputf8
-from scheduler.audience.csvfile import CsvResult, RowProblem, SubscriberRow
+from scheduler.audience.csvfile import RowProblem, SubscriberRow
 from scheduler.channels import get_channel_class
 from scheduler.config import secrets
 from scheduler.config.project import Project
+from scheduler.errors import Diagnostic
 from scheduler.mail.probe import offers_smtputf8
 
 log = logging.getLogger(__name__)
@@ -47,32 +48,56 @@ def servers_without_smtputf8(project: Project) -> list[str]:
     return refusing
 
 
-def refuse_undeliverable(
-    project: Project,
-    result: CsvResult,
-    *,
-    ask: Callable[[Project], list[str]] = servers_without_smtputf8,
-) -> CsvResult:
-    """`result` without the rows no email channel of the project can deliver, which become
-    problems (warnings) naming the channel and what to do."""
-    utf8_rows = [r for r in result.rows if needs_smtputf8(r.email)]
-    if not utf8_rows:
-        return result
-    refusing = ask(project)
-    if not refusing:
-        return result
-    channels = ", ".join(refusing)
-    problems = [
-        RowProblem(
-            row=r.row,
-            column="email",
-            reason=(
-                f"{r.email!r} has non-ASCII characters before the '@'; the mail server of "
-                f"channel {channels} does not offer SMTPUTF8, so it could never be delivered"
-            ),
-            hint="ask the subscriber for another address, or use a server that offers SMTPUTF8",
+class DeliverableRows:
+    """The valid rows of a list file that the project's mail servers can deliver, yielded
+    as `items` (from `iter_csv`) are read, so an import can merge while the file is still
+    being read. The file's own problems and the refused rows (as warnings naming the
+    channel and what to do) are kept in `problems`, in file order; `rows` counts the
+    rows yielded."""
+
+    def __init__(
+        self,
+        project: Project,
+        items: Iterable[SubscriberRow | RowProblem],
+        *,
+        ask: Callable[[Project], list[str]] = servers_without_smtputf8,
+    ) -> None:
+        self._project = project
+        self._items = items
+        self._ask = ask
+        self._refusing: list[str] | None = None  # asked at the first such address
+        self.problems: list[RowProblem] = []
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[SubscriberRow]:
+        keep_problem = self.problems.append
+        for item in self._items:
+            if isinstance(item, RowProblem):
+                keep_problem(item)
+            elif needs_smtputf8(item.email) and self._refused(item):
+                continue
+            else:
+                self.rows += 1
+                yield item
+
+    def diagnostics(self, file: str) -> list[Diagnostic]:
+        return [p.to_diagnostic(file) for p in self.problems]
+
+    def _refused(self, row: SubscriberRow) -> bool:
+        if self._refusing is None:
+            self._refusing = self._ask(self._project)
+        if not self._refusing:
+            return False
+        channels = ", ".join(self._refusing)
+        self.problems.append(
+            RowProblem(
+                row=row.row,
+                column="email",
+                reason=(
+                    f"{row.email!r} has non-ASCII characters before the '@'; the mail server of "
+                    f"channel {channels} does not offer SMTPUTF8, so it could never be delivered"
+                ),
+                hint="ask the subscriber for another address, or use a server that offers SMTPUTF8",
+            )
         )
-        for r in utf8_rows
-    ]
-    kept: list[SubscriberRow] = [r for r in result.rows if not needs_smtputf8(r.email)]
-    return CsvResult(kept, sorted([*result.problems, *problems], key=lambda p: p.row))
+        return True

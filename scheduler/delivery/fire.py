@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import waves
-from scheduler.audience.csvfile import read_csv
+from scheduler.audience.csvfile import iter_csv
 from scheduler.calendar import Occurrence
 from scheduler.channels import get_channel_class
 from scheduler.delivery import alerts, channel_state, ledger
-from scheduler.delivery.addresses import refuse_undeliverable
+from scheduler.delivery.addresses import DeliverableRows
 from scheduler.delivery.batch import BatchReport, Progress, send_batch
 from scheduler.delivery.context import DeliveryContext
 from scheduler.delivery.ledger import Claim
@@ -125,23 +125,24 @@ def _fingerprint(path: Path) -> tuple[str, int, str] | None:
 
 def _sync_one(ctx: DeliveryContext, name: str, source: str, path: Path) -> int:
     voice = ctx.config.list_voice(name)
-    result = read_csv(
-        path, languages=list(voice.languages), default_language=voice.default_language
+    # Read and merged at once: each batch merges on the server while the next is read.
+    rows = DeliverableRows(
+        ctx.project,
+        iter_csv(path, languages=list(voice.languages), default_language=voice.default_language),
     )
-    result = refuse_undeliverable(ctx.project, result)
-    if result.problems:
-        messages = [d.format() for d in result.diagnostics(source)]
+    report = subscribers.import_rows(ctx.engine, name, rows, source=source)
+    if rows.problems:
+        messages = [d.format() for d in rows.diagnostics(source)]
         alerts.bad_rows(ctx, name, source, messages)
-    report = subscribers.import_rows(ctx.engine, name, result.rows, source=source)
     shown = ctx.project.relative(path)
-    problems.record_list(ctx.engine, name, shown, result.diagnostics(shown))
-    if result.problems:
-        lines = sorted({p.row for p in result.problems})
+    problems.record_list(ctx.engine, name, shown, rows.diagnostics(shown))
+    if rows.problems:
+        lines = sorted({p.row for p in rows.problems})
         log.warning(
             "event=list_rows_left_out list=%s file=%s count=%d lines=%s%s",
             name,
             shown,
-            len(result.problems),
+            len(rows.problems),
             ",".join(str(n) for n in lines[:5]),
             ",..." if len(lines) > 5 else "",
         )
