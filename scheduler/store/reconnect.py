@@ -69,7 +69,9 @@ def survives_connection_loss(call: Callable[P, T]) -> Callable[P, T]:
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
         if getattr(_inside, "depth", 0):
             return call(*args, **kwargs)
-        deadline = time.monotonic() + settings.store_retry_seconds()
+        # Set at the first loss: a call that succeeds (nearly all, several per batch) reads
+        # neither the clock nor the setting.
+        deadline: float | None = None
         wait = _FIRST_WAIT
         tries = 0
         while True:
@@ -78,7 +80,11 @@ def survives_connection_loss(call: Callable[P, T]) -> Callable[P, T]:
                 return call(*args, **kwargs)
             except sa.exc.DBAPIError as e:
                 tries += 1
-                if not is_connection_loss(e) or time.monotonic() + wait > deadline:
+                if not is_connection_loss(e):
+                    raise
+                if deadline is None:
+                    deadline = time.monotonic() + settings.store_retry_seconds()
+                if time.monotonic() + wait > deadline:
                     if tries > 1:
                         log.error("store: %s still failing after %d tries", call.__name__, tries)
                     raise
