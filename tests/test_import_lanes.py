@@ -117,3 +117,51 @@ def test_batches_merge_while_the_file_is_still_read(pg_engine: Engine) -> None:
     assert seen_while_reading and seen_while_reading[0] >= 3
     assert report.inserted == 40
     assert list_counts(pg_engine, "members")["members"]["active"] == 40
+
+
+@pytest.mark.postgres
+def test_an_erasure_during_the_import_holds_for_the_rows_after_it(pg_engine: Engine) -> None:
+    """Whether anyone was erased is asked again for each batch (an erased address is found
+    only by its keyed hash, worked out only then): a person erased while a long import runs
+    is not added back by a later row of that import."""
+
+    def reading() -> Iterator[SubscriberRow]:
+        for i in range(30):
+            if i == 12:  # four batches handed over, nobody erased so far
+                forget(pg_engine, "p20@example.org")
+            yield row(f"p{i}@example.org")
+
+    report = import_rows(pg_engine, "members", reading(), source="file", batch_size=3)
+    assert report.skipped_suppressed == 1
+    assert report.inserted == 29
+    assert subscriber(pg_engine, "p20@example.org") is None
+
+
+@pytest.mark.postgres
+def test_each_lane_makes_its_staging_table_once(pg_engine: Engine) -> None:
+    """A lane keeps its connection for the whole import and its session's staging table
+    from the first batch on: per batch it sends the COPY, the merge and the COMMIT, not a
+    checkout ping, a CREATE TABLE and a savepoint besides (each round trip is a wait for
+    the interpreter lock while the file is parsed)."""
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(pg_engine, "before_cursor_execute", seen)
+    try:
+        report = import_rows(
+            pg_engine,
+            "members",
+            [row(f"p{i}@example.org") for i in range(60)],
+            source="file",
+            batch_size=3,
+        )
+    finally:
+        sa.event.remove(pg_engine, "before_cursor_execute", seen)
+    assert report.inserted == 60
+    creates = [s for s in statements if "CREATE TEMPORARY TABLE" in s]
+    merges = [s for s in statements if "WITH incoming AS" in s]
+    assert 20 < len(merges) <= 40  # 20 batches, each split in two lanes (a part may be empty)
+    assert 1 <= len(creates) <= 2  # once per lane's session, whatever the batches
+    assert not [s for s in statements if s.lstrip().upper().startswith("SAVEPOINT")]

@@ -10,20 +10,30 @@ other, in file order: a row repeated further down the file merges onto the earli
 would in one transaction after another, and two lanes never write the same subscriber or
 membership (so they never wait for, or deadlock with, each other). Each lane's batch commits
 on its own, like a batch of the serial import: an interrupted import keeps what it did.
+
+Each lane keeps one connection for the whole import, and the main thread asks once a batch
+whether anyone was erased: a lane's round trips are then its COPY, its merge and its COMMIT.
+After each round trip a lane waits for the interpreter lock, which the thread parsing the
+file holds for up to `sys.getswitchinterval()` (5 ms) at a time; with a checkout ping, a
+staging table, an erasure probe and a savepoint each batch, that waiting was as long as
+the server's work.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scheduler.store import pg_import
 from scheduler.store.db import writer
-from scheduler.store.import_batch import Batch
+from scheduler.store.import_batch import Batch, anyone_erased
 from scheduler.store.schema import MembershipStatus
+from scheduler.thread_handoff import quick_handoff
 
 LANES = 2  # one per core of the machines this runs on; the server's processes do the work
 AHEAD = 2  # batches handed to a lane before waiting for its oldest
@@ -50,6 +60,9 @@ class Lanes:
             for i in range(lanes)
         ]
         self._pending: deque[tuple[list[Future[Counter[str]]], int]] = deque()
+        self._local = threading.local()  # each lane thread's connection
+        self._connections: list[sa.Connection] = []
+        self._probe: sa.Connection | None = None  # the main thread's, for anyone_erased
         self.counts: Counter[str] = Counter()
 
     def submit(self, unique: Batch, rows: int) -> list[int]:
@@ -59,8 +72,11 @@ class Lanes:
         parts: list[Batch] = [{} for _ in range(n)]
         for key, value in unique.items():
             parts[hash(key) % n][key] = value
+        if self._probe is None:  # one statement, no transaction around it to commit
+            self._probe = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        erased = anyone_erased(self._probe)
         futures = [
-            lane.submit(self._merge, part)
+            lane.submit(self._merge, part, erased)
             for lane, part in zip(self._lanes, parts, strict=True)
             if part
         ]
@@ -81,6 +97,11 @@ class Lanes:
         """Stop: batches not started are dropped, the ones merging finish (or roll back)."""
         for lane in self._lanes:
             lane.shutdown(wait=True, cancel_futures=True)
+        # The lanes are done: their connections are used by no thread now.
+        for connection in [*self._connections, *([self._probe] if self._probe else [])]:
+            connection.close()
+        self._connections.clear()
+        self._probe = None
 
     def _collect(self) -> int:
         futures, rows = self._pending.popleft()
@@ -88,28 +109,36 @@ class Lanes:
             self.counts.update(future.result())  # a lane's failure is raised here
         return rows
 
-    def _merge(self, part: Batch) -> Counter[str]:
+    def _merge(self, part: Batch, someone_erased: bool) -> Counter[str]:
         list_name, source, status = self._args
+        conn: sa.Connection | None = getattr(self._local, "connection", None)
+        if conn is None or conn.invalidated:
+            conn = self._local.connection = writer(self._engine).connect()
+            self._connections.append(conn)
         counts: Counter[str] = Counter()
-        with writer(self._engine).begin() as conn:
-            pg_import.import_batch(conn, list_name, part, source, status, counts)
+        pg_import.merge_batch(
+            conn, list_name, part, source, status, counts, someone_erased=someone_erased
+        )
         return counts
 
 
 def run(
     lanes: Lanes, batches: Iterator[tuple[Batch, int]], progress: Callable[[int], None] | None
 ) -> None:
-    """Feed `batches` through `lanes`, reporting the rows done after each completed batch."""
+    """Feed `batches` through `lanes`, reporting the rows done after each completed batch.
+    The lanes come back from the server while this thread parses the file: the interpreter
+    lock is handed over quickly meanwhile (`thread_handoff`)."""
     done = 0
     try:
-        for unique, rows in batches:
-            for finished in lanes.submit(unique, rows):
+        with quick_handoff():
+            for unique, rows in batches:
+                for finished in lanes.submit(unique, rows):
+                    done += finished
+                    if progress is not None:
+                        progress(done)
+            for finished in lanes.finish():
                 done += finished
                 if progress is not None:
                     progress(done)
-        for finished in lanes.finish():
-            done += finished
-            if progress is not None:
-                progress(done)
     finally:
         lanes.close()

@@ -158,22 +158,62 @@ _MERGE_SAFE = _READ + _SAFE_WRITES + _COUNTS
 _EMAIL_KEY = "uq_subscribers_email_key"
 
 
-def import_batch(
+def merge_batch(
     conn: sa.Connection,
     list_name: str,
     unique: Batch,
     source: str,
     status: MembershipStatus,
     counts: Counter[str],
+    *,
+    someone_erased: bool | None = None,
 ) -> None:
-    """Merge one batch (distinct keys) into the list, adding to `counts`."""
-    conn.exec_driver_sql(_STAGING)
-    erased: Iterable[str | None] = (
-        erased_keys(list(unique)) if anyone_erased(conn) else repeat(None)
-    )
+    """Merge one batch (distinct keys) into the list in a transaction of its own on `conn`
+    (which must not be in one), adding to `counts`. `someone_erased` is `anyone_erased`
+    when the caller has just asked; None asks here.
+
+    Round trips are few (COPY, merge, COMMIT): a lane of `import_lanes` waits for the
+    interpreter lock after each one while the file is parsed, and with a round trip for
+    every step that wait was as long as the server's work."""
+    if someone_erased is None:
+        someone_erased = anyone_erased(conn)
+        conn.commit()
+    erased = erased_keys(list(unique)) if someone_erased else None
+    params = {"list": list_name, "status": status.value, "source": source}
+    try:
+        with conn.begin():
+            _stage(conn, unique, erased)
+            found = conn.exec_driver_sql(_MERGE_FAST, params).one()
+    except sa.exc.IntegrityError as error:
+        if not _added_meanwhile(error):
+            raise
+        # The failed transaction took the staged rows with it: staged again, merged with
+        # the ON CONFLICT rules. Rare (a sign-up of the same address in the same instant).
+        with conn.begin():
+            _stage(conn, unique, erased)
+            found = conn.exec_driver_sql(_MERGE_SAFE, params).one()
+    conn.info[_STAGED] = True  # committed: the table stays for the session
+    suppressed, unsubscribed, inserted, updated, unchanged = (int(n) for n in found)
+    counts["skipped_suppressed"] += suppressed
+    counts["skipped_unsubscribed"] += unsubscribed
+    counts["inserted"] += inserted
+    counts["updated"] += updated
+    counts["unchanged"] += unchanged
+
+
+# Key in the pooled connection's `info`: the staging table exists in its session.
+_STAGED = "scheduler_import_staging"
+
+
+def _stage(conn: sa.Connection, unique: Batch, erased: Iterable[str | None] | None) -> None:
+    """COPY the batch into the session's staging table (made on the session's first use;
+    a rolled back first transaction takes it away again, so the mark is set on commit)."""
+    if not conn.info.get(_STAGED):
+        conn.exec_driver_sql(_STAGING)
     driver = cast(Any, conn.connection.driver_connection)  # psycopg.Connection
+    xs: Iterable[str | None] = repeat(None) if erased is None else erased
     with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
-        for (key, (email, row)), x in zip(unique.items(), erased, strict=False):
+        for (key, (email, row)), x in zip(unique.items(), xs, strict=False):
             copy.write_row(
                 (
                     key,
@@ -186,20 +226,6 @@ def import_batch(
                     x,
                 )
             )
-    params = {"list": list_name, "status": status.value, "source": source}
-    try:
-        with conn.begin_nested():  # a savepoint: the staged rows survive a failed try
-            found = conn.exec_driver_sql(_MERGE_FAST, params).one()
-    except sa.exc.IntegrityError as error:
-        if not _added_meanwhile(error):
-            raise
-        found = conn.exec_driver_sql(_MERGE_SAFE, params).one()
-    suppressed, unsubscribed, inserted, updated, unchanged = (int(n) for n in found)
-    counts["skipped_suppressed"] += suppressed
-    counts["skipped_unsubscribed"] += unsubscribed
-    counts["inserted"] += inserted
-    counts["updated"] += updated
-    counts["unchanged"] += unchanged
 
 
 def _added_meanwhile(error: sa.exc.IntegrityError) -> bool:
@@ -209,3 +235,4 @@ def _added_meanwhile(error: sa.exc.IntegrityError) -> bool:
     return (
         isinstance(orig, psycopg.errors.UniqueViolation) and orig.diag.constraint_name == _EMAIL_KEY
     )
+

@@ -113,11 +113,14 @@ def import_rows(
             import_lanes.run(lanes, batches, progress)
             counts.update(lanes.counts)
         else:
-            write = pg_import.import_batch if engine.dialect.name == "postgresql" else _import_batch
             done = 0
             for unique, n in batches:
-                with writer(engine).begin() as conn:
-                    write(conn, list_name, unique, source, status, counts)
+                if engine.dialect.name == "postgresql":
+                    with writer(engine).connect() as conn:
+                        pg_import.merge_batch(conn, list_name, unique, source, status, counts)
+                else:
+                    with writer(engine).begin() as conn:
+                        _import_batch(conn, list_name, unique, source, status, counts)
                 done += n
                 if progress is not None:
                     progress(done)

@@ -1,0 +1,47 @@
+"""Hand the interpreter lock over sooner while threads that wait on I/O share the process with
+one that computes.
+
+A thread coming back from a round trip (a PostgreSQL import lane whose merge finished) must
+wait for the interpreter lock, and the thread that holds it (the one parsing the file) lets
+go only when asked, after `sys.getswitchinterval()`: 5 ms by default, per round trip. An
+import lane makes three or four round trips a batch, and those waits kept the server idle for
+a tenth of a 100,000-row import (measured: 41,900 rows/s at 5 ms, 47,100 at 0.5 ms, median of
+six alternating runs each). The cost is a lock handover a little more often (a few
+microseconds per 0.5 ms), only while such work runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+QUICK = 0.0005  # seconds
+
+_lock = threading.Lock()
+_depth = 0  # blocks in progress, in any thread
+_before: float | None = None  # the interval before the first block, if it was changed
+
+
+@contextmanager
+def quick_handoff(interval: float = QUICK) -> Iterator[None]:
+    """Set the switch interval to `interval` inside the block (unless it is shorter already);
+    it is set back when the last of (possibly nested, possibly concurrent) blocks ends."""
+    global _depth, _before
+    with _lock:
+        if _depth == 0:
+            current = sys.getswitchinterval()
+            # Not set at all when shorter already: the interpreter keeps whole microseconds,
+            # and setting a value it returned can round it down.
+            _before = current if interval < current else None
+            if _before is not None:
+                sys.setswitchinterval(interval)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _before is not None:
+                sys.setswitchinterval(_before)
