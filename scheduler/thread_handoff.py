@@ -5,7 +5,7 @@ A thread coming back from a round trip (a PostgreSQL import lane whose merge fin
 wait for the interpreter lock, and the thread that holds it (the one parsing the file) lets
 go only when asked, after `sys.getswitchinterval()`: 5 ms by default, per round trip. An
 import lane makes three or four round trips a batch, and those waits kept the server idle for
-a tenth of a 100,000-row import (measured: 41,900 rows/s at 5 ms, 47,100 at 0.5 ms, median of
+a tenth of a 100,000-row import (measured: 41,500 rows/s at 5 ms, 47,100 at 0.5 ms, median of
 six alternating runs each). The cost is a lock handover a little more often (a few
 microseconds per 0.5 ms), only while such work runs.
 """
