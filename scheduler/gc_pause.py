@@ -9,32 +9,26 @@ hold no cycles, so nothing waits for the collector; reference counting frees the
 from __future__ import annotations
 
 import gc
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
-_lock = threading.Lock()
-_depth = 0  # pauses in progress, in any thread
-_was_enabled = False
+from scheduler.shared_setting import SharedSetting
 
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
+def _disable() -> Callable[[], None] | None:
+    if not gc.isenabled():
+        return None  # off already: left off
+    gc.disable()
+    return gc.enable
+
+
+_paused = SharedSetting(_disable)
+
+
+def paused_gc() -> AbstractContextManager[None]:
     """Disable the cycle collector inside the block; it comes back on when the last of
     (possibly nested, possibly concurrent) pauses ends, if it was on before the first."""
-    global _depth, _was_enabled
-    with _lock:
-        if _depth == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0 and _was_enabled:
-                gc.enable()
+    return _paused.held()
 
 
 @contextmanager

@@ -13,35 +13,28 @@ microseconds per 0.5 ms), only while such work runs.
 from __future__ import annotations
 
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from scheduler.shared_setting import SharedSetting
 
 QUICK = 0.0005  # seconds
 
-_lock = threading.Lock()
-_depth = 0  # blocks in progress, in any thread
-_before: float | None = None  # the interval before the first block, if it was changed
+
+def _shorten() -> Callable[[], None] | None:
+    before = sys.getswitchinterval()
+    # Not set at all when shorter already: the interpreter keeps whole microseconds, and
+    # setting a value it returned can round it down.
+    if before <= QUICK:
+        return None
+    sys.setswitchinterval(QUICK)
+    return lambda: sys.setswitchinterval(before)
 
 
-@contextmanager
-def quick_handoff(interval: float = QUICK) -> Iterator[None]:
-    """Set the switch interval to `interval` inside the block (unless it is shorter already);
-    it is set back when the last of (possibly nested, possibly concurrent) blocks ends."""
-    global _depth, _before
-    with _lock:
-        if _depth == 0:
-            current = sys.getswitchinterval()
-            # Not set at all when shorter already: the interpreter keeps whole microseconds,
-            # and setting a value it returned can round it down.
-            _before = current if interval < current else None
-            if _before is not None:
-                sys.setswitchinterval(interval)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0 and _before is not None:
-                sys.setswitchinterval(_before)
+_quick = SharedSetting(_shorten)
+
+
+def quick_handoff() -> AbstractContextManager[None]:
+    """The switch interval at `QUICK` inside the block (unless it is shorter already); it is
+    set back when the last of (possibly nested, possibly concurrent) blocks ends."""
+    return _quick.held()

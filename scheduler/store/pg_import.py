@@ -235,4 +235,3 @@ def _added_meanwhile(error: sa.exc.IntegrityError) -> bool:
     return (
         isinstance(orig, psycopg.errors.UniqueViolation) and orig.diag.constraint_name == _EMAIL_KEY
     )
-

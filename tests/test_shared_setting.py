@@ -1,11 +1,14 @@
-"""The switch interval is shortened only while a quick_handoff block runs, and set back once the
-last of several (nested or concurrent) blocks ends."""
+"""Process-wide settings held by blocks (`shared_setting`): the switch interval is shortened
+only while a quick_handoff block runs and the cycle collector is off only while a paused_gc
+block runs, each set back once the last of several (nested or concurrent) blocks ends."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 
+from scheduler.gc_pause import paused_gc
 from scheduler.thread_handoff import QUICK, quick_handoff
 
 
@@ -45,3 +48,19 @@ def test_a_shorter_interval_set_before_is_kept() -> None:
         assert sys.getswitchinterval() == shorter
     finally:
         sys.setswitchinterval(before)
+
+
+def test_the_collector_comes_back_only_if_it_was_on() -> None:
+    assert gc.isenabled()
+    with paused_gc():
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # off before the first: left off
+    finally:
+        gc.enable()
