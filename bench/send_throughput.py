@@ -17,6 +17,10 @@ write lock, not the sender). Measures, against the same sink:
   (e) signed    composing and DKIM-signing (RSA-2048, then Ed25519) in one process
 
 Peak RSS is the kernel's high-water mark (VmHWM / ru_maxrss) of the sending processes.
+The Celery run also prints where its time went: the enqueueing command's share, and the CPU
+the worker processes and PostgreSQL spent (on 2 cores, twice the elapsed time is all there
+is). BENCH_PROFILE_CELERY=FILE samples the worker with py-spy into FILE (BENCH_PROFILE_GIL=1:
+only the thread holding the interpreter lock); bench/profile_send.sh does the embedded run.
 The last line is machine readable.
 """
 
@@ -216,9 +220,48 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _cpu_seconds(command: str) -> float:
+    """User + system CPU of every process named `command`, with its reaped children."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")] != command:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(f) for f in fields[11:13])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_celery(env: dict[str, str], n: int) -> tuple[float, float]:
+    # BENCH_PROFILE_CELERY: the worker (and its processes) sampled by py-spy into that file.
+    profile = os.environ.get("BENCH_PROFILE_CELERY")
+    wrapper = (
+        ["py-spy", "record", "--subprocesses", "--rate", "200", "--format", "raw", "-o", profile]
+        + (["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else [])
+        + ["--"]
+        if profile
+        else []
+    )
     worker = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "scheduler",
@@ -234,6 +277,8 @@ def run_celery(env: dict[str, str], n: int) -> tuple[float, float]:
     try:
         time.sleep(4)  # worker start-up is not part of sending
         started = time.perf_counter()
+        database_before = _cpu_seconds("postgres")
+        workers_before = _tree_cpu_seconds(worker.pid)
         enqueue = subprocess.run(
             [
                 sys.executable,
@@ -253,6 +298,7 @@ def run_celery(env: dict[str, str], n: int) -> tuple[float, float]:
         )
         if enqueue.returncode != 0:
             raise SystemExit(f"enqueue failed: {enqueue.stderr}")
+        enqueued = time.perf_counter() - started
         peak = 0.0
         url = env["SCHEDULER_DATABASE_URL"]
         deadline = time.monotonic() + max(600, n / 200)
@@ -278,11 +324,24 @@ def run_celery(env: dict[str, str], n: int) -> tuple[float, float]:
         if sent_count(url) != n:
             raise SystemExit(f"celery: the occurrence is done with {sent_count(url)} of {n} sent")
         peak = max([peak, *(_hwm_mb(p) for p in _children(worker.pid))])
+        # Where the run's time went: the enqueueing command (start-up, list sync, fan-out)
+        # and the CPU the workers and PostgreSQL spent (2 cores: 2 x elapsed is all there is).
+        print(
+            f"  {elapsed:.1f} s: enqueue {enqueued:.1f} s; CPU workers "
+            f"{_tree_cpu_seconds(worker.pid) - workers_before:.1f} s, PostgreSQL "
+            f"{_cpu_seconds('postgres') - database_before:.1f} s",
+            flush=True,
+        )
         return n / elapsed, peak
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
+        if profile:
+            # Stop the worker py-spy runs, so that py-spy writes its samples and ends.
+            for pid in _children(worker.pid):
+                os.kill(pid, signal.SIGTERM)
+        else:
+            os.killpg(worker.pid, signal.SIGTERM)
         try:
-            worker.wait(timeout=30)
+            worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
 

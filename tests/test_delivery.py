@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+from typing import Any
 
 import pytest
 from conftest import ProjectFactory
@@ -454,6 +455,54 @@ def test_recording_outcomes_finds_its_rows_by_id_with_batches_in_flight(
     assert ledger.record(pg_engine, outcomes) == 125
     counts = ledger.counts(pg_engine, occ.id)[occ.id]["email"]
     assert (counts["sent"], counts["sending"], counts["pending"]) == (125, 375, 1500)
+
+
+@pytest.mark.postgres
+def test_the_first_chunk_of_a_fan_out_is_planned_with_the_first_batch_counted(
+    make_project: ProjectFactory, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk asks "already there?" of each subscriber against the first batch.
+    Planned from statistics that showed no deliveries, that was an anti-join keeping the
+    batch's rows in memory and comparing every subscriber of the chunk with each of them
+    (1.2 million comparisons, 0.3 s of a 5,000-member chunk, measured)."""
+    from scheduler.delivery import fire as fire_module
+
+    monkeypatch.setattr(fire_module, "FAN_OUT_CHUNK_BATCHES", 8)
+    project = email_project(make_project, batch_size=250)
+    add_subscribers(pg_engine, 4000)
+    ledger.refresh_statistics(pg_engine)  # deliveries empty, as before any send
+    ctx = context(project, pg_engine)
+    occ = may_day(project)
+    plans: list[str] = []
+    chunk = ledger.fan_out_email_chunk
+
+    def planned_chunk(
+        engine: Engine, occurrence_id: str, channel: str, lists: list[str], **kw: Any
+    ) -> ledger.FannedChunk:
+        if kw.get("limit") is None and kw.get("after") == 0:
+            with engine.connect() as conn:
+                insert = ledger._fan_out_insert(conn, occurrence_id, channel, lists, **kw)
+                sql = insert.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                plans.append("\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}")))
+        return chunk(engine, occurrence_id, channel, lists, **kw)
+
+    monkeypatch.setattr(ledger, "fan_out_email_chunk", planned_chunk)
+    enqueued: list[tuple[int, int]] = []
+    try:
+        report = fire(ctx, occ, dispatch=lambda o, c, lo, hi: enqueued.append((lo, hi)))
+    finally:
+        ctx.close()
+    assert report.new_rows == 4000
+    [plan] = plans
+    # The first batch's 250 rows are known: no loop over them for each subscriber.
+    assert "Materialize" not in plan, plan
+    assert "Join Filter: ((deliveries_1.recipient)" not in plan, plan
+    # A hash of the batch built once, or one probe of the unique index per subscriber.
+    assert (
+        "Hash Anti Join" in plan
+        or "Index Only Scan using uq_deliveries_occurrence_id_channel_recipient" in plan
+    ), plan
+    assert sorted(enqueued) == ledger.batch_ranges(ledger.id_range(pg_engine, occ.id, "email"), 250)
 
 
 def _members(n: int, start: int = 0) -> list[SubscriberRow]:
