@@ -220,33 +220,29 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _cpu_ticks(pid: int | str, command: str | None = None) -> int:
+    """User + system CPU of a process in clock ticks (with `command`: 0 unless it is so
+    named, and counting its reaped children too); 0 for one that is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    if command is not None and stat[stat.index("(") + 1 : stat.rindex(")")] != command:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # utime stime, then cutime cstime
+    return sum(int(f) for f in fields[11 : 13 if command is None else 15])
+
+
 def _cpu_seconds(command: str) -> float:
-    """User + system CPU of every process named `command`, with its reaped children."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.index("(") + 1 : stat.rindex(")")] != command:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU of every process named `command`, with its reaped children."""
+    ticks = sum(_cpu_ticks(p, command) for p in os.listdir("/proc") if p.isdigit())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _tree_cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in [pid, *_children(pid)]:
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += sum(int(f) for f in fields[11:13])
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU of a process and its living children."""
+    return sum(_cpu_ticks(p) for p in [pid, *_children(pid)]) / os.sysconf("SC_CLK_TCK")
 
 
 def run_celery(env: dict[str, str], n: int) -> tuple[float, float]:

@@ -291,30 +291,29 @@ def _fan_out_in_chunks(
     audience = ctx.config.campaigns[occ.campaign_id].audience
     top = ledger.last_subscriber_id(ctx.engine)
     added, after, analyzed_at = 0, 0, 0
-    if there:
-        # The first chunk asks "already there?" of each subscriber against the first batch.
-        # Planned from statistics that show no deliveries, that was an anti-join keeping the
-        # batch's rows in memory and comparing every subscriber of the chunk with each of
-        # them (1.2 million comparisons, 0.3 s of a 5,000-member chunk, measured); with the
-        # batch counted, a probe or a hash per subscriber.
-        ledger.refresh_statistics(ctx.engine)
-        analyzed_at = there
+
+    def refresh_if_grown() -> None:
+        # With statistics from before the fan-out, PostgreSQL believes deliveries empty and
+        # plans a chunk's "already there?" test as a loop over the rows there, for each
+        # subscriber (0.3 s of the first 5,000-member chunk against the first batch's 250
+        # rows, measured; half a minute per chunk at 50,000 against all of them), and the
+        # workers' claims of these batches likewise; with those of a list imported just
+        # before (a sync at the instant), each batch's "still wanted?" check takes a quarter
+        # of a second. So: every table once rows are there (after the first batch, before
+        # the first chunk), then deliveries as it grows eightfold (a few times, each a sample).
+        nonlocal analyzed_at
+        if there + added > ANALYZE_GROWTH * analyzed_at:
+            ledger.refresh_statistics(ctx.engine, ["deliveries"] if analyzed_at else None)
+            analyzed_at = there + added
+
+    refresh_if_grown()
     while True:
         upto = after + width if after + width < top else None  # the last: no upper bound
         chunk = ledger.fan_out_email_chunk(
             ctx.engine, occ.id, channel, audience, after=after, upto=upto
         )
         added += chunk.added
-        if there + added > ANALYZE_GROWTH * analyzed_at:
-            # With statistics from before the chunks, PostgreSQL believes deliveries empty
-            # and plans the next chunk's "already there?" test as a scan of every row, for
-            # each subscriber (half a minute per chunk at 50,000, measured), and the
-            # workers' claims of these batches likewise; with those of a list imported
-            # just before (a sync at the instant), each batch's "still wanted?" check
-            # takes a quarter of a second. So: every table at the first chunk, then
-            # deliveries as it grows eightfold (a few times per fan-out, each a sample).
-            ledger.refresh_statistics(ctx.engine, ["deliveries"] if analyzed_at else None)
-            analyzed_at = max(there + added, 1)
+        refresh_if_grown()
         if send is not None and chunk.last_id is not None:
             bounds = ledger.id_range(ctx.engine, occ.id, channel)
             # A slice [lo, hi) is complete when it holds no id above the chunk's last.
