@@ -335,7 +335,10 @@ def run_celery(env: dict[str, str], n: int) -> tuple[float, float]:
             for pid in _children(worker.pid):
                 os.kill(pid, signal.SIGTERM)
         else:
-            os.killpg(worker.pid, signal.SIGTERM)
+            # The main process only: its warm shutdown lets a task still returning finish.
+            # SIGTERM to the whole group killed the pool processes under it (a
+            # WorkerLostError and its traceback after every run).
+            os.kill(worker.pid, signal.SIGTERM)
         try:
             worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
